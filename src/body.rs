@@ -1,0 +1,330 @@
+//! The crate-wide body types.
+//!
+//! [`ResponseBody`] is the response body of every middleware here: the inner service's body, a ready
+//! rejection, or a structured JSON value that is serialised only when the body is first polled. One
+//! enum instead of `http_body_util::Either` keeps the inner error type intact (no boxing, no
+//! `From<OurError>` bound on user bodies).
+//!
+//! [`BufferedBody`] is a request body that is already complete in memory: what
+//! [`BodyLimit`](crate::BodyLimit) hands the inner service in buffered mode and what
+//! [`TaskFlowActionService`](crate::TaskFlowActionService) reads.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use serde_json::Value;
+
+pin_project! {
+    /// Response body of every middleware in this crate.
+    ///
+    /// It is one of three things: the inner service's body, passed through untouched; a complete body
+    /// known in advance (a rejection); or a structured JSON value, kept as a value so later layers such as
+    /// [`ScrubOwnerMetadata`](crate::ScrubOwnerMetadata) can edit it in place, and serialised once when
+    /// the body is polled.
+    ///
+    /// `Data` is [`Bytes`] and `Error` is the inner body's error: our own variants cannot fail.
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        Full { data: Option<Bytes> },
+        Json { value: Option<Value> },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    /// Wraps the inner service's body.
+    pub fn new(body: B) -> Self {
+        Self {
+            kind: Kind::Inner { body },
+        }
+    }
+
+    /// A complete body, sent as one frame.
+    pub fn full(data: Bytes) -> Self {
+        let data = if data.is_empty() { None } else { Some(data) };
+        Self {
+            kind: Kind::Full { data },
+        }
+    }
+
+    /// A structured JSON value, serialised when the body is first polled.
+    ///
+    /// The caller sets `Content-Type` on the response; [`json_response`](crate::json_response) does both.
+    pub fn json(value: Value) -> Self {
+        Self {
+            kind: Kind::Json { value: Some(value) },
+        }
+    }
+
+    /// The structured JSON value, if this body holds one that has not been polled yet.
+    pub fn json_value(&self) -> Option<&Value> {
+        match &self.kind {
+            Kind::Json { value } => value.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Mutable access to the structured JSON value, for in-place edits before the body is sent.
+    pub fn json_value_mut(&mut self) -> Option<&mut Value> {
+        match &mut self.kind {
+            Kind::Json { value } => value.as_mut(),
+            _ => None,
+        }
+    }
+
+    /// The inner service's body, if this wraps one.
+    pub fn inner_ref(&self) -> Option<&B> {
+        match &self.kind {
+            Kind::Inner { body } => Some(body),
+            _ => None,
+        }
+    }
+
+    /// Mutable access to the inner service's body, if this wraps one.
+    pub fn inner_mut(&mut self) -> Option<&mut B> {
+        match &mut self.kind {
+            Kind::Inner { body } => Some(body),
+            _ => None,
+        }
+    }
+}
+
+impl<B: Default> Default for ResponseBody<B> {
+    fn default() -> Self {
+        Self::new(B::default())
+    }
+}
+
+impl<B> fmt::Debug for ResponseBody<B> {
+    // Deliberately shows only which kind of body this is: a JSON value may hold anything.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Inner { .. } => "Inner",
+            Kind::Full { .. } => "Full",
+            Kind::Json { .. } => "Json",
+        };
+        f.debug_struct("ResponseBody").field("kind", &kind).finish()
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Full { data } => Poll::Ready(data.take().map(|data| Ok(Frame::data(data)))),
+            KindProj::Json { value } => Poll::Ready(
+                value
+                    .take()
+                    .map(|value| Ok(Frame::data(Bytes::from(serialize(&value))))),
+            ),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Full { data } => data.is_none(),
+            Kind::Json { value } => value.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Kind::Json { value: None } => SizeHint::with_exact(0),
+            Kind::Json { value: Some(_) } => SizeHint::default(),
+        }
+    }
+}
+
+/// Serialises a JSON value. Writing a `serde_json::Value` to a `Vec` cannot fail (map keys are
+/// strings and there is no I/O), so the error arm is unreachable in practice; it yields `null`
+/// rather than a panic to keep the "never panic" promise structural.
+pub(crate) fn serialize(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec())
+}
+
+/// A request body that is already complete in memory.
+///
+/// Produced by [`BodyLimit`](crate::BodyLimit) in buffered mode; read by
+/// [`TaskFlowActionService`](crate::TaskFlowActionService). Build one from bytes to drive those
+/// services directly.
+#[derive(Clone, Default)]
+pub struct BufferedBody {
+    data: Bytes,
+    sent: bool,
+}
+
+impl BufferedBody {
+    /// A body holding `data`.
+    pub fn new(data: impl Into<Bytes>) -> Self {
+        Self {
+            data: data.into(),
+            sent: false,
+        }
+    }
+
+    /// The bytes of the body.
+    pub fn bytes(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// The bytes of the body, by value.
+    pub fn into_bytes(self) -> Bytes {
+        self.data
+    }
+
+    /// Length of the body in bytes.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+impl fmt::Debug for BufferedBody {
+    // Request bodies may carry anything a caller sent; show the length only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufferedBody")
+            .field("len", &self.data.len())
+            .finish()
+    }
+}
+
+impl From<Bytes> for BufferedBody {
+    fn from(data: Bytes) -> Self {
+        Self::new(data)
+    }
+}
+
+impl From<&'static str> for BufferedBody {
+    fn from(data: &'static str) -> Self {
+        Self::new(Bytes::from_static(data.as_bytes()))
+    }
+}
+
+impl From<String> for BufferedBody {
+    fn from(data: String) -> Self {
+        Self::new(data)
+    }
+}
+
+impl From<Vec<u8>> for BufferedBody {
+    fn from(data: Vec<u8>) -> Self {
+        Self::new(data)
+    }
+}
+
+impl Body for BufferedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.sent || this.data.is_empty() {
+            return Poll::Ready(None);
+        }
+        this.sent = true;
+        Poll::Ready(Some(Ok(Frame::data(this.data.clone()))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.sent || self.data.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(if self.is_end_stream() {
+            0
+        } else {
+            self.data.len() as u64
+        })
+    }
+}
+
+/// `Content-Type` of every JSON body this crate produces.
+pub(crate) const APPLICATION_JSON_UTF8: http::HeaderValue =
+    http::HeaderValue::from_static("application/json; charset=utf-8");
+
+/// A response with `status`, `Content-Type: application/json; charset=utf-8`, and `value` as a
+/// structured body (serialised when polled, editable in place until then).
+pub fn json_response<B>(status: http::StatusCode, value: Value) -> http::Response<ResponseBody<B>> {
+    let mut response = http::Response::new(ResponseBody::json(value));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, APPLICATION_JSON_UTF8);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn json_is_serialised_once_when_polled() {
+        let mut body = ResponseBody::<Full<Bytes>>::json(json!({"ok": true, "n": 1}));
+        body.json_value_mut().unwrap()["n"] = json!(2);
+        assert!(!body.is_end_stream());
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], br#"{"ok":true,"n":2}"#);
+    }
+
+    #[tokio::test]
+    async fn full_has_exact_size_and_empty_is_end_stream() {
+        let body = ResponseBody::<Full<Bytes>>::full(Bytes::from_static(b"unauthorized"));
+        assert_eq!(body.size_hint().exact(), Some(12));
+        assert_eq!(
+            &body.collect().await.unwrap().to_bytes()[..],
+            b"unauthorized"
+        );
+        let empty = ResponseBody::<Full<Bytes>>::full(Bytes::new());
+        assert!(empty.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn inner_body_passes_through() {
+        let body = ResponseBody::new(Full::new(Bytes::from_static(b"hello")));
+        assert_eq!(body.size_hint().exact(), Some(5));
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"hello");
+    }
+
+    #[tokio::test]
+    async fn buffered_body_yields_its_bytes_once() {
+        let body = BufferedBody::from("{\"a\":1}");
+        assert_eq!(body.size_hint().exact(), Some(7));
+        assert_eq!(format!("{body:?}"), "BufferedBody { len: 7 }");
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"{\"a\":1}");
+    }
+}

@@ -1,0 +1,270 @@
+//! Which client sent a request: the socket peer address, and `X-Forwarded-For` behind trusted proxies.
+//!
+//! The peer address is read from the request extensions, where the server put it: a bare
+//! [`SocketAddr`] (insert it yourself in a hyper `service_fn`, as the examples do) or, with the `axum`
+//! feature, axum's `ConnectInfo<SocketAddr>` (from `into_make_service_with_connect_info`).
+//!
+//! Forwarding headers are believed only when the peer itself is a configured trusted proxy. Then
+//! `X-Forwarded-For` is walked right to left (the rightmost entries were appended by the proxies
+//! nearest to us) and the first address that is not a trusted proxy is the client. IPv4-mapped IPv6
+//! addresses (`::ffff:a.b.c.d`) count as the IPv4 address.
+//!
+//! A request with no peer address at all counts as coming from `0.0.0.0`: every such request then
+//! shares one rate-limit and in-flight budget. That only happens when the server does not record peer
+//! addresses; a warning is logged the first time.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http::{HeaderName, Request};
+use ipnet::IpNet;
+
+/// `X-Forwarded-For`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The address standing in for a request without a peer address.
+pub const UNKNOWN_CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+/// The socket peer address recorded in the request extensions, if any.
+pub fn peer_addr<B>(request: &Request<B>) -> Option<SocketAddr> {
+    let extensions = request.extensions();
+    if let Some(addr) = extensions.get::<SocketAddr>() {
+        return Some(*addr);
+    }
+    #[cfg(feature = "axum")]
+    if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
+        return Some(info.0);
+    }
+    None
+}
+
+/// The socket peer IP (canonical: IPv4-mapped IPv6 as IPv4), or [`UNKNOWN_CLIENT`].
+pub fn peer_ip<B>(request: &Request<B>) -> IpAddr {
+    match peer_addr(request) {
+        Some(addr) => addr.ip().to_canonical(),
+        None => {
+            warn_missing_peer_once();
+            UNKNOWN_CLIENT
+        }
+    }
+}
+
+fn warn_missing_peer_once() {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "request without a peer address: insert the SocketAddr into the request extensions (or \
+             use axum's into_make_service_with_connect_info); such requests share one client budget"
+        );
+    }
+}
+
+/// The set of proxies whose `X-Forwarded-For` is believed: the `trustedProxies` CIDR list.
+///
+/// Cloning is a reference-count increment. The default trusts nobody.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies {
+    nets: Arc<[IpNet]>,
+}
+
+/// A `trustedProxies` entry that is neither a CIDR block nor an IP address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidCidr {
+    input: String,
+}
+
+impl fmt::Display for InvalidCidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid CIDR block or IP address `{}`", self.input)
+    }
+}
+
+impl std::error::Error for InvalidCidr {}
+
+impl TrustedProxies {
+    /// Trusts nobody: the peer address is always the client.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Trusts the given networks.
+    pub fn new(nets: impl IntoIterator<Item = IpNet>) -> Self {
+        Self {
+            nets: nets.into_iter().map(|net| net.trunc()).collect(),
+        }
+    }
+
+    /// Parses CIDR blocks (`10.0.0.0/8`, `fd00::/8`) or bare addresses (a single host).
+    pub fn parse<I, S>(entries: I) -> Result<Self, InvalidCidr>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let nets = entries
+            .into_iter()
+            .map(|entry| parse_net(entry.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::new(nets))
+    }
+
+    /// Whether nobody is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty()
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.nets.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client IP of `request`: the peer, or, when the peer is trusted, the rightmost
+    /// `X-Forwarded-For` entry that is not trusted.
+    ///
+    /// When every forwarded entry is trusted, the leftmost is the client. When an entry cannot be
+    /// parsed the walk stops there and the last address it reached is the client: what lies beyond a
+    /// garbled hop cannot be believed.
+    pub fn client_ip<B>(&self, request: &Request<B>) -> IpAddr {
+        let peer = peer_ip(request);
+        if self.is_empty() || !self.contains(peer) {
+            return peer;
+        }
+        let mut client = peer;
+        // Several X-Forwarded-For headers form one list in order; walk it from the end.
+        for value in request.headers().get_all(X_FORWARDED_FOR).iter().rev() {
+            let Ok(value) = value.to_str() else {
+                return client;
+            };
+            for hop in value.rsplit(',') {
+                let hop = hop.trim();
+                if hop.is_empty() {
+                    continue;
+                }
+                let Some(ip) = parse_forwarded_ip(hop) else {
+                    return client;
+                };
+                client = ip;
+                if !self.contains(ip) {
+                    return ip;
+                }
+            }
+        }
+        client
+    }
+}
+
+impl fmt::Debug for TrustedProxies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.nets.iter().map(|net| net.to_string()))
+            .finish()
+    }
+}
+
+fn parse_net(entry: &str) -> Result<IpNet, InvalidCidr> {
+    let trimmed = entry.trim();
+    IpNet::from_str(trimmed)
+        .or_else(|_| IpAddr::from_str(trimmed).map(IpNet::from))
+        .map_err(|_| InvalidCidr {
+            input: entry.to_owned(),
+        })
+}
+
+/// One `X-Forwarded-For` hop: `1.2.3.4`, `1.2.3.4:5678`, `::1`, or `[::1]:5678`.
+fn parse_forwarded_ip(hop: &str) -> Option<IpAddr> {
+    IpAddr::from_str(hop)
+        .or_else(|_| SocketAddr::from_str(hop).map(|addr| addr.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(peer: Option<&str>, xff: &[&str]) -> Request<()> {
+        let mut builder = Request::builder();
+        for value in xff {
+            builder = builder.header(X_FORWARDED_FOR, *value);
+        }
+        let mut request = builder.body(()).unwrap();
+        if let Some(peer) = peer {
+            request
+                .extensions_mut()
+                .insert(SocketAddr::from_str(peer).unwrap());
+        }
+        request
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn untrusted_peer_ignores_forwarding_headers() {
+        let proxies = TrustedProxies::parse(["10.0.0.0/8"]).unwrap();
+        let req = request(Some("203.0.113.9:4000"), &["1.1.1.1"]);
+        assert_eq!(proxies.client_ip(&req), ip("203.0.113.9"));
+        assert_eq!(TrustedProxies::none().client_ip(&req), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn trusted_peer_walks_right_to_left_past_trusted_hops() {
+        let proxies = TrustedProxies::parse(["10.0.0.0/8", "192.168.1.1"]).unwrap();
+        let req = request(
+            Some("10.0.0.2:80"),
+            &["6.6.6.6, 7.7.7.7", "192.168.1.1, 10.9.9.9"],
+        );
+        assert_eq!(proxies.client_ip(&req), ip("7.7.7.7"));
+    }
+
+    #[test]
+    fn all_trusted_hops_yield_the_leftmost() {
+        let proxies = TrustedProxies::parse(["10.0.0.0/8"]).unwrap();
+        let req = request(Some("10.0.0.2:80"), &["10.1.1.1, 10.2.2.2"]);
+        assert_eq!(proxies.client_ip(&req), ip("10.1.1.1"));
+        let no_header = request(Some("10.0.0.2:80"), &[]);
+        assert_eq!(proxies.client_ip(&no_header), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn garbled_hop_stops_the_walk() {
+        let proxies = TrustedProxies::parse(["10.0.0.0/8"]).unwrap();
+        let req = request(Some("10.0.0.2:80"), &["8.8.8.8, not-an-ip, 10.3.3.3"]);
+        assert_eq!(proxies.client_ip(&req), ip("10.3.3.3"));
+        let req = request(Some("10.0.0.2:80"), &["garbage"]);
+        assert_eq!(proxies.client_ip(&req), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn ports_brackets_and_mapped_addresses() {
+        let proxies = TrustedProxies::parse(["127.0.0.1/32"]).unwrap();
+        let req = request(Some("[::ffff:127.0.0.1]:9"), &["[2001:db8::1]:443"]);
+        assert_eq!(proxies.client_ip(&req), ip("2001:db8::1"));
+        let req = request(Some("127.0.0.1:9"), &["::ffff:5.6.7.8, 9.9.9.9:80"]);
+        assert_eq!(proxies.client_ip(&req), ip("9.9.9.9"));
+        let req = request(Some("[::ffff:198.51.100.7]:1"), &[]);
+        assert_eq!(peer_ip(&req), ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn missing_peer_is_the_unknown_client() {
+        assert_eq!(
+            TrustedProxies::none().client_ip(&request(None, &[])),
+            UNKNOWN_CLIENT
+        );
+    }
+
+    #[test]
+    fn invalid_cidr_is_an_error_naming_the_entry() {
+        let err = TrustedProxies::parse(["10.0.0.0/8", "10.0.0.0/99"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid CIDR block or IP address `10.0.0.0/99`"
+        );
+        assert!(TrustedProxies::parse(["nope"]).is_err());
+    }
+}

@@ -1,0 +1,26 @@
+//! Tower middleware for authenticated webhook ingress.
+//!
+//! `tower-webhooks` re-implements OpenClaw's bundled webhooks plugin (authenticated HTTP routes that
+//! create and drive managed TaskFlows) as composable tower layers. Each layer also works alone in front
+//! of any other ingress.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod body;
+pub mod client_ip;
+pub mod future;
+pub mod guard;
+pub mod rejection;
+
+pub mod auth;
+pub mod body_limit;
+pub mod in_flight;
+pub mod rate_limit;
+pub mod scrub;
+pub mod taskflow;
+
+pub use body::{BufferedBody, ResponseBody, json_response};
+pub use client_ip::{InvalidCidr, TrustedProxies};
+pub use guard::{RequireJson, RequireJsonLayer, RequirePost, RequirePostLayer};
+pub use rejection::Rejection;

@@ -1,0 +1,233 @@
+//! The plain-text rejections of the contract (SPEC §2): status, exact body text and headers.
+//!
+//! Every rejection carries `Content-Type: text/plain; charset=utf-8` and a body built from a static
+//! string, so answering one never formats or copies text.
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::body::ResponseBody;
+
+const TEXT_PLAIN_UTF8: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+
+/// A request refused before it reached the inner service.
+///
+/// Each variant maps to one status, one exact body text and its headers; see
+/// [`into_response`](Rejection::into_response).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// `404` `Not Found`: no route for the path.
+    NotFound,
+    /// `405` `Method Not Allowed` with `Allow: POST`.
+    MethodNotAllowed,
+    /// `429` `Too Many Requests` with `Retry-After` in seconds (at least 1).
+    TooManyRequests {
+        /// Seconds until the client may try again; `0` is sent as `1`.
+        retry_after_secs: u64,
+    },
+    /// `415` `Unsupported Media Type`.
+    UnsupportedMediaType,
+    /// `401` `unauthorized` with `WWW-Authenticate: Bearer`.
+    Unauthorized,
+    /// `400` `secret must not be sent in the query string`.
+    SecretInQueryString,
+    /// `400` `invalid Content-Length` with `Connection: close`: the header is not a number, or
+    /// several `Content-Length` values disagree.
+    InvalidContentLength,
+    /// `413` `Payload too large` with `Connection: close`.
+    PayloadTooLarge,
+    /// `408` `Request body timeout` with `Connection: close`.
+    RequestBodyTimeout,
+    /// `400` `invalid request body`: the body is empty, not UTF-8, or not JSON.
+    InvalidRequestBody,
+    /// `500` `Internal Server Error`.
+    InternalServerError,
+}
+
+impl Rejection {
+    /// The status code.
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::SecretInQueryString | Self::InvalidContentLength | Self::InvalidRequestBody => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::InternalServerError => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The exact body text.
+    pub const fn text(self) -> &'static str {
+        match self {
+            Self::NotFound => "Not Found",
+            Self::MethodNotAllowed => "Method Not Allowed",
+            Self::TooManyRequests { .. } => "Too Many Requests",
+            Self::UnsupportedMediaType => "Unsupported Media Type",
+            Self::Unauthorized => "unauthorized",
+            Self::SecretInQueryString => "secret must not be sent in the query string",
+            Self::InvalidContentLength => "invalid Content-Length",
+            Self::PayloadTooLarge => "Payload too large",
+            Self::RequestBodyTimeout => "Request body timeout",
+            Self::InvalidRequestBody => "invalid request body",
+            Self::InternalServerError => "Internal Server Error",
+        }
+    }
+
+    /// Whether the response tells the client the connection will close. True where the request body
+    /// was left unread or only partly read, so the connection cannot carry another request.
+    pub const fn closes_connection(self) -> bool {
+        matches!(
+            self,
+            Self::PayloadTooLarge | Self::RequestBodyTimeout | Self::InvalidContentLength
+        )
+    }
+
+    /// The response: status, `Content-Type: text/plain; charset=utf-8`, the variant's headers and
+    /// its exact text.
+    pub fn into_response<B>(self) -> Response<ResponseBody<B>> {
+        let mut response = Response::new(ResponseBody::full(Bytes::from_static(
+            self.text().as_bytes(),
+        )));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, TEXT_PLAIN_UTF8);
+        match self {
+            Self::MethodNotAllowed => {
+                headers.insert(ALLOW, HeaderValue::from_static("POST"));
+            }
+            Self::TooManyRequests { retry_after_secs } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+            }
+            Self::Unauthorized => {
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        if self.closes_connection() {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status().as_u16(), self.text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Empty};
+
+    async fn parts(rejection: Rejection) -> (StatusCode, http::HeaderMap, String) {
+        let response = rejection.into_response::<Empty<Bytes>>();
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8(bytes.to_vec()).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn every_rejection_has_its_status_text_and_headers() {
+        let cases = [
+            (Rejection::NotFound, 404, "Not Found", vec![]),
+            (
+                Rejection::MethodNotAllowed,
+                405,
+                "Method Not Allowed",
+                vec![("allow", "POST")],
+            ),
+            (
+                Rejection::TooManyRequests {
+                    retry_after_secs: 17,
+                },
+                429,
+                "Too Many Requests",
+                vec![("retry-after", "17")],
+            ),
+            (
+                Rejection::TooManyRequests {
+                    retry_after_secs: 0,
+                },
+                429,
+                "Too Many Requests",
+                vec![("retry-after", "1")],
+            ),
+            (
+                Rejection::UnsupportedMediaType,
+                415,
+                "Unsupported Media Type",
+                vec![],
+            ),
+            (
+                Rejection::Unauthorized,
+                401,
+                "unauthorized",
+                vec![("www-authenticate", "Bearer")],
+            ),
+            (
+                Rejection::SecretInQueryString,
+                400,
+                "secret must not be sent in the query string",
+                vec![],
+            ),
+            (
+                Rejection::InvalidContentLength,
+                400,
+                "invalid Content-Length",
+                vec![("connection", "close")],
+            ),
+            (
+                Rejection::PayloadTooLarge,
+                413,
+                "Payload too large",
+                vec![("connection", "close")],
+            ),
+            (
+                Rejection::RequestBodyTimeout,
+                408,
+                "Request body timeout",
+                vec![("connection", "close")],
+            ),
+            (
+                Rejection::InvalidRequestBody,
+                400,
+                "invalid request body",
+                vec![],
+            ),
+            (
+                Rejection::InternalServerError,
+                500,
+                "Internal Server Error",
+                vec![],
+            ),
+        ];
+        for (rejection, status, text, headers) in cases {
+            let (got_status, got_headers, got_text) = parts(rejection).await;
+            assert_eq!(got_status.as_u16(), status, "{rejection:?}");
+            assert_eq!(got_text, text, "{rejection:?}");
+            assert_eq!(got_headers["content-type"], "text/plain; charset=utf-8");
+            assert_eq!(
+                got_headers.len(),
+                1 + headers.len(),
+                "{rejection:?}: {got_headers:?}"
+            );
+            for (name, value) in headers {
+                assert_eq!(got_headers[name], value, "{rejection:?}");
+            }
+        }
+    }
+}
