@@ -9,6 +9,7 @@
 
 pub mod body;
 pub mod client_ip;
+pub mod clock;
 pub mod future;
 pub mod guard;
 pub mod rejection;
@@ -22,5 +23,6 @@ pub mod taskflow;
 
 pub use body::{BufferedBody, ResponseBody, json_response};
 pub use client_ip::{InvalidCidr, TrustedProxies};
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use guard::{RequireJson, RequireJsonLayer, RequirePost, RequirePostLayer};
 pub use rejection::Rejection;
