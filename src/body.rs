@@ -43,6 +43,13 @@ pin_project! {
     }
 }
 
+/// The body of responses a service of this crate builds entirely itself, with no inner body: what
+/// [`TaskFlowActionService`](crate::TaskFlowActionService) answers with.
+///
+/// [`ScrubOwnerMetadata`](crate::ScrubOwnerMetadata) recognises this concrete type and edits its JSON
+/// value in place instead of re-parsing bytes.
+pub type StandaloneBody = ResponseBody<http_body_util::Empty<Bytes>>;
+
 impl<B> ResponseBody<B> {
     /// Wraps the inner service's body.
     pub fn new(body: B) -> Self {

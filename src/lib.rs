@@ -13,6 +13,7 @@ pub mod clock;
 pub mod future;
 pub mod guard;
 pub mod rejection;
+pub mod secret;
 
 pub mod auth;
 pub mod body_limit;
@@ -21,8 +22,9 @@ pub mod rate_limit;
 pub mod scrub;
 pub mod taskflow;
 
-pub use body::{BufferedBody, ResponseBody, json_response};
+pub use body::{BufferedBody, ResponseBody, StandaloneBody, json_response};
 pub use client_ip::{InvalidCidr, TrustedProxies};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use guard::{RequireJson, RequireJsonLayer, RequirePost, RequirePostLayer};
 pub use rejection::Rejection;
+pub use secret::Secret;

@@ -1,0 +1,62 @@
+//! [`Secret`]: a secret value that never shows itself.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A secret value (a shared webhook secret, a token).
+///
+/// `Debug` and `Display` print `[redacted]`, never the value; the value is reachable only through
+/// [`expose`](Secret::expose), so every place that reads it is easy to find. Cloning shares the value.
+/// Values are trimmed when built, as the contract asks of every resolved secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// A secret holding `value`, trimmed. `None` when nothing is left after trimming: an empty secret
+    /// would authenticate nobody, and the contract treats it as unresolved.
+    pub fn new(value: impl AsRef<str>) -> Option<Self> {
+        let trimmed = value.as_ref().trim();
+        (!trimmed.is_empty()).then(|| Self(Arc::from(trimmed)))
+    }
+
+    /// The secret value. Call only where the value is really needed (hashing, comparison).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_shows_its_value() {
+        let secret = Secret::new("  hunter2-s3cr3t \n").unwrap();
+        assert_eq!(secret.expose(), "hunter2-s3cr3t");
+        assert_eq!(format!("{secret}"), "[redacted]");
+        assert_eq!(format!("{secret:?}"), "Secret([redacted])");
+        assert_eq!(
+            format!("{:?}", Some(vec![secret.clone()])),
+            "Some([Secret([redacted])])"
+        );
+        assert!(!format!("{secret:#?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn empty_after_trim_is_no_secret() {
+        assert!(Secret::new("").is_none());
+        assert!(Secret::new(" \t\n").is_none());
+    }
+}
