@@ -13,6 +13,7 @@ pub mod clock;
 pub mod future;
 pub mod guard;
 pub mod rejection;
+pub mod router;
 pub mod secret;
 
 pub mod auth;
@@ -27,4 +28,5 @@ pub use client_ip::{InvalidCidr, TrustedProxies};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use guard::{RequireJson, RequireJsonLayer, RequirePost, RequirePostLayer};
 pub use rejection::Rejection;
+pub use router::{RouteTable, RouteTableHandle, RouterFuture, WebhookRouter};
 pub use secret::Secret;
