@@ -15,6 +15,8 @@ pub mod guard;
 pub mod rejection;
 pub mod router;
 pub mod secret;
+#[cfg(feature = "gateway")]
+pub mod serve;
 
 pub mod auth;
 pub mod body_limit;

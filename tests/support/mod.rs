@@ -1,0 +1,254 @@
+//! Real-socket helpers shared by the integration tests: a hyper 1 server over hyper-util that records
+//! the peer address the way the gateway does, and a raw HTTP/1.1 client for requests a well-behaved
+//! client library refuses to send (lying or malformed lengths, stalled bodies).
+#![allow(dead_code, unreachable_pub)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower::Service;
+use tower_webhooks::serve::{ServeOptions, ServeOutcome};
+
+/// A server on 127.0.0.1 with a random port, stopped when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<ServeOutcome>>,
+}
+
+impl TestServer {
+    /// Stops accepting and waits for the drain to finish.
+    pub async fn shutdown(mut self) -> ServeOutcome {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.take().unwrap().await.unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Serves `service` through the crate's own accept loop (HTTP/1.1 and HTTP/2, peer address in the
+/// request extensions), as the gateway does.
+pub async fn serve<S, B>(service: S) -> TestServer
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve_with(service, ServeOptions::default()).await
+}
+
+/// [`serve`] with explicit connection options.
+pub async fn serve_with<S, B>(service: S, options: ServeOptions) -> TestServer
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(tower_webhooks::serve::serve(
+        listener,
+        service,
+        options,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    TestServer {
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+/// A response read off the wire.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
+    }
+}
+
+/// Connects to `addr`.
+pub async fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// Writes `request` as is and reads one response.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    let mut stream = connect(addr).await;
+    stream.write_all(request).await.unwrap();
+    read_response(&mut stream).await
+}
+
+/// A POST with the given headers and body, `Content-Length` set from the body unless given.
+pub fn post_bytes(path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("POST {path} HTTP/1.1\r\nhost: test\r\n").into_bytes();
+    let mut has_length = false;
+    for (name, value) in headers {
+        has_length |= name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding");
+        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    if !has_length {
+        out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads one HTTP/1.1 response (Content-Length, chunked, or until close). Gives up after 10 s so a
+/// server bug fails the test instead of hanging it.
+pub async fn read_response(stream: &mut TcpStream) -> RawResponse {
+    tokio::time::timeout(Duration::from_secs(10), read_response_inner(stream))
+        .await
+        .expect("no response within 10 s")
+}
+
+async fn read_response_inner(stream: &mut TcpStream) -> RawResponse {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            break end;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "connection closed before a response head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+    let mut rest = buf[head_end + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let body = if let Some(length) = get("content-length") {
+        let length: usize = length.parse().unwrap();
+        while rest.len() < length {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed inside the body");
+            rest.extend_from_slice(&chunk[..n]);
+        }
+        rest.truncate(length);
+        rest
+    } else if get("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked")) {
+        read_chunked(stream, rest).await
+    } else {
+        let _ = stream.read_to_end(&mut rest).await;
+        rest
+    };
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn read_chunked(stream: &mut TcpStream, mut buf: Vec<u8>) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(end) = find(&buf, b"\r\n") {
+                break end;
+            }
+            fill(stream, &mut buf).await;
+        };
+        let size_text = String::from_utf8(buf[..line_end].to_vec()).unwrap();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+        buf.drain(..line_end + 2);
+        if size == 0 {
+            return body;
+        }
+        while buf.len() < size + 2 {
+            fill(stream, &mut buf).await;
+        }
+        body.extend_from_slice(&buf[..size]);
+        buf.drain(..size + 2);
+    }
+}
+
+async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) {
+    let mut chunk = [0u8; 4096];
+    let n = stream.read(&mut chunk).await.unwrap();
+    assert!(n > 0, "connection closed inside a chunked body");
+    buf.extend_from_slice(&chunk[..n]);
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Whether the server closed the connection: a read returns EOF (or a reset) within 10 s.
+pub async fn is_closed(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
