@@ -61,7 +61,8 @@
 //! - Limits accept a float without a fractional part (`6e4`), as JSON5 reads exponents as floats.
 //!   Counts and sizes are capped at `u32::MAX`.
 //! - `secrets.providers.*.path` and `command` must be absolute: a relative path would depend on the
-//!   gateway's working directory. Every provider is validated when loading, used or not.
+//!   gateway's working directory. Every provider is validated when loading, used or not (in a whole
+//!   file, only when the plugin has a config and is not disabled).
 //! - `exec` helpers run with an empty environment plus the provider's `env`, without a shell, with
 //!   stderr discarded (it may echo secrets). One ref used by several routes runs its helper once per
 //!   resolve.
