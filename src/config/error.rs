@@ -39,7 +39,7 @@ pub enum ConfigError {
         /// What is wrong with it.
         message: String,
     },
-    /// Two enabled routes normalise to the same path [compat].
+    /// Two enabled routes normalise to the same path \[compat\].
     DuplicatePath {
         /// The route that came later in the file.
         route_id: String,

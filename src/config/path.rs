@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-/// Normalises a webhook path the way the original plugin does [compat].
+/// Normalises a webhook path the way the original plugin does \[compat\].
 ///
 /// Trims surrounding whitespace; an empty path becomes `/`; a missing leading `/` is added; a path
 /// longer than one character loses exactly one trailing `/`. Nothing else changes: case is kept, `//`

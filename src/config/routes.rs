@@ -171,7 +171,7 @@ pub struct ResolvedRoute {
 
 /// A route left out because a secret did not resolve.
 ///
-/// `Display` is the exact warning [compat]: `[webhooks] skipping route <routeId>: <reason>`.
+/// `Display` is the exact warning \[compat\]: `[webhooks] skipping route <routeId>: <reason>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SkippedRoute {
     /// The route id.

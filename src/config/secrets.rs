@@ -124,7 +124,7 @@ impl SecretInput {
         }
     }
 
-    /// A route's `secret`: one input, or a non-empty array of them [better].
+    /// A route's `secret`: one input, or a non-empty array of them \[better\].
     pub(crate) fn list_from_value(value: &Value, path: &str) -> Result<Vec<Self>, ConfigError> {
         match value {
             Value::Array(items) if items.is_empty() => {
@@ -646,7 +646,10 @@ fn resolve_exec(exec: &ExecProvider, provider: &str, id: &str) -> Result<Secret,
         kill(&mut child);
         return Err(fail(format!("printed more than {MAX_SECRET_BYTES} bytes")));
     }
-    let status = wait_until(&mut child, deadline).ok_or_else(timed_out)?;
+    let status = wait_until(&mut child, deadline).map_err(|e| match e {
+        Some(e) => fail(format!("could not be waited for: {e}")),
+        None => timed_out(),
+    })?;
     if !status.success() {
         return Err(fail(format!("failed ({status})")));
     }
@@ -692,24 +695,25 @@ fn spawn(cmd: &mut Command) -> io::Result<Child> {
     }
 }
 
-/// Waits for `child` until `deadline`; kills it and returns `None` past it.
-fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+/// Waits for `child` until `deadline`. Past it, or if waiting fails, the child is killed; the error
+/// is `None` for a timeout.
+fn wait_until(child: &mut Child, deadline: Instant) -> Result<ExitStatus, Option<io::Error>> {
     // The helper has closed its stdout by now, so it is normally exiting: the first poll or two
     // catch it. A helper that closes stdout and lingers is bounded by the deadline like any other.
     loop {
         match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
+            Ok(Some(status)) => return Ok(status),
             Ok(None) => {
                 let now = Instant::now();
                 if now >= deadline {
                     kill(child);
-                    return None;
+                    return Err(None);
                 }
                 thread::sleep((deadline - now).min(Duration::from_millis(2)));
             }
-            Err(_) => {
+            Err(e) => {
                 kill(child);
-                return None;
+                return Err(Some(e));
             }
         }
     }
