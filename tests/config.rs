@@ -1,4 +1,7 @@
 //! The configuration loader: SPEC §1 (routes, paths, secrets) and §2.5 (limits).
+//!
+//! Unix only: file modes, symlinks and `#!/bin/sh` helpers are what is being tested.
+#![cfg(unix)]
 
 use std::borrow::Cow;
 use std::fs;
@@ -561,6 +564,10 @@ fn provider_validation() {
         (
             "{ p: { source: 'exec', command: '/h', timeoutMs: 2.5 } }",
             "secrets.providers.p.timeoutMs: must be an integer >= 1",
+        ),
+        (
+            "{ p: { source: 'exec', command: '/h', timeoutMs: 4294967296 } }",
+            "secrets.providers.p.timeoutMs: must be an integer from 1 to 4294967295",
         ),
         (
             "{ p: { source: 'exec', command: '/h', env: [] } }",
@@ -1575,10 +1582,16 @@ fn every_limit_rejects_bad_values() {
 #[test]
 fn limits_too_large_for_their_type() {
     for (section, field) in [
-        ("authFailures", "max"),
+        ("rateLimit", "windowMs"),
         ("rateLimit", "maxRequests"),
+        ("rateLimit", "maxTrackedKeys"),
         ("inFlight", "maxPerKey"),
+        ("inFlight", "maxTrackedKeys"),
         ("body", "maxBytes"),
+        ("body", "timeoutMs"),
+        ("authFailures", "max"),
+        ("authFailures", "windowMs"),
+        ("authFailures", "lockoutMs"),
     ] {
         assert_eq!(
             error(&format!(

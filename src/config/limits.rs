@@ -103,9 +103,10 @@ impl Default for AuthFailureSettings {
 }
 
 // Counts and byte sizes become `usize`; capping them at `u32::MAX` keeps the check identical on
-// 32- and 64-bit targets.
+// 32- and 64-bit targets. Durations get the same cap (about 49 days): far beyond any sensible window,
+// and small enough that no layer can overflow an `Instant` by adding one.
 const MAX_COUNT: u64 = u32::MAX as u64;
-const MAX_MS: u64 = u64::MAX;
+const MAX_MS: u64 = u32::MAX as u64;
 
 impl Limits {
     /// Reads a `limits` value; `path` is where it sits (for error messages).

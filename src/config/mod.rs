@@ -59,7 +59,8 @@
 //!   exactly what is configured or nothing, so a broken rotation is noticed at once. The reason then
 //!   names `…secret[<index>]`.
 //! - Limits accept a float without a fractional part (`6e4`), as JSON5 reads exponents as floats.
-//!   Counts and sizes are capped at `u32::MAX`.
+//!   Every number, durations included, is capped at `u32::MAX` (4294967295): no layer can then
+//!   overflow an `Instant` or a counter with a configured value.
 //! - `secrets.providers.*.path` and `command` must be absolute: a relative path would depend on the
 //!   gateway's working directory. Every provider is validated when loading, used or not (in a whole
 //!   file, only when the plugin has a config and is not disabled).

@@ -261,9 +261,12 @@ impl SecretProvider {
                 };
                 let timeout = match map.get("timeoutMs") {
                     None => DEFAULT_EXEC_TIMEOUT,
-                    Some(v) => {
-                        Duration::from_millis(positive_int(v, &join(path, "timeoutMs"), u64::MAX)?)
-                    }
+                    // Capped like the limits' durations, so a deadline can always be computed.
+                    Some(v) => Duration::from_millis(positive_int(
+                        v,
+                        &join(path, "timeoutMs"),
+                        u64::from(u32::MAX),
+                    )?),
                 };
                 let env = match map.get("env") {
                     None => Vec::new(),
@@ -605,7 +608,11 @@ fn resolve_exec(exec: &ExecProvider, provider: &str, id: &str) -> Result<Secret,
         .stdout(Stdio::piped())
         // Helper diagnostics may echo the secret; they are not ours to log.
         .stderr(Stdio::null());
-    let deadline = Instant::now() + exec.timeout;
+    // `ExecProvider` can be built by hand with any timeout; an unrepresentable deadline means "never".
+    let started = Instant::now();
+    let deadline = started
+        .checked_add(exec.timeout)
+        .unwrap_or_else(|| started + Duration::from_secs(60 * 60 * 24 * 365));
     let mut child = spawn(&mut cmd).map_err(|e| fail(format!("could not be started: {e}")))?;
 
     if let Some(mut stdin) = child.stdin.take() {
