@@ -1282,7 +1282,12 @@ fn exec_bad_answers_are_unresolved() {
 #[test]
 fn exec_timeout_kills_the_helper() {
     let dir = TempDir::new("exec-timeout");
-    let helper = dir.script("slow", "exec /bin/sleep 30");
+    let pid_file = dir.path().join("pid");
+    // `exec` keeps the PID: the sleeping process is the child we spawned.
+    let helper = dir.script(
+        "slow",
+        &format!("echo $$ > '{}'\nexec /bin/sleep 30", path_str(&pid_file)),
+    );
     let reason = skip_reason(&one_route(
         &exec_ref("k"),
         &exec_provider(&helper, ", timeoutMs: 200"),
@@ -1291,6 +1296,17 @@ fn exec_timeout_kills_the_helper() {
         reason.ends_with(&exec_reason_tail(&helper, "timed out after 200 ms")),
         "{reason}"
     );
+    // Killed and reaped, so its /proc entry is gone. (Under extreme load the helper may be killed
+    // before it writes its PID; then there is nothing left to check.)
+    if let Ok(pid) = fs::read_to_string(&pid_file) {
+        let pid = pid.trim();
+        if !pid.is_empty() && Path::new("/proc/self").exists() {
+            assert!(
+                !Path::new(&format!("/proc/{pid}")).exists(),
+                "helper {pid} is still running"
+            );
+        }
+    }
 }
 
 #[test]
