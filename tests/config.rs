@@ -317,6 +317,17 @@ fn a_disabled_route_is_still_validated_but_never_resolved() {
 }
 
 #[test]
+fn a_repeated_key_keeps_its_last_value() {
+    let config = load(
+        "{ routes: { a: { sessionKey: 'k', secret: 'one' }, b: { sessionKey: 'k', secret: 's' },
+                     a: { sessionKey: 'k', secret: 'two' } } }",
+    );
+    let ids: Vec<_> = config.routes().iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(config.resolve().routes[0].secrets[0].expose(), "two");
+}
+
+#[test]
 fn duplicate_route_ids_after_trimming() {
     assert_eq!(
         error(

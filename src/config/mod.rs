@@ -54,7 +54,8 @@
 //!   the file alone, and reloading cannot turn a valid file into an invalid one.
 //! - An explicit `path` must be non-empty after trimming, although normalisation would make `""` into
 //!   `/`: serving the root by accident is worse than a startup error.
-//! - Route ids are trimmed; two keys that trim to the same id are an error.
+//! - Route ids are trimmed; two keys that trim to the same id are an error. A key written twice in
+//!   one object keeps its last value, as `JSON.parse` does (the json5 parser gives no way to tell).
 //! - With several secrets, the route is skipped if **any** of them does not resolve: a route serves
 //!   exactly what is configured or nothing, so a broken rotation is noticed at once. The reason then
 //!   names `…secret[<index>]`.
