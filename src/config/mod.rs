@@ -41,7 +41,8 @@
 //! - elsewhere, the path is the one in the file: `secrets.providers.vault.command: must be an absolute
 //!   path`, `plugins.entries.webhooks.enabled: must be a boolean`.
 //!
-//! Messages name the key, never the value, so a secret written in the wrong place is not echoed.
+//! Messages name the key, not the value, so a secret written in the wrong place is not echoed. The
+//! one exception is an invalid `trustedProxies` entry, quoted so the operator can find it.
 //! Two enabled routes on one path fail with the original's exact text:
 //! `webhooks.routes.<laterId>.path conflicts with routes.<firstId>.path (<path>).`
 //!
