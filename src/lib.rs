@@ -10,6 +10,7 @@
 pub mod body;
 pub mod client_ip;
 pub mod clock;
+pub mod config;
 pub mod future;
 pub mod guard;
 pub mod rejection;
@@ -28,6 +29,12 @@ pub mod taskflow;
 pub use body::{BufferedBody, ResponseBody, StandaloneBody, json_response};
 pub use client_ip::{InvalidCidr, TrustedProxies};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use config::{
+    AuthFailureSettings, BodySettings, ChildSessions, ConfigError, ExecProvider, FileMode,
+    InFlightSettings, Limits, RateLimitSettings, ResolvedConfig, ResolvedRoute, RouteConfig,
+    SecretInput, SecretProvider, SecretProviders, SecretRef, SecretSource, SkippedRoute,
+    UnresolvedSecret, WebhooksConfig, normalize_webhook_path,
+};
 pub use guard::{RequireJson, RequireJsonLayer, RequirePost, RequirePostLayer};
 pub use rejection::Rejection;
 pub use router::{RouteTable, RouteTableHandle, RouterFuture, WebhookRouter};
