@@ -68,7 +68,7 @@ impl<B> ResponseBody<B> {
 
     /// A structured JSON value, serialised when the body is first polled.
     ///
-    /// The caller sets `Content-Type` on the response; [`json_response`](crate::json_response) does both.
+    /// The caller sets `Content-Type` on the response; [`json_response`] does both.
     pub fn json(value: Value) -> Self {
         Self {
             kind: Kind::Json { value: Some(value) },

@@ -43,6 +43,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::body::ResponseBody;
+use crate::config::normalize_webhook_path;
 use crate::rejection::Rejection;
 
 /// The routes of a [`WebhookRouter`]: normalised path → service. Built once, then swapped whole.
@@ -285,26 +286,5 @@ where
                 StateProj::NotFound => return Poll::Ready(Ok(Rejection::NotFound.into_response())),
             }
         }
-    }
-}
-
-// TEMPORARY until the config module lands; then `crate::config::normalize_webhook_path`.
-fn normalize_webhook_path(path: &str) -> std::borrow::Cow<'_, str> {
-    let trimmed = path.trim();
-    if trimmed.is_empty() {
-        return "/".into();
-    }
-    let mut owned = if trimmed.starts_with('/') {
-        trimmed.to_owned()
-    } else {
-        format!("/{trimmed}")
-    };
-    if owned.len() > 1 && owned.ends_with('/') {
-        owned.pop();
-    }
-    if owned == path {
-        std::borrow::Cow::Borrowed(path)
-    } else {
-        owned.into()
     }
 }
