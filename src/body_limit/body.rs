@@ -26,9 +26,9 @@ pin_project! {
         inner: Limited<B>,
         timeout: Duration,
         // Created the first time the inner body makes us wait, so a body that is already in memory
-        // (the common in-process case) never reads the clock nor touches the timer wheel.
-        #[pin]
-        deadline: Option<Sleep>,
+        // (the common in-process case) never reads the clock nor touches the timer wheel. Boxed
+        // because only that slow path needs it.
+        deadline: Option<Pin<Box<Sleep>>>,
         failed: bool,
     }
 }
@@ -68,7 +68,7 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let mut this = self.project();
+        let this = self.project();
         if *this.failed {
             return Poll::Ready(None);
         }
@@ -81,15 +81,16 @@ where
             }
             Poll::Ready(other) => Poll::Ready(other),
             Poll::Pending => {
-                if this.deadline.is_none() {
-                    this.deadline.set(Some(tokio::time::sleep(*this.timeout)));
-                }
-                match this.deadline.as_pin_mut().map(|sleep| sleep.poll(cx)) {
-                    Some(Poll::Ready(())) => {
+                let timeout = *this.timeout;
+                let sleep = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
                         *this.failed = true;
                         Poll::Ready(Some(Err(Box::new(BodyTimeoutError { _private: () }))))
                     }
-                    _ => Poll::Pending,
+                    Poll::Pending => Poll::Pending,
                 }
             }
         }

@@ -58,9 +58,10 @@ pin_project! {
             max_bytes: usize,
             timeout: Duration,
             // Created the first time the body makes us wait (see `LimitedBody`): a body already in
-            // memory is collected without reading the clock.
-            #[pin]
-            deadline: Option<Sleep>,
+            // memory is collected without reading the clock. Boxed because it is only needed on
+            // that slow path, and inline it would add a hundred bytes to every future, rejections
+            // included, that are moved on each `oneshot`.
+            deadline: Option<Pin<Box<Sleep>>>,
         },
         Calling {
             #[pin]
@@ -223,7 +224,7 @@ where
                     declared,
                     max_bytes,
                     timeout,
-                    mut deadline,
+                    deadline,
                 } => {
                     match read(
                         body.as_mut(),
@@ -231,7 +232,7 @@ where
                         *declared,
                         *max_bytes,
                         *timeout,
-                        deadline.as_mut(),
+                        deadline,
                         cx,
                     ) {
                         Poll::Pending => return Poll::Pending,
@@ -269,7 +270,7 @@ fn read<B>(
     declared: Declared,
     max_bytes: usize,
     timeout: Duration,
-    deadline: Pin<&mut Option<Sleep>>,
+    deadline: &mut Option<Pin<Box<Sleep>>>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Bytes, Stop>>
 where
@@ -324,16 +325,14 @@ where
 
 /// Starts the deadline on the first wait and answers 408 once it has passed.
 fn wait(
-    mut deadline: Pin<&mut Option<Sleep>>,
+    deadline: &mut Option<Pin<Box<Sleep>>>,
     timeout: Duration,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Bytes, Stop>> {
-    if deadline.is_none() {
-        deadline.set(Some(tokio::time::sleep(timeout)));
-    }
-    match deadline.as_pin_mut().map(|sleep| sleep.poll(cx)) {
-        Some(Poll::Ready(())) => Poll::Ready(Err(Stop::Reject(Rejection::RequestBodyTimeout))),
-        _ => Poll::Pending,
+    let sleep = deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+    match sleep.as_mut().poll(cx) {
+        Poll::Ready(()) => Poll::Ready(Err(Stop::Reject(Rejection::RequestBodyTimeout))),
+        Poll::Pending => Poll::Pending,
     }
 }
 
