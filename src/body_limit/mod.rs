@@ -16,7 +16,7 @@
 //! |---|---|
 //! | above the cap | `413` `Payload too large`, `Connection: close`; the body is never polled |
 //! | not `1*DIGIT` (empty, a sign, spaces or letters inside, over `u64`) | `400` `invalid Content-Length`, `Connection: close` |
-//! | several fields or a comma list with different values | `400` `invalid Content-Length` |
+//! | several fields or a comma list with different values | `400` `invalid Content-Length`, `Connection: close` |
 //! | several fields or a list, all the same value (RFC 9110 §8.6) | accepted, and replaced by one field before the inner service sees it |
 //!
 //! An empty list element (`5,`, `5,,5`) is refused too: a length is not a list that tolerates
@@ -54,6 +54,9 @@
 //!   cap, and the body is not polled again.
 //! - A body received as a single frame is handed on as that frame, without a copy. A second frame
 //!   allocates once, for the declared `Content-Length` when there is one.
+//! - An always-ready body (in-process, or one yielding empty frames forever) is read in batches of
+//!   32 frames; between batches the future yields and the deadline runs, so no body can keep a task
+//!   busy past it.
 //! - The inner service's readiness is honoured: the service that `poll_ready` was driven on is moved
 //!   into the future and called there; a clone stays behind for the next request.
 //!
