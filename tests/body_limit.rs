@@ -338,9 +338,16 @@ async fn a_lying_content_length_is_refused() {
 
     // Declares 10, ends after 4: truncated.
     let (body, _) = Frames::new([b"abcd"]);
-    let got = answer(svc, post(&["10"], body)).await;
+    let got = answer(svc.clone(), post(&["10"], body)).await;
     assert_rejected(&got, 400, "invalid Content-Length", true);
     assert_eq!(echo.calls(), 0);
+
+    // The same with a body that says it has ended instead of being polled to the end.
+    let got = answer(svc.clone(), post(&["10"], Full::new(Bytes::from("abcd")))).await;
+    assert_rejected(&got, 400, "invalid Content-Length", true);
+    let got = answer(svc, post(&["4"], Full::new(Bytes::from("abcd")))).await;
+    assert_eq!((got.0, got.2), (StatusCode::OK, Bytes::from("abcd")));
+    assert_eq!(echo.calls(), 1);
 }
 
 const MALFORMED: &[&[&str]] = &[

@@ -298,6 +298,11 @@ where
                     return Poll::Ready(Err(Stop::Reject(Rejection::InvalidContentLength)));
                 }
                 collected.push(data, capacity_hint);
+                // Most bodies know when they are done (a full in-memory body, hyper once the
+                // declared length has arrived); asking saves a poll.
+                if body.is_end_stream() {
+                    return Poll::Ready(finish(collected, declared, total));
+                }
             }
             Poll::Ready(Some(Err(error))) => {
                 let error: BoxError = error.into();
@@ -307,20 +312,23 @@ where
                 tracing::debug!(%error, "request body failed while buffering");
                 return Poll::Ready(Err(Stop::ReadError));
             }
-            Poll::Ready(None) => {
-                // A body that ends short of its declared length was cut off or framed wrongly;
-                // handing a partial body on would let the inner service act on truncated input.
-                if declared.length.is_some_and(|n| n != total) {
-                    return Poll::Ready(Err(Stop::Reject(Rejection::InvalidContentLength)));
-                }
-                return Poll::Ready(Ok(collected.take()));
-            }
+            Poll::Ready(None) => return Poll::Ready(finish(collected, declared, total)),
             Poll::Pending => return wait(deadline, timeout, cx),
         }
     }
     // Budget spent on an always-ready body: yield, and let the deadline bound how long this goes on.
     cx.waker().wake_by_ref();
     wait(deadline, timeout, cx)
+}
+
+/// The body has ended: hand it on if it is as long as it said.
+fn finish(collected: &mut Collected, declared: Declared, total: u64) -> Result<Bytes, Stop> {
+    // A body that ends short of its declared length was cut off or framed wrongly; handing a
+    // partial body on would let the inner service act on truncated input.
+    if declared.length.is_some_and(|n| n != total) {
+        return Err(Stop::Reject(Rejection::InvalidContentLength));
+    }
+    Ok(collected.take())
 }
 
 /// Starts the deadline on the first wait and answers 408 once it has passed.
