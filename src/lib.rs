@@ -27,6 +27,10 @@ pub mod scrub;
 pub mod taskflow;
 
 pub use body::{BufferedBody, ResponseBody, StandaloneBody, json_response};
+pub use body_limit::{
+    BodyLimit, BodyLimitConfig, BodyLimitLayer, BodyTimeoutError, Buffered, BufferedFuture,
+    LimitedBody, Streaming,
+};
 pub use client_ip::{InvalidCidr, TrustedProxies};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{
