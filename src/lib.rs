@@ -26,6 +26,10 @@ pub mod rate_limit;
 pub mod scrub;
 pub mod taskflow;
 
+pub use auth::{
+    AuthLockout, LockoutConfig, SecretsHandle, SharedSecretAuth, SharedSecretAuthConfig,
+    SharedSecretAuthLayer,
+};
 pub use body::{BufferedBody, ResponseBody, StandaloneBody, json_response};
 pub use body_limit::{
     BodyLimit, BodyLimitConfig, BodyLimitLayer, BodyTimeoutError, Buffered, BufferedFuture,

@@ -1,0 +1,157 @@
+//! [`SharedSecretAuthConfig`] and [`SharedSecretAuthLayer`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::HeaderName;
+use tower_layer::Layer;
+
+use super::lockout::{AuthLockout, LockoutConfig};
+use super::secrets::{SecretDigests, SecretsHandle};
+use super::service::SharedSecretAuth;
+use crate::client_ip::TrustedProxies;
+use crate::secret::Secret;
+
+/// The header OpenClaw clients send the secret in when they do not use `Authorization: Bearer`.
+pub const WEBHOOK_SECRET_HEADER: HeaderName = HeaderName::from_static("x-openclaw-webhook-secret");
+
+/// Settings of [`SharedSecretAuth`].
+///
+/// ```
+/// use tower_webhooks::{AuthLockout, LockoutConfig, Secret, SharedSecretAuthConfig};
+/// let config = SharedSecretAuthConfig::new([Secret::new("current").unwrap(), Secret::new("next").unwrap()])
+///     .secret_header(http::HeaderName::from_static("x-hook-token"))
+///     .lockout(AuthLockout::new(LockoutConfig::default()));
+/// assert!(!format!("{config:?}").contains("current"));
+/// ```
+#[derive(Clone)]
+pub struct SharedSecretAuthConfig {
+    pub(crate) secrets: Vec<Secret>,
+    pub(crate) secret_header: HeaderName,
+    pub(crate) accept_bearer: bool,
+    pub(crate) refuse_query_secrets: bool,
+    pub(crate) lockout: Option<AuthLockout>,
+    pub(crate) trusted_proxies: TrustedProxies,
+}
+
+impl SharedSecretAuthConfig {
+    /// Accepts any of `secrets`, from `Authorization: Bearer` or `x-openclaw-webhook-secret`, with a
+    /// fresh lockout of the default settings, refusing secrets in the query string. An empty set
+    /// refuses everybody.
+    pub fn new(secrets: impl IntoIterator<Item = Secret>) -> Self {
+        Self {
+            secrets: secrets.into_iter().collect(),
+            secret_header: WEBHOOK_SECRET_HEADER,
+            accept_bearer: true,
+            refuse_query_secrets: true,
+            lockout: Some(AuthLockout::new(LockoutConfig::default())),
+            trusted_proxies: TrustedProxies::none(),
+        }
+    }
+
+    /// The header consulted when there is no `Authorization: Bearer`.
+    pub fn secret_header(mut self, name: HeaderName) -> Self {
+        self.secret_header = name;
+        self
+    }
+
+    /// Whether `Authorization: Bearer <secret>` is consulted (default `true`).
+    pub fn accept_bearer(mut self, accept: bool) -> Self {
+        self.accept_bearer = accept;
+        self
+    }
+
+    /// Whether a `token` or `secret` query parameter is refused with `400` (default `true`).
+    pub fn refuse_query_secrets(mut self, refuse: bool) -> Self {
+        self.refuse_query_secrets = refuse;
+        self
+    }
+
+    /// Uses `lockout`, which may be shared with other routes (clones share state).
+    pub fn lockout(mut self, lockout: AuthLockout) -> Self {
+        self.lockout = Some(lockout);
+        self
+    }
+
+    /// Turns the brute-force lockout off.
+    pub fn without_lockout(mut self) -> Self {
+        self.lockout = None;
+        self
+    }
+
+    /// Proxies whose `X-Forwarded-For` names the client the lockout counts against.
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = proxies;
+        self
+    }
+}
+
+impl fmt::Debug for SharedSecretAuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedSecretAuthConfig")
+            .field("secrets", &self.secrets.len())
+            .field("secret_header", &self.secret_header)
+            .field("accept_bearer", &self.accept_bearer)
+            .field("refuse_query_secrets", &self.refuse_query_secrets)
+            .field("lockout", &self.lockout)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .finish()
+    }
+}
+
+/// What every clone of one layer shares.
+#[derive(Debug)]
+pub(crate) struct AuthState {
+    pub(crate) secrets: SecretsHandle,
+    pub(crate) secret_header: HeaderName,
+    pub(crate) accept_bearer: bool,
+    pub(crate) refuse_query_secrets: bool,
+    pub(crate) lockout: Option<AuthLockout>,
+    pub(crate) trusted_proxies: TrustedProxies,
+}
+
+impl AuthState {
+    pub(crate) fn new(config: SharedSecretAuthConfig) -> Arc<Self> {
+        Arc::new(Self {
+            secrets: SecretsHandle::new(SecretDigests::new(config.secrets)),
+            secret_header: config.secret_header,
+            accept_bearer: config.accept_bearer,
+            refuse_query_secrets: config.refuse_query_secrets,
+            lockout: config.lockout,
+            trusted_proxies: config.trusted_proxies,
+        })
+    }
+}
+
+/// Layer of [`SharedSecretAuth`]. Clones share one secret set and one lockout.
+#[derive(Clone, Debug)]
+pub struct SharedSecretAuthLayer {
+    state: Arc<AuthState>,
+}
+
+impl SharedSecretAuthLayer {
+    /// A layer with `config`.
+    pub fn new(config: SharedSecretAuthConfig) -> Self {
+        Self {
+            state: AuthState::new(config),
+        }
+    }
+
+    /// A handle that replaces the accepted secrets of this layer and every service it built.
+    pub fn secrets_handle(&self) -> SecretsHandle {
+        self.state.secrets.clone()
+    }
+
+    /// The lockout this layer counts failures in, if any.
+    pub fn lockout(&self) -> Option<&AuthLockout> {
+        self.state.lockout.as_ref()
+    }
+}
+
+impl<S> Layer<S> for SharedSecretAuthLayer {
+    type Service = SharedSecretAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SharedSecretAuth::from_state(inner, Arc::clone(&self.state))
+    }
+}

@@ -1,0 +1,219 @@
+//! The brute-force guard: after too many failed authentications from one client IP, that IP is
+//! refused for a while, whatever it presents.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::clock::{SharedClock, SystemClock};
+
+/// Settings of an [`AuthLockout`]. Defaults are the contract's: 20 failures within 60 s lock an IP
+/// out for 60 s; at most 4,096 IPs are tracked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockoutConfig {
+    /// Failures within `window` that trigger a lockout.
+    pub max_failures: u32,
+    /// The window failures are counted in, anchored at an IP's first failure.
+    pub window: Duration,
+    /// How long a locked-out IP is refused.
+    pub lockout: Duration,
+    /// At most this many IPs are tracked; beyond it the least recently touched are forgotten.
+    pub max_tracked_ips: usize,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        Self {
+            max_failures: 20,
+            window: Duration::from_secs(60),
+            lockout: Duration::from_secs(60),
+            max_tracked_ips: 4096,
+        }
+    }
+}
+
+/// What [`AuthLockout::check`] found about an IP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LockState {
+    /// No failures on record.
+    Clean,
+    /// Failures on record, not (yet) locked: a success must reset them.
+    Tracked,
+    /// Locked out for this many more seconds (at least 1).
+    Locked { retry_after_secs: u64 },
+}
+
+/// Failed-authentication counts per client IP, shared by every route that holds a clone.
+///
+/// The contract locks an IP out "on every route", so the pipeline hands one `AuthLockout` to every
+/// route's [`SharedSecretAuth`](crate::SharedSecretAuth). Memory is bounded: at most
+/// `max_tracked_ips` entries, split over shards; when a shard is full the least recently touched
+/// entry that is not locked out is forgotten (a locked one only if all are locked), so a flood of
+/// new addresses cannot lift an existing lockout while anything else can make room.
+#[derive(Clone)]
+pub struct AuthLockout {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: LockoutConfig,
+    window_ms: u64,
+    lockout_ms: u64,
+    clock: SharedClock,
+    hasher: RandomState,
+    shard_capacity: usize,
+    shards: Box<[Mutex<HashMap<IpAddr, Entry>>]>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    window_start: u64,
+    failures: u32,
+    locked_until: Option<u64>,
+    last_touched: u64,
+}
+
+impl AuthLockout {
+    /// A lockout with `config`, on the system clock.
+    pub fn new(config: LockoutConfig) -> Self {
+        Self::with_clock(config, SystemClock::shared())
+    }
+
+    /// A lockout with `config` reading `clock` (a [`ManualClock`](crate::ManualClock) in tests).
+    pub fn with_clock(config: LockoutConfig, clock: SharedClock) -> Self {
+        let max = config.max_tracked_ips.max(1);
+        // Shards keep unrelated IPs off one lock; their capacities add up to at most `max`.
+        let shard_count = if max >= 64 { 16 } else { 1 };
+        let shard_capacity = max / shard_count;
+        let shards = (0..shard_count)
+            .map(|_| Mutex::new(HashMap::new()))
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                window_ms: millis(config.window),
+                lockout_ms: millis(config.lockout),
+                config,
+                clock,
+                hasher: RandomState::new(),
+                shard_capacity,
+                shards,
+            }),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LockoutConfig {
+        &self.inner.config
+    }
+
+    /// How many IPs are tracked now.
+    pub fn tracked_ips(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|shard| shard.lock().len())
+            .sum()
+    }
+
+    /// Whether `ip` is locked out now.
+    pub fn is_locked(&self, ip: IpAddr) -> bool {
+        matches!(self.check(ip), LockState::Locked { .. })
+    }
+
+    fn shard(&self, ip: &IpAddr) -> &Mutex<HashMap<IpAddr, Entry>> {
+        let index = self.inner.hasher.hash_one(ip) as usize % self.inner.shards.len();
+        &self.inner.shards[index]
+    }
+
+    pub(crate) fn check(&self, ip: IpAddr) -> LockState {
+        let now = self.inner.clock.monotonic_millis();
+        let mut shard = self.shard(&ip).lock();
+        let Some(entry) = shard.get(&ip) else {
+            return LockState::Clean;
+        };
+        match entry.locked_until {
+            Some(until) if now < until => LockState::Locked {
+                retry_after_secs: (until - now).div_ceil(1000).max(1),
+            },
+            Some(_) => {
+                shard.remove(&ip);
+                LockState::Clean
+            }
+            None if now.saturating_sub(entry.window_start) >= self.inner.window_ms => {
+                shard.remove(&ip);
+                LockState::Clean
+            }
+            None => LockState::Tracked,
+        }
+    }
+
+    pub(crate) fn record_success(&self, ip: IpAddr) {
+        let mut shard = self.shard(&ip).lock();
+        if shard
+            .get(&ip)
+            .is_some_and(|entry| entry.locked_until.is_none())
+        {
+            shard.remove(&ip);
+        }
+    }
+
+    pub(crate) fn record_failure(&self, ip: IpAddr) {
+        let inner = &*self.inner;
+        let now = inner.clock.monotonic_millis();
+        let mut shard = self.shard(&ip).lock();
+        if !shard.contains_key(&ip) && shard.len() >= inner.shard_capacity {
+            evict_one(&mut shard, now);
+        }
+        let entry = shard.entry(ip).or_insert(Entry {
+            window_start: now,
+            failures: 0,
+            locked_until: None,
+            last_touched: now,
+        });
+        if entry.locked_until.is_some() {
+            return;
+        }
+        if now.saturating_sub(entry.window_start) >= inner.window_ms {
+            entry.window_start = now;
+            entry.failures = 0;
+        }
+        entry.failures = entry.failures.saturating_add(1);
+        entry.last_touched = now;
+        if entry.failures >= inner.config.max_failures {
+            entry.locked_until = Some(now.saturating_add(inner.lockout_ms));
+        }
+    }
+}
+
+/// Forgets the least recently touched entry that is not locked out (or, when all are, the least
+/// recently touched one).
+fn evict_one(shard: &mut HashMap<IpAddr, Entry>, now: u64) {
+    let is_locked = |entry: &Entry| entry.locked_until.is_some_and(|until| now < until);
+    let victim = shard
+        .iter()
+        .filter(|(_, entry)| !is_locked(entry))
+        .min_by_key(|(_, entry)| entry.last_touched)
+        .or_else(|| shard.iter().min_by_key(|(_, entry)| entry.last_touched))
+        .map(|(ip, _)| *ip);
+    if let Some(ip) = victim {
+        shard.remove(&ip);
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl fmt::Debug for AuthLockout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthLockout")
+            .field("config", &self.inner.config)
+            .field("tracked_ips", &self.tracked_ips())
+            .finish()
+    }
+}
