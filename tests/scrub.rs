@@ -670,3 +670,20 @@ fn removed_members(before: &Value, after: &Value) -> usize {
         }
     }
 }
+
+#[tokio::test]
+async fn works_as_an_axum_router_layer_without_error_handling() {
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(|| async { axum::Json(envelope()) }),
+        )
+        .layer(ScrubOwnerMetadataLayer::new(ScrubConfig::new()));
+    let request = Request::post("/hook")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    same_order(&bytes, &scrubbed_envelope());
+}
