@@ -139,15 +139,19 @@ fn bench(c: &mut Criterion) {
     );
     case!(
         "baseline/buffer_parse_serialise",
-        bytes.clone().and_then(|response: Response<Full<Bytes>>| async move {
-            let (mut parts, body) = response.into_parts();
-            let bytes = body.collect().await.unwrap().to_bytes();
-            let mut value: Value = serde_json::from_slice(&bytes).unwrap();
-            scrub_by_hand(&mut value);
-            let out = Bytes::from(serde_json::to_vec(&value).unwrap());
-            parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
-            Ok::<_, Infallible>(Response::from_parts(parts, Full::new(out)))
-        })
+        bytes
+            .clone()
+            .and_then(|response: Response<Full<Bytes>>| async move {
+                let (mut parts, body) = response.into_parts();
+                let bytes = body.collect().await.unwrap().to_bytes();
+                let mut value: Value = serde_json::from_slice(&bytes).unwrap();
+                scrub_by_hand(&mut value);
+                let out = Bytes::from(serde_json::to_vec(&value).unwrap());
+                parts
+                    .headers
+                    .insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
+                Ok::<_, Infallible>(Response::from_parts(parts, Full::new(out)))
+            })
     );
     case!(
         "tower_http/set_sensitive_headers",

@@ -70,7 +70,8 @@ impl ScrubPath {
             if name.contains(']') {
                 return Err(invalid("`]` without `[`"));
             }
-            if name.is_empty() && !(first && !brackets.is_empty()) {
+            let root_array = first && brackets.starts_with('[');
+            if name.is_empty() && !root_array {
                 return Err(invalid("empty key"));
             }
             if !name.is_empty() {
