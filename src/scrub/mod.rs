@@ -98,6 +98,9 @@ mod send_sync {
     >;
 
     assert_impl_all!(ScrubConfig: Send, Sync);
+    // The response body: the inner one wrapped, or the re-serialised bytes.
+    assert_impl_all!(crate::ResponseBody<StandaloneBody>: Send, Sync);
+    assert_impl_all!(crate::ResponseBody<http_body_util::Full<bytes::Bytes>>: Send, Sync);
     assert_impl_all!(ScrubOwnerMetadataLayer: Send, Sync, Clone);
     assert_impl_all!(ScrubOwnerMetadata<()>: Send, Sync, Clone);
     assert_impl_all!(ScrubResponseFuture<BoxFuture, StandaloneBody>: Send, Sync);
