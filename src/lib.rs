@@ -46,4 +46,8 @@ pub use config::{
 pub use guard::{RequireJson, RequireJsonLayer, RequirePost, RequirePostLayer};
 pub use rejection::Rejection;
 pub use router::{RouteTable, RouteTableHandle, RouterFuture, WebhookRouter};
+pub use scrub::{
+    InvalidScrubPath, ScrubConfig, ScrubOwnerMetadata, ScrubOwnerMetadataLayer, ScrubPath,
+    ScrubResponseFuture,
+};
 pub use secret::Secret;

@@ -1,0 +1,317 @@
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue, Response, response::Parts};
+use http_body::Body;
+use pin_project_lite::pin_project;
+
+use super::config::ScrubConfig;
+use crate::body::{ResponseBody, StandaloneBody};
+use crate::guard::is_json_media_type;
+use crate::rejection::Rejection;
+
+pin_project! {
+    /// Response future of [`ScrubOwnerMetadata`](crate::ScrubOwnerMetadata).
+    ///
+    /// Waits for the inner service; then, for a JSON response that is not structured, reads the whole
+    /// body (up to the configured cap) before answering, so a body that cannot be scrubbed turns into
+    /// a `500` instead of reaching the client.
+    pub struct ScrubResponseFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+        config: Arc<ScrubConfig>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Calling { #[pin] future: F },
+        Buffering { parts: Option<Parts>, #[pin] body: B, buffer: Buffer },
+        Done,
+    }
+}
+
+impl<F, B> ScrubResponseFuture<F, B> {
+    pub(super) fn new(future: F, config: Arc<ScrubConfig>) -> Self {
+        Self {
+            state: State::Calling { future },
+            config,
+        }
+    }
+}
+
+impl<F, B> fmt::Debug for ScrubResponseFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Calling { .. } => "Calling",
+            State::Buffering { .. } => "Buffering",
+            State::Done => "Done",
+        };
+        f.debug_struct("ScrubResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+/// Why a JSON response could not be scrubbed. Each one is answered with `500`: passing the body on
+/// could leak what we failed to remove.
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    Encoded,
+    TooLarge,
+    BodyError,
+    InvalidJson,
+}
+
+impl Failure {
+    fn reason(self) -> &'static str {
+        match self {
+            Self::Encoded => "response has a Content-Encoding",
+            Self::TooLarge => "response body exceeds the buffer cap",
+            Self::BodyError => "response body failed while being read",
+            Self::InvalidJson => "response body is not valid JSON",
+        }
+    }
+
+    fn into_response<B>(self) -> Response<ResponseBody<B>> {
+        tracing::warn!(reason = self.reason(), "scrub: refusing a JSON response");
+        Rejection::InternalServerError.into_response()
+    }
+}
+
+/// The bytes read so far. A body of one frame, the common case, is kept without a copy.
+#[derive(Debug, Default)]
+enum Buffer {
+    #[default]
+    Empty,
+    One(Bytes),
+    Many(Vec<u8>),
+}
+
+impl Buffer {
+    fn len(&self) -> usize {
+        match self {
+            Self::Empty => 0,
+            Self::One(bytes) => bytes.len(),
+            Self::Many(bytes) => bytes.len(),
+        }
+    }
+
+    fn push(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        *self = match std::mem::take(self) {
+            Self::Empty => Self::One(data),
+            Self::One(first) => {
+                let mut all = Vec::with_capacity(first.len() + data.len());
+                all.extend_from_slice(&first);
+                all.extend_from_slice(&data);
+                Self::Many(all)
+            }
+            Self::Many(mut all) => {
+                all.extend_from_slice(&data);
+                Self::Many(all)
+            }
+        };
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Empty => &[],
+            Self::One(bytes) => bytes,
+            Self::Many(bytes) => bytes,
+        }
+    }
+}
+
+/// Scrubs a structured body of this crate in place, if `body` is one that holds a JSON value.
+///
+/// Without specialisation a generic `B` cannot be matched against our body types at compile time,
+/// so we ask at run time: a `TypeId` compare, no allocation. It is what lets the TaskFlow envelope
+/// stay a `serde_json::Value` from the action service to the wire, scrubbed without a parse and
+/// serialised once. `ResponseBody<StandaloneBody>` is what the action service's body becomes when
+/// another layer of this crate sits between it and us.
+fn scrub_structured<B: 'static>(body: &mut B, config: &ScrubConfig) -> bool {
+    let body: &mut dyn Any = body;
+    if let Some(standalone) = body.downcast_mut::<StandaloneBody>() {
+        return scrub_value(standalone.json_value_mut(), config);
+    }
+    if let Some(wrapped) = body.downcast_mut::<ResponseBody<StandaloneBody>>() {
+        if scrub_value(wrapped.json_value_mut(), config) {
+            return true;
+        }
+        return scrub_value(
+            wrapped.inner_mut().and_then(ResponseBody::json_value_mut),
+            config,
+        );
+    }
+    false
+}
+
+fn scrub_value(value: Option<&mut serde_json::Value>, config: &ScrubConfig) -> bool {
+    match value {
+        Some(value) => {
+            config.scrub(value);
+            true
+        }
+        None => false,
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|value| is_json_media_type(value.as_bytes()))
+}
+
+fn is_encoded(headers: &HeaderMap) -> bool {
+    headers.get_all(CONTENT_ENCODING).iter().any(|value| {
+        !value
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"identity")
+    })
+}
+
+impl<F, B, E> Future for ScrubResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body<Data = Bytes> + 'static,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let this = self.as_mut().project();
+            match this.state.project() {
+                StateProj::Calling { future } => {
+                    let response = ready!(future.poll(cx))?;
+                    let (mut parts, mut body) = response.into_parts();
+                    if scrub_structured(&mut body, this.config) {
+                        // The value is serialised later; a length set for the unscrubbed value
+                        // would now be wrong.
+                        parts.headers.remove(CONTENT_LENGTH);
+                        return done(self, Response::from_parts(parts, ResponseBody::new(body)));
+                    }
+                    if !is_json(&parts.headers) {
+                        return done(self, Response::from_parts(parts, ResponseBody::new(body)));
+                    }
+                    // We cannot see inside a compressed body; compress outside this layer.
+                    if is_encoded(&parts.headers) {
+                        return done(self, Failure::Encoded.into_response());
+                    }
+                    // The size hint, not the `Content-Length` header: a response to `HEAD` may
+                    // announce a large length over an empty body.
+                    if body.size_hint().lower() > this.config.max_buffered_bytes() as u64 {
+                        return done(self, Failure::TooLarge.into_response());
+                    }
+                    self.as_mut().project().state.set(State::Buffering {
+                        parts: Some(parts),
+                        body,
+                        buffer: Buffer::Empty,
+                    });
+                }
+                StateProj::Buffering {
+                    parts,
+                    mut body,
+                    buffer,
+                } => {
+                    while let Some(frame) = ready!(body.as_mut().poll_frame(cx)) {
+                        let Ok(frame) = frame else {
+                            return done(self, Failure::BodyError.into_response());
+                        };
+                        // Trailers are dropped: the scrubbed body is sent as one complete frame.
+                        if let Ok(data) = frame.into_data() {
+                            if buffer.len() + data.len() > this.config.max_buffered_bytes() {
+                                return done(self, Failure::TooLarge.into_response());
+                            }
+                            buffer.push(data);
+                        }
+                    }
+                    let Some(mut parts) = parts.take() else {
+                        // Only reachable if polled again after completion: answer, never panic.
+                        return done(self, Rejection::InternalServerError.into_response());
+                    };
+                    let buffered = std::mem::take(buffer);
+                    let response = match rewrite(&mut parts.headers, buffered, this.config) {
+                        Ok(bytes) => Response::from_parts(parts, ResponseBody::full(bytes)),
+                        Err(failure) => failure.into_response(),
+                    };
+                    return done(self, response);
+                }
+                StateProj::Done => {
+                    return Poll::Ready(Ok(Rejection::InternalServerError.into_response()));
+                }
+            }
+        }
+    }
+}
+
+fn done<F, B, E>(
+    mut future: Pin<&mut ScrubResponseFuture<F, B>>,
+    response: Response<ResponseBody<B>>,
+) -> Poll<Result<Response<ResponseBody<B>>, E>> {
+    future.as_mut().project().state.set(State::Done);
+    Poll::Ready(Ok(response))
+}
+
+/// Parses, scrubs and re-serialises a buffered body, and fixes the framing headers.
+///
+/// The body is re-serialised even when nothing was removed: with duplicate keys the parsed value
+/// is not what every client would read from the original bytes, so only our own serialisation of
+/// the scrubbed value is safe to send.
+fn rewrite(
+    headers: &mut HeaderMap,
+    buffer: Buffer,
+    config: &ScrubConfig,
+) -> Result<Bytes, Failure> {
+    let bytes = buffer.as_slice();
+    if bytes.is_empty() {
+        // Nothing to leak, and no JSON to parse: `204`, or a response to `HEAD`, whose headers
+        // describe a body that is not there and must stay as they are.
+        return Ok(Bytes::new());
+    }
+    let mut value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|_| Failure::InvalidJson)?;
+    config.scrub(&mut value);
+    let bytes = Bytes::from(crate::body::serialize(&value));
+    headers.remove(TRANSFER_ENCODING);
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_joins_frames() {
+        let mut buffer = Buffer::default();
+        buffer.push(Bytes::from_static(b""));
+        assert!(matches!(buffer, Buffer::Empty));
+        buffer.push(Bytes::from_static(b"ab"));
+        assert!(matches!(buffer, Buffer::One(_)));
+        buffer.push(Bytes::from_static(b"c"));
+        buffer.push(Bytes::from_static(b"d"));
+        assert_eq!(buffer.as_slice(), b"abcd");
+        assert_eq!(buffer.len(), 4);
+    }
+
+    #[test]
+    fn identity_is_not_an_encoding() {
+        let mut headers = HeaderMap::new();
+        assert!(!is_encoded(&headers));
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("Identity"));
+        assert!(!is_encoded(&headers));
+        headers.append(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        assert!(is_encoded(&headers));
+    }
+}
