@@ -26,5 +26,13 @@ pub use body::{BufferedBody, ResponseBody, StandaloneBody, json_response};
 pub use client_ip::{InvalidCidr, TrustedProxies};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use guard::{RequireJson, RequireJsonLayer, RequirePost, RequirePostLayer};
+pub use in_flight::{
+    InFlightBody, InFlightConfig, InFlightLimit, InFlightLimitLayer, InFlightLimiter,
+    InFlightPermit, InFlightResponseFuture,
+};
+pub use rate_limit::{
+    FixedWindowLimiter, FixedWindowRateLimit, FixedWindowRateLimitLayer, GlobalKey, KeyExtractor,
+    Limited, NormalizedPathAndPeerIp, PathAndClientIp, RateLimitConfig,
+};
 pub use rejection::Rejection;
 pub use secret::Secret;
