@@ -105,13 +105,14 @@ impl Limited {
 /// # Memory
 ///
 /// The keys are spread over up to 16 shards by hash, and the tracked-key cap is split between them
-/// (the shard caps add up to exactly the cap). What is guaranteed:
+/// (the shard caps add up to exactly the cap; every shard has room for at least 64 keys, so a cap
+/// below 128 is one shard). What is guaranteed:
 ///
 /// - the number of tracked keys never exceeds `max_tracked_keys`, whatever the number of distinct
 ///   keys;
 /// - when a new key arrives in a full shard, the least recently touched key **of that shard** is
 ///   evicted (exact LRU within the shard). It is therefore *approximately* the globally least
-///   recently touched key: another shard may hold an older one.
+///   recently touched key: another shard may hold an older one. With one shard it is exact.
 ///
 /// An evicted key loses its count and starts a fresh window at its next request. That is the price
 /// of bounded memory: a flood of distinct keys can push out the counters of quiet keys.
@@ -196,6 +197,20 @@ impl FixedWindowLimiter {
         )
     }
 
+    /// Requests counted for `key` in its current window, rejected ones included; `0` if the key is
+    /// not tracked or its window has ended. Does not count as a touch.
+    pub fn window_count(&self, key: u64) -> u32 {
+        let inner = &*self.inner;
+        let now = inner.clock.monotonic_millis();
+        let shard = inner.shards[shard_of(key, inner.shards.len())].lock();
+        match shard.index.get(&key) {
+            Some(&i) if now.saturating_sub(shard.slots[i].window_start) < inner.window_ms => {
+                shard.slots[i].count
+            }
+            _ => 0,
+        }
+    }
+
     /// How many keys are tracked now. Locks each shard in turn, so under concurrent traffic the
     /// sum is a snapshot per shard, never above the cap.
     pub fn tracked_keys(&self) -> usize {
@@ -226,9 +241,14 @@ pub(crate) fn split_cap(cap: usize) -> impl Iterator<Item = usize> {
     (0..shards).map(move |i| base + usize::from(i < extra))
 }
 
-/// A power of two, at most [`MAX_SHARDS`] and at most `cap` (so no shard has a zero cap).
+/// Fewest keys a shard is given room for, unless the whole cap is smaller: a shard with room for a
+/// handful of keys would evict far earlier than the cap suggests.
+const MIN_KEYS_PER_SHARD: usize = 64;
+
+/// A power of two, at most [`MAX_SHARDS`], with at least [`MIN_KEYS_PER_SHARD`] keys per shard
+/// (one shard for caps below twice that).
 pub(crate) fn shard_count(cap: usize) -> usize {
-    let limit = cap.clamp(1, MAX_SHARDS);
+    let limit = (cap / MIN_KEYS_PER_SHARD).clamp(1, MAX_SHARDS);
     // The largest power of two not above `limit`.
     1 << (usize::BITS - 1 - limit.leading_zeros())
 }
@@ -408,7 +428,9 @@ mod tests {
             assert!(caps.len().is_power_of_two() && caps.len() <= MAX_SHARDS);
         }
         assert_eq!(shard_count(1), 1);
-        assert_eq!(shard_count(3), 2);
+        assert_eq!(shard_count(127), 1);
+        assert_eq!(shard_count(128), 2);
+        assert_eq!(shard_count(1_000), 8);
         assert_eq!(shard_count(4_096), 16);
     }
 
