@@ -26,8 +26,8 @@ use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::PeerIpKeyExtractor;
 use tower_http::metrics::InFlightRequestsLayer;
 use tower_webhooks::{
-    FixedWindowLimiter, FixedWindowRateLimitLayer, InFlightConfig, InFlightLimitLayer,
-    RateLimitConfig,
+    FixedWindowLimiter, FixedWindowRateLimitLayer, GlobalKey, InFlightConfig, InFlightLimitLayer,
+    InFlightLimiter, RateLimitConfig,
 };
 
 type Req = Request<Empty<Bytes>>;
@@ -93,7 +93,13 @@ fn closed_config() -> RateLimitConfig {
 
 fn rate_limit(c: &mut Criterion, rt: &Runtime) {
     let mut group = c.benchmark_group("rate_limit");
-    bench_service(&mut group, rt, "baseline service_fn", handler(), StatusCode::OK);
+    bench_service(
+        &mut group,
+        rt,
+        "baseline service_fn",
+        handler(),
+        StatusCode::OK,
+    );
 
     let ours = FixedWindowRateLimitLayer::new(open_config()).layer(handler());
     bench_service(&mut group, rt, "ours accept", ours, StatusCode::OK);
@@ -116,7 +122,13 @@ fn rate_limit(c: &mut Criterion, rt: &Runtime) {
         .finish()
         .unwrap();
     let governor = GovernorLayer::new(open).layer(handler());
-    bench_service(&mut group, rt, "tower_governor accept", governor, StatusCode::OK);
+    bench_service(
+        &mut group,
+        rt,
+        "tower_governor accept",
+        governor,
+        StatusCode::OK,
+    );
 
     let closed = GovernorConfigBuilder::default()
         .per_second(3_600)
@@ -155,10 +167,28 @@ fn rate_limit(c: &mut Criterion, rt: &Runtime) {
 
 fn in_flight(c: &mut Criterion, rt: &Runtime) {
     let mut group = c.benchmark_group("in_flight");
-    bench_service(&mut group, rt, "baseline service_fn", handler(), StatusCode::OK);
+    bench_service(
+        &mut group,
+        rt,
+        "baseline service_fn",
+        handler(),
+        StatusCode::OK,
+    );
 
     let ours = InFlightLimitLayer::new(InFlightConfig::new()).layer(handler());
     bench_service(&mut group, rt, "ours accept", ours.clone(), StatusCode::OK);
+
+    // The peers below count globally; this is ours on the same terms.
+    let global = InFlightLimitLayer::new(InFlightConfig::new())
+        .key_extractor(GlobalKey::new())
+        .layer(handler());
+    bench_service(
+        &mut group,
+        rt,
+        "ours accept (GlobalKey)",
+        global,
+        StatusCode::OK,
+    );
 
     // Eight responses held outside the timed part keep the key's slots busy.
     let held: Vec<_> = (0..8)
@@ -194,6 +224,23 @@ fn in_flight(c: &mut Criterion, rt: &Runtime) {
         tower_http,
         StatusCode::OK,
     );
+    group.finish();
+
+    let mut group = c.benchmark_group("in_flight_counter");
+    let limiter = InFlightLimiter::new(InFlightConfig::new());
+    let key = limiter.hash(&("/plugins/webhooks/zapier", 7u32));
+    group.bench_function("try_acquire + release", |b| {
+        b.iter(|| drop(black_box(limiter.try_acquire(black_box(key)))))
+    });
+    let _busy = limiter.try_acquire(key);
+    group.bench_function("try_acquire + release (key stays tracked)", |b| {
+        b.iter(|| drop(black_box(limiter.try_acquire(black_box(key)))))
+    });
+    let extractor = tower_webhooks::NormalizedPathAndPeerIp::new();
+    let req = request();
+    group.bench_function("hash_request (normalised path + peer IP)", |b| {
+        b.iter(|| limiter.hash_request(&extractor, black_box(&req)))
+    });
     group.finish();
 }
 
