@@ -44,6 +44,14 @@ pub use config::{
     UnresolvedSecret, WebhooksConfig, normalize_webhook_path,
 };
 pub use guard::{RequireJson, RequireJsonLayer, RequirePost, RequirePostLayer};
+pub use in_flight::{
+    InFlightBody, InFlightConfig, InFlightLimit, InFlightLimitLayer, InFlightLimiter,
+    InFlightPermit, InFlightResponseFuture,
+};
+pub use rate_limit::{
+    FixedWindowLimiter, FixedWindowRateLimit, FixedWindowRateLimitLayer, GlobalKey, KeyExtractor,
+    Limited, NormalizedPathAndPeerIp, PathAndClientIp, RateLimitConfig,
+};
 pub use rejection::Rejection;
 pub use router::{RouteTable, RouteTableHandle, RouterFuture, WebhookRouter};
 pub use scrub::{
