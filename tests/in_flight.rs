@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use static_assertions::assert_impl_all;
 use tokio::sync::{Semaphore, mpsc};
 use tower::{Layer, Service, ServiceExt, service_fn};
-use tower_webhooks::in_flight::normalize_path;
+use tower_webhooks::normalize_webhook_path as normalize_path;
 use tower_webhooks::{
     GlobalKey, InFlightBody, InFlightConfig, InFlightLimit, InFlightLimitLayer, InFlightLimiter,
     InFlightResponseFuture, ResponseBody,

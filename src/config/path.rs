@@ -41,6 +41,15 @@ pub fn normalize_webhook_path(path: &str) -> Cow<'_, str> {
     Cow::Owned(owned)
 }
 
+/// The normalised path without its leading `/`, as a slice of the input. Every normalised path starts
+/// with `/`, so a limiter can key on this tail without building the path.
+pub(crate) fn normalized_tail(path: &str) -> &str {
+    let trimmed = path.trim();
+    let tail = trimmed.strip_prefix('/').unwrap_or(trimmed);
+    // "Longer than 1" for the whole path is "non-empty" for the tail.
+    tail.strip_suffix('/').unwrap_or(tail)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +62,31 @@ mod tests {
         assert_eq!(normalize_webhook_path("/"), "/");
         // "//" is longer than 1: exactly one slash goes.
         assert_eq!(normalize_webhook_path("//"), "/");
+    }
+
+    #[test]
+    fn tail_agrees_with_the_normalised_path() {
+        for input in [
+            "",
+            "   ",
+            "/",
+            "//",
+            "///",
+            "x",
+            "x/",
+            "/x",
+            "/x/",
+            "/x//",
+            " webhooks/slack/ ",
+            "/A/b%2F",
+            "//a//b",
+            "\t/\u{fc}/\n",
+        ] {
+            assert_eq!(
+                normalized_tail(input),
+                &normalize_webhook_path(input)[1..],
+                "{input:?}"
+            );
+        }
     }
 }

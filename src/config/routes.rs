@@ -169,6 +169,45 @@ pub struct ResolvedRoute {
     pub child_sessions: ChildSessions,
 }
 
+impl ResolvedRoute {
+    /// A route built in code, with the contract's defaults: path `/plugins/webhooks/<id>`,
+    /// controller id `webhooks/<id>`, `same-agent` child sessions.
+    pub fn new(
+        id: impl Into<String>,
+        session_key: impl Into<String>,
+        secrets: impl IntoIterator<Item = Secret>,
+    ) -> Self {
+        let id = id.into();
+        Self {
+            path: format!("/plugins/webhooks/{id}"),
+            controller_id: format!("webhooks/{id}"),
+            session_key: session_key.into(),
+            secrets: secrets.into_iter().collect(),
+            description: None,
+            child_sessions: ChildSessions::default(),
+            id,
+        }
+    }
+
+    /// Serves the route at `path` (normalised).
+    pub fn with_path(mut self, path: &str) -> Self {
+        self.path = normalize_webhook_path(path).into_owned();
+        self
+    }
+
+    /// Creates flows with `controller_id` unless the caller names one.
+    pub fn with_controller_id(mut self, controller_id: impl Into<String>) -> Self {
+        self.controller_id = controller_id.into();
+        self
+    }
+
+    /// Scopes `run_task`'s `childSessionKey` with `policy`.
+    pub fn with_child_sessions(mut self, policy: ChildSessions) -> Self {
+        self.child_sessions = policy;
+        self
+    }
+}
+
 /// A route left out because a secret did not resolve.
 ///
 /// `Display` is the exact warning \[compat\]: `[webhooks] skipping route <routeId>: <reason>`.

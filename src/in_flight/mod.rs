@@ -10,7 +10,7 @@
 //!   completes, or when the inner service returns an error. A handler that returns a streaming body
 //!   therefore keeps its slot until the stream is done.
 //! - **Keys.** [`NormalizedPathAndPeerIp`](crate::NormalizedPathAndPeerIp) (the default) normalises
-//!   the path as route paths are ([`normalize_path`]), so `/x` and `/x/` share a budget, and uses
+//!   the path as route paths are ([`normalize_webhook_path`](crate::normalize_webhook_path)), so `/x` and `/x/` share a budget, and uses
 //!   the socket peer, never forwarding headers. Any [`KeyExtractor`](crate::KeyExtractor), such as
 //!   [`GlobalKey`](crate::GlobalKey), can be plugged in.
 //! - **Bounded memory, failing closed.** A key is tracked only while it has requests in flight, and
@@ -44,14 +44,10 @@ mod body;
 mod future;
 mod layer;
 mod limiter;
-mod path;
 mod service;
 
 pub use body::InFlightBody;
 pub use future::InFlightResponseFuture;
 pub use layer::InFlightLimitLayer;
 pub use limiter::{InFlightConfig, InFlightLimiter, InFlightPermit};
-pub use path::normalize_path;
 pub use service::InFlightLimit;
-
-pub(crate) use path::normalized_tail;

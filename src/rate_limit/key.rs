@@ -66,7 +66,7 @@ impl KeyExtractor for PathAndClientIp {
 
 /// The in-flight key of SPEC §2.4: the normalised path and the socket peer IP.
 ///
-/// The path is normalised as [`normalize_path`](crate::in_flight::normalize_path) does, so `/x` and
+/// The path is normalised as [`normalize_webhook_path`](crate::normalize_webhook_path) does, so `/x` and
 /// `/x/` share one budget. Forwarding headers are never read: the peer is what holds a connection.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NormalizedPathAndPeerIp {
@@ -84,7 +84,7 @@ impl KeyExtractor for NormalizedPathAndPeerIp {
     fn hash_key<B, H: Hasher>(&self, request: &Request<B>, state: &mut H) {
         // Hashing the part after the leading `/` gives every spelling of one normalised path the
         // same key without building the normalised string.
-        crate::in_flight::normalized_tail(request.uri().path()).hash(state);
+        crate::config::normalized_tail(request.uri().path()).hash(state);
         peer_ip(request).hash(state);
     }
 }
