@@ -11,6 +11,80 @@ use crate::body::ResponseBody;
 
 const TEXT_PLAIN_UTF8: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 
+/// `Retry-After` values up to the default window, prebuilt: a 429 is the answer a flood gets, and
+/// formatting the number would allocate on every one of them.
+static RETRY_AFTER_SECS: [HeaderValue; 61] = [
+    HeaderValue::from_static("0"),
+    HeaderValue::from_static("1"),
+    HeaderValue::from_static("2"),
+    HeaderValue::from_static("3"),
+    HeaderValue::from_static("4"),
+    HeaderValue::from_static("5"),
+    HeaderValue::from_static("6"),
+    HeaderValue::from_static("7"),
+    HeaderValue::from_static("8"),
+    HeaderValue::from_static("9"),
+    HeaderValue::from_static("10"),
+    HeaderValue::from_static("11"),
+    HeaderValue::from_static("12"),
+    HeaderValue::from_static("13"),
+    HeaderValue::from_static("14"),
+    HeaderValue::from_static("15"),
+    HeaderValue::from_static("16"),
+    HeaderValue::from_static("17"),
+    HeaderValue::from_static("18"),
+    HeaderValue::from_static("19"),
+    HeaderValue::from_static("20"),
+    HeaderValue::from_static("21"),
+    HeaderValue::from_static("22"),
+    HeaderValue::from_static("23"),
+    HeaderValue::from_static("24"),
+    HeaderValue::from_static("25"),
+    HeaderValue::from_static("26"),
+    HeaderValue::from_static("27"),
+    HeaderValue::from_static("28"),
+    HeaderValue::from_static("29"),
+    HeaderValue::from_static("30"),
+    HeaderValue::from_static("31"),
+    HeaderValue::from_static("32"),
+    HeaderValue::from_static("33"),
+    HeaderValue::from_static("34"),
+    HeaderValue::from_static("35"),
+    HeaderValue::from_static("36"),
+    HeaderValue::from_static("37"),
+    HeaderValue::from_static("38"),
+    HeaderValue::from_static("39"),
+    HeaderValue::from_static("40"),
+    HeaderValue::from_static("41"),
+    HeaderValue::from_static("42"),
+    HeaderValue::from_static("43"),
+    HeaderValue::from_static("44"),
+    HeaderValue::from_static("45"),
+    HeaderValue::from_static("46"),
+    HeaderValue::from_static("47"),
+    HeaderValue::from_static("48"),
+    HeaderValue::from_static("49"),
+    HeaderValue::from_static("50"),
+    HeaderValue::from_static("51"),
+    HeaderValue::from_static("52"),
+    HeaderValue::from_static("53"),
+    HeaderValue::from_static("54"),
+    HeaderValue::from_static("55"),
+    HeaderValue::from_static("56"),
+    HeaderValue::from_static("57"),
+    HeaderValue::from_static("58"),
+    HeaderValue::from_static("59"),
+    HeaderValue::from_static("60"),
+];
+
+fn retry_after(secs: u64) -> HeaderValue {
+    let secs = secs.max(1);
+    match RETRY_AFTER_SECS.get(secs as usize) {
+        Some(value) => value.clone(),
+        None => HeaderValue::from(secs),
+    }
+}
+
 /// A request refused before it reached the inner service.
 ///
 /// Each variant maps to one status, one exact body text and its headers; see
@@ -104,7 +178,7 @@ impl Rejection {
                 headers.insert(ALLOW, HeaderValue::from_static("POST"));
             }
             Self::TooManyRequests { retry_after_secs } => {
-                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+                headers.insert(RETRY_AFTER, retry_after(retry_after_secs));
             }
             Self::Unauthorized => {
                 headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
