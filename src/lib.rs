@@ -28,3 +28,10 @@ pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use guard::{RequireJson, RequireJsonLayer, RequirePost, RequirePostLayer};
 pub use rejection::Rejection;
 pub use secret::Secret;
+pub use taskflow::{
+    Action, ActionOutcome, CancelHook, CancelImmediately, CancelOutcome, ChildCancel,
+    ChildSessionPolicy, ErrorCode, Flow, FlowEnd, FlowStatus, MemoryStore, MemoryStoreConfig,
+    Mutation, MutationOutcome, NewFlow, NewTask, NotifyPolicy, Patch, RunTaskOutcome, Runtime,
+    StoreError, StoreEvent, SyncMode, Task, TaskFlowActionService, TaskFlowRoute, TaskFlowStore,
+    TaskStatus, TaskSummary, TaskUpdate, TaskUpdateOutcome, ValidationError,
+};
