@@ -180,8 +180,10 @@ pub(crate) fn parse_id(text: &str) -> Option<Uuid> {
 ///
 /// `owner_key` is internal: it is serialised so that
 /// [`ScrubOwnerMetadata`](crate::scrub) has something to remove, and must never reach a client.
+///
+/// Fields are public and the struct is exhaustive so another crate can implement a
+/// [`TaskFlowStore`](crate::TaskFlowStore) backend that builds records itself.
 #[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
 pub struct Flow {
     /// The id, a UUID v4 (lower-case on the wire).
     pub flow_id: Uuid,
@@ -271,8 +273,8 @@ impl Flow {
 /// A child task of a flow (SPEC §3.2).
 ///
 /// `owner_key` and `requester_session_key` are internal, serialised for the scrub layer to remove.
+/// Exhaustive, like [`Flow`], so other backends can build records.
 #[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
 pub struct Task {
     /// The id, a UUID v4.
     pub task_id: Uuid,

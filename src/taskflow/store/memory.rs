@@ -476,6 +476,7 @@ impl MemoryStore {
         };
         let mut state = state.lock();
         let now = self.inner.clock.epoch_millis();
+        self.inner.prune(&mut state, now, false);
         let Some(entry) = state.flows.get_mut(&flow_id) else {
             return TaskUpdateOutcome::NotFound;
         };
@@ -524,6 +525,7 @@ impl MemoryStore {
         for owner in owners {
             let mut state = owner.lock();
             let now = self.inner.clock.epoch_millis();
+            self.inner.prune(&mut state, now, false);
             let Some(entry) = state.flows.get_mut(&id) else {
                 continue;
             };
@@ -735,7 +737,9 @@ impl TaskFlowStore for MemoryStore {
             let id = parse_id(task_id)?;
             let (owner, flow_id) = self.inner.task_index.get(&id)?.value().clone();
             let state = self.owner(&owner)?;
-            let state = state.lock();
+            let mut state = state.lock();
+            self.inner
+                .prune(&mut state, self.inner.clock.epoch_millis(), false);
             let entry = state.flows.get(&flow_id)?;
             entry.tasks.iter().find(|t| t.task_id == id).cloned()
         })();
