@@ -90,7 +90,7 @@ impl RefStore {
             .filter(|f| &*f.flow.owner_key == owner)
             .map(|f| f.flow.clone())
             .collect();
-        list.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        list.sort_by_key(|f| std::cmp::Reverse(f.created_at));
         list
     }
 }

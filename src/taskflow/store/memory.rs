@@ -280,8 +280,7 @@ impl MemoryStore {
 
     fn sorted(state: &OwnerState) -> Vec<&FlowEntry> {
         let mut entries: Vec<&FlowEntry> = state.flows.values().collect();
-        entries
-            .sort_unstable_by(|a, b| (b.flow.created_at, b.seq).cmp(&(a.flow.created_at, a.seq)));
+        entries.sort_unstable_by_key(|e| std::cmp::Reverse((e.flow.created_at, e.seq)));
         entries
     }
 
@@ -392,6 +391,11 @@ impl MemoryStore {
                     .entry(run_id.clone())
                     .or_default()
                     .push(entry.tasks.len());
+            }
+            if entry.tasks.len() == entry.tasks.capacity() && entry.tasks.len() < 4 {
+                // Most flows hold a task or two; `Vec`'s first growth step would reserve four
+                // (~1.5 KiB of `Task`s) per flow.
+                entry.tasks.reserve_exact(1);
             }
             entry.tasks.push(task.clone());
             self.inner
