@@ -221,9 +221,9 @@ pub struct Flow {
     pub ended_at: Option<u64>,
 }
 
-fn put_str(map: &mut Map<String, Value>, key: &str, value: &Option<String>) {
-    if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
-        map.insert(key.to_owned(), Value::String(value.to_owned()));
+fn put_str(map: &mut Map<String, Value>, key: &str, value: Option<String>) {
+    if let Some(value) = value.filter(|v| !v.is_empty()) {
+        map.insert(key.to_owned(), Value::String(value));
     }
 }
 
@@ -241,26 +241,28 @@ impl Flow {
 
     /// The record as JSON, keys in SPEC order, `ownerKey` included.
     pub fn to_json(&self) -> Value {
+        self.clone().into_json()
+    }
+
+    /// [`to_json`](Self::to_json), moving the strings and caller JSON instead of copying them.
+    pub fn into_json(self) -> Value {
         let mut map = Map::with_capacity(17);
-        map.insert("flowId".into(), Value::String(self.id_string()));
+        map.insert("flowId".into(), Value::String(id_string(self.flow_id)));
         map.insert("syncMode".into(), self.sync_mode.as_str().into());
         map.insert("ownerKey".into(), Value::String(self.owner_key.to_string()));
-        map.insert(
-            "controllerId".into(),
-            Value::String(self.controller_id.clone()),
-        );
+        map.insert("controllerId".into(), Value::String(self.controller_id));
         map.insert("revision".into(), Value::from(self.revision));
         map.insert("status".into(), self.status.as_str().into());
         map.insert("notifyPolicy".into(), self.notify_policy.as_str().into());
-        map.insert("goal".into(), Value::String(self.goal.clone()));
-        put_str(&mut map, "currentStep", &self.current_step);
-        put_str(&mut map, "blockedTaskId", &self.blocked_task_id);
-        put_str(&mut map, "blockedSummary", &self.blocked_summary);
-        if let Some(state) = &self.state_json {
-            map.insert("stateJson".into(), state.clone());
+        map.insert("goal".into(), Value::String(self.goal));
+        put_str(&mut map, "currentStep", self.current_step);
+        put_str(&mut map, "blockedTaskId", self.blocked_task_id);
+        put_str(&mut map, "blockedSummary", self.blocked_summary);
+        if let Some(state) = self.state_json {
+            map.insert("stateJson".into(), state);
         }
-        if let Some(wait) = &self.wait_json {
-            map.insert("waitJson".into(), wait.clone());
+        if let Some(wait) = self.wait_json {
+            map.insert("waitJson".into(), wait);
         }
         put_u64(&mut map, "cancelRequestedAt", self.cancel_requested_at);
         map.insert("createdAt".into(), Value::from(self.created_at));
@@ -326,21 +328,26 @@ impl Task {
 
     /// The record as JSON, keys in SPEC order, internal keys included.
     pub fn to_json(&self) -> Value {
+        self.clone().into_json()
+    }
+
+    /// [`to_json`](Self::to_json), moving the strings instead of copying them.
+    pub fn into_json(self) -> Value {
         let mut map = Map::with_capacity(22);
-        map.insert("taskId".into(), Value::String(self.id_string()));
+        map.insert("taskId".into(), Value::String(id_string(self.task_id)));
         map.insert("runtime".into(), self.runtime.as_str().into());
-        put_str(&mut map, "sourceId", &self.source_id);
-        put_str(&mut map, "childSessionKey", &self.child_session_key);
+        put_str(&mut map, "sourceId", self.source_id);
+        put_str(&mut map, "childSessionKey", self.child_session_key);
         map.insert(
             "parentFlowId".into(),
             Value::String(id_string(self.parent_flow_id)),
         );
-        put_str(&mut map, "parentTaskId", &self.parent_task_id);
-        put_str(&mut map, "agentId", &self.agent_id);
-        put_str(&mut map, "runId", &self.run_id);
-        put_str(&mut map, "label", &self.label);
+        put_str(&mut map, "parentTaskId", self.parent_task_id);
+        put_str(&mut map, "agentId", self.agent_id);
+        put_str(&mut map, "runId", self.run_id);
+        put_str(&mut map, "label", self.label);
         map.insert("scopeKind".into(), "session".into());
-        map.insert("task".into(), Value::String(self.task.clone()));
+        map.insert("task".into(), Value::String(self.task));
         map.insert("status".into(), self.status.as_str().into());
         map.insert("deliveryStatus".into(), "pending".into());
         map.insert("notifyPolicy".into(), self.notify_policy.as_str().into());
@@ -348,7 +355,7 @@ impl Task {
         put_u64(&mut map, "startedAt", self.started_at);
         put_u64(&mut map, "endedAt", self.ended_at);
         put_u64(&mut map, "lastEventAt", self.last_event_at);
-        put_str(&mut map, "progressSummary", &self.progress_summary);
+        put_str(&mut map, "progressSummary", self.progress_summary);
         map.insert("ownerKey".into(), Value::String(self.owner_key.to_string()));
         map.insert(
             "requesterSessionKey".into(),

@@ -138,11 +138,11 @@ fn decode(bytes: &[u8]) -> Option<Value> {
 }
 
 fn opt_flow(flow: Option<Flow>) -> Value {
-    flow.map_or(Value::Null, |f| f.to_json())
+    flow.map_or(Value::Null, Flow::into_json)
 }
 
-fn tasks_json(tasks: &[Task]) -> Value {
-    Value::Array(tasks.iter().map(Task::to_json).collect())
+fn tasks_json(tasks: Vec<Task>) -> Value {
+    Value::Array(tasks.into_iter().map(Task::into_json).collect())
 }
 
 impl<S: TaskFlowStore> TaskFlowActionService<S> {
@@ -195,7 +195,7 @@ impl<S: TaskFlowStore> TaskFlowActionService<S> {
                 new.state_json = state_json;
                 new.wait_json = wait_json;
                 match store.create_flow(owner, new).await {
-                    Ok(flow) => success(json!({"created": true, "flow": flow.to_json()})),
+                    Ok(flow) => success(json!({"created": true, "flow": flow.into_json()})),
                     Err(e) => {
                         let reason = e_code(&e).message();
                         store_failure(e, json!({"created": false, "reason": reason}))
@@ -208,7 +208,7 @@ impl<S: TaskFlowStore> TaskFlowActionService<S> {
             },
             Action::ListFlows => match store.list_flows(owner).await {
                 Ok(flows) => success(json!({
-                    "flows": Value::Array(flows.iter().map(Flow::to_json).collect())
+                    "flows": Value::Array(flows.into_iter().map(Flow::into_json).collect())
                 })),
                 Err(e) => store_failure(e, Value::Null),
             },
@@ -236,7 +236,7 @@ impl<S: TaskFlowStore> TaskFlowActionService<S> {
                     .await;
                 match outcome {
                     Ok(MutationOutcome::Applied(flow)) => {
-                        success(json!({"applied": true, "flow": flow.to_json()}))
+                        success(json!({"applied": true, "flow": flow.into_json()}))
                     }
                     Ok(MutationOutcome::NotFound) => not_applied(ErrorCode::NotFound, None),
                     Ok(MutationOutcome::NotManaged(flow)) => {
@@ -269,8 +269,8 @@ impl<S: TaskFlowStore> TaskFlowActionService<S> {
                             "found": true,
                             "cancelled": false,
                             "reason": reason,
-                            "flow": flow.to_json(),
-                            "tasks": tasks_json(&tasks),
+                            "flow": flow.into_json(),
+                            "tasks": tasks_json(tasks),
                         }),
                     }
                 }
@@ -279,15 +279,15 @@ impl<S: TaskFlowStore> TaskFlowActionService<S> {
                         "found": true,
                         "cancelled": false,
                         "reason": CANCEL_PENDING_REASON,
-                        "flow": flow.to_json(),
-                        "tasks": tasks_json(&tasks),
+                        "flow": flow.into_json(),
+                        "tasks": tasks_json(tasks),
                     }),
                 },
                 Ok(CancelOutcome::Cancelled { flow, tasks }) => success(json!({
                     "found": true,
                     "cancelled": true,
-                    "flow": flow.to_json(),
-                    "tasks": tasks_json(&tasks),
+                    "flow": flow.into_json(),
+                    "tasks": tasks_json(tasks),
                 })),
                 Err(e) => {
                     let reason = e_code(&e).message();
@@ -310,8 +310,8 @@ impl<S: TaskFlowStore> TaskFlowActionService<S> {
                     Ok(RunTaskOutcome::Created { flow, task })
                     | Ok(RunTaskOutcome::Existing { flow, task }) => success(json!({
                         "created": true,
-                        "flow": flow.to_json(),
-                        "task": task.to_json(),
+                        "flow": flow.into_json(),
+                        "task": task.into_json(),
                     })),
                     Ok(RunTaskOutcome::NotFound) => ActionOutcome::failure(
                         ErrorCode::NotFound,
@@ -349,7 +349,7 @@ fn success(result: Value) -> ActionOutcome {
 fn not_applied(code: ErrorCode, current: Option<Flow>) -> ActionOutcome {
     let mut result = json!({"applied": false, "code": code.as_str()});
     if let Some(flow) = current {
-        result["current"] = flow.to_json();
+        result["current"] = flow.into_json();
     }
     ActionOutcome::failure(code, result)
 }
@@ -362,7 +362,7 @@ fn not_created(code: ErrorCode, reason: String, flow: Flow) -> ActionOutcome {
             "created": false,
             "found": true,
             "reason": reason,
-            "flow": flow.to_json(),
+            "flow": flow.into_json(),
         }),
     }
 }
