@@ -1,1 +1,111 @@
-//! Not written yet.
+//! The TaskFlow actions (SPEC §3): records, a pluggable store, and the tower service that runs a
+//! route's actions.
+//!
+//! A webhook route binds a URL to an owner session. [`TaskFlowActionService`] is the innermost
+//! service of that route: it reads the complete request body, validates the action, runs it against
+//! a [`TaskFlowStore`] scoped to the route's session key, and answers with the JSON envelope of
+//! SPEC §3.3 as a structured value ([`StandaloneBody`](crate::StandaloneBody)) that
+//! [`ScrubOwnerMetadata`](crate::scrub) then edits in place.
+//!
+//! | piece | what it is |
+//! |---|---|
+//! | [`Flow`], [`Task`], [`TaskSummary`] | the records, serialised with [`Flow::to_json`] & co. |
+//! | [`Action`] | a validated request; [`ValidationError`] renders `<path>: <message>` |
+//! | [`TaskFlowStore`] | async, generic storage contract; [`MemoryStore`] is the default |
+//! | [`ActionOutcome`], [`ErrorCode`] | status mapping and envelope |
+//! | [`ChildSessionPolicy`] | which child sessions `run_task` may name |
+//! | [`StoreEvent`] | change notifications, from [`MemoryStore::subscribe`] |
+//! | [`CancelHook`] | how `cancel_flow` stops active child tasks |
+//!
+//! # Example
+//!
+//! ```
+//! use http::Request;
+//! use tower::ServiceExt;
+//! use tower_webhooks::{BufferedBody, MemoryStore, TaskFlowActionService, TaskFlowRoute};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let store = MemoryStore::new();
+//! let route = TaskFlowRoute::new("zapier", "agent:main:webhooks");
+//! let service = TaskFlowActionService::new(store.clone(), route);
+//!
+//! let request = Request::post("/plugins/webhooks/zapier")
+//!     .header("content-type", "application/json")
+//!     .body(BufferedBody::from(r#"{"action":"create_flow","goal":"triage the inbox"}"#))
+//!     .unwrap();
+//! let response = service.clone().oneshot(request).await.unwrap();
+//! assert_eq!(response.status(), 200);
+//!
+//! let envelope = response.body().json_value().unwrap();
+//! assert_eq!(envelope["ok"], true);
+//! assert_eq!(envelope["routeId"], "zapier");
+//! let flow = &envelope["result"]["flow"];
+//! assert_eq!(flow["status"], "queued");
+//! assert_eq!(flow["controllerId"], "webhooks/zapier");
+//! assert_eq!(flow["revision"], 0);
+//!
+//! // A stale revision is refused and the current flow is returned.
+//! let body = format!(
+//!     r#"{{"action":"finish_flow","flowId":"{}","expectedRevision":7}}"#,
+//!     flow["flowId"].as_str().unwrap()
+//! );
+//! let request = Request::post("/").body(BufferedBody::new(body)).unwrap();
+//! let response = service.oneshot(request).await.unwrap();
+//! assert_eq!(response.status(), 409);
+//! assert_eq!(response.body().json_value().unwrap()["code"], "revision_conflict");
+//! # }
+//! ```
+//!
+//! # Choices where the SPEC is silent
+//!
+//! - **Strings** must be non-empty *after trimming* and at most [`MAX_STRING_BYTES`]; they are
+//!   stored as sent. Optional strings accept `null` as "not given" (`controllerId`, `currentStep` of
+//!   `create_flow`, the optional strings of `run_task`); `startedAt`/`lastEventAt` accept `null`
+//!   too, which still counts as "present" for the running-only rule.
+//! - **Ids** are matched in their canonical lower-case hyphenated form only; an upper-cased id is
+//!   "not found", like the original's exact string comparison.
+//! - **Top-level non-object** bodies (`[]`, `1`, `"x"`) are `invalid_request` with the path-less
+//!   message `request body must be a JSON object`.
+//! - **Check order**: `action`, unknown keys in document order, fields in the SPEC table's order,
+//!   then the `run_task` cross-field rule. Only the first problem is reported.
+//! - **`set_waiting`** derives the status from `blockedTaskId`/`blockedSummary`, so when neither is
+//!   given they are cleared (a `waiting` flow never keeps a stale block reason).
+//! - **`request_cancel`** keeps the first `cancelRequestedAt` (sticky) but still counts as a
+//!   successful mutation (revision `+1`).
+//! - **`cancel_flow`** does not check `managed` (the SPEC lists no such step). A repeat on a flow
+//!   whose cancellation is pending does not bump the revision for the request again; it retries the
+//!   hook. When the last active child of a pending cancellation ends (through
+//!   [`TaskFlowStore::update_task`]), the flow becomes `cancelled`.
+//! - **`run_task`**: the child-session policy is checked before the store (a property of the
+//!   request alone); the flow checks (exists, managed, cancel, terminal) come before idempotency, so
+//!   a retry after the flow ended answers `409` `terminal`. A repeat answers exactly like the first
+//!   call (`"created":true`, same task). Creating a task does not change the flow's revision. A
+//!   `running` task without `startedAt` starts now. `preferMetadata` is kept on the record but not
+//!   serialised (it is not in the SPEC's task fields).
+//! - **Failure `result`s** not given by the SPEC: `run_task` → `{"created":false,"found":…,
+//!   "reason":…,"flow"?}`; `cancel_flow` not found → `{"found":false,"cancelled":false,"reason":…}`;
+//!   store errors → `{"created":false,…}`, `{"applied":false,"code":…}` or `null` for reads.
+//! - **Retention** is measured from `endedAt` (or `updatedAt` if a terminal flow has none) and
+//!   applied lazily per owner, plus [`MemoryStore::prune_expired`] on demand.
+
+mod action;
+mod model;
+mod notify;
+mod outcome;
+mod policy;
+mod service;
+mod store;
+
+pub use action::{Action, MAX_STRING_BYTES, RUN_TASK_STATUS_RULE, ValidationError};
+pub use model::{Flow, FlowStatus, NotifyPolicy, Runtime, SyncMode, Task, TaskStatus, TaskSummary};
+pub use notify::{CancelHook, CancelImmediately, ChildCancel, StoreEvent};
+pub use outcome::{
+    ActionOutcome, CANCEL_PENDING_REASON, ErrorCode, RUN_TASK_NOT_MANAGED, terminal_message,
+};
+pub use policy::{ChildSessionPolicy, UnknownPolicy};
+pub use service::{TaskFlowActionService, TaskFlowFuture, TaskFlowRoute};
+pub use store::{
+    CancelOutcome, FlowEnd, MemoryStore, MemoryStoreConfig, Mutation, MutationOutcome, NewFlow,
+    NewTask, Patch, RunTaskOutcome, StoreError, TaskFlowStore, TaskUpdate, TaskUpdateOutcome,
+};

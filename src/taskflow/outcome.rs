@@ -1,0 +1,183 @@
+//! Outcome of an action: HTTP status and JSON envelope (SPEC §3.3).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use http::{Response, StatusCode};
+use serde_json::{Map, Value};
+
+use super::action::ValidationError;
+use crate::body::{StandaloneBody, json_response};
+
+/// The `code` of a failed (or pending) action, with its status and standard message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// `404`: flow missing or owned by another session.
+    NotFound,
+    /// `409`: the flow is not managed.
+    NotManaged,
+    /// `409`: stale `expectedRevision`.
+    RevisionConflict,
+    /// `409`: `run_task` after cancellation was requested.
+    CancelRequested,
+    /// `409`: `run_task` / `cancel_flow` on a terminal flow.
+    Terminal,
+    /// `503`: the store failed to persist.
+    PersistFailed,
+    /// `403`: `childSessionKey` outside the route's policy.
+    ChildSessionForbidden,
+    /// `507`: a store cap is reached.
+    CapacityExceeded,
+}
+
+impl ErrorCode {
+    /// The wire code.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::NotManaged => "not_managed",
+            Self::RevisionConflict => "revision_conflict",
+            Self::CancelRequested => "cancel_requested",
+            Self::Terminal => "terminal",
+            Self::PersistFailed => "persist_failed",
+            Self::ChildSessionForbidden => "child_session_forbidden",
+            Self::CapacityExceeded => "capacity_exceeded",
+        }
+    }
+
+    /// The HTTP status.
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotManaged | Self::RevisionConflict | Self::CancelRequested | Self::Terminal => {
+                StatusCode::CONFLICT
+            }
+            Self::PersistFailed => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ChildSessionForbidden => StatusCode::FORBIDDEN,
+            Self::CapacityExceeded => StatusCode::INSUFFICIENT_STORAGE,
+        }
+    }
+
+    /// The standard `error` text. `terminal` names the status, so its text is built by
+    /// [`terminal_message`]; this returns the generic form.
+    pub const fn message(self) -> &'static str {
+        match self {
+            Self::NotFound => "TaskFlow not found.",
+            Self::NotManaged => "TaskFlow is not managed by this webhook surface.",
+            Self::RevisionConflict => "TaskFlow changed since the caller's expected revision.",
+            Self::CancelRequested => "Flow cancellation has already been requested.",
+            Self::Terminal => "Flow is already terminal.",
+            Self::PersistFailed => "TaskFlow persistence failed.",
+            Self::ChildSessionForbidden => "childSessionKey is outside this route's session scope.",
+            Self::CapacityExceeded => "TaskFlow store is full.",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `Flow is already <status>.`
+pub fn terminal_message(status: impl fmt::Display) -> String {
+    format!("Flow is already {status}.")
+}
+
+/// `run_task`'s reason for a flow that is not managed.
+pub const RUN_TASK_NOT_MANAGED: &str = "Flow does not accept managed child tasks.";
+
+/// `cancel_flow`'s reason while a child task is still active.
+pub const CANCEL_PENDING_REASON: &str = "One or more child tasks are still active.";
+
+/// What an action produced, before it becomes a response.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ActionOutcome {
+    /// `200` `{"ok":true,"routeId":…,"result":…}`.
+    Success {
+        /// The `result`.
+        result: Value,
+    },
+    /// `202` `{"ok":true,"routeId":…,"code":"cancel_pending","result":…}`.
+    CancelPending {
+        /// The `result`.
+        result: Value,
+    },
+    /// `{"ok":false,"routeId":…,"code":…,"error":…,"result":…}` with the code's status.
+    Failure {
+        /// The code.
+        code: ErrorCode,
+        /// The `error` text.
+        error: Cow<'static, str>,
+        /// The `result`.
+        result: Value,
+    },
+    /// `400` `{"ok":false,"code":"invalid_request","error":…}`, without `routeId`.
+    Invalid(ValidationError),
+}
+
+impl ActionOutcome {
+    /// A failure with the code's standard message.
+    pub fn failure(code: ErrorCode, result: Value) -> Self {
+        Self::Failure {
+            code,
+            error: Cow::Borrowed(code.message()),
+            result,
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Success { .. } => StatusCode::OK,
+            Self::CancelPending { .. } => StatusCode::ACCEPTED,
+            Self::Failure { code, .. } => code.status(),
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The JSON envelope for a route.
+    pub fn into_envelope(self, route_id: &str) -> Value {
+        let mut map = Map::with_capacity(5);
+        match self {
+            Self::Success { result } => {
+                map.insert("ok".into(), Value::Bool(true));
+                map.insert("routeId".into(), route_id.into());
+                map.insert("result".into(), result);
+            }
+            Self::CancelPending { result } => {
+                map.insert("ok".into(), Value::Bool(true));
+                map.insert("routeId".into(), route_id.into());
+                map.insert("code".into(), "cancel_pending".into());
+                map.insert("result".into(), result);
+            }
+            Self::Failure {
+                code,
+                error,
+                result,
+            } => {
+                map.insert("ok".into(), Value::Bool(false));
+                map.insert("routeId".into(), route_id.into());
+                map.insert("code".into(), code.as_str().into());
+                map.insert("error".into(), Value::String(error.into_owned()));
+                map.insert("result".into(), result);
+            }
+            Self::Invalid(error) => {
+                map.insert("ok".into(), Value::Bool(false));
+                map.insert("code".into(), "invalid_request".into());
+                map.insert("error".into(), Value::String(error.to_string()));
+            }
+        }
+        Value::Object(map)
+    }
+
+    /// The response: status, `Content-Type: application/json; charset=utf-8` and the envelope as a
+    /// structured value, so [`ScrubOwnerMetadata`](crate::scrub) can edit it in place.
+    pub fn into_response(self, route_id: &str) -> Response<StandaloneBody> {
+        let status = self.status();
+        json_response(status, self.into_envelope(route_id))
+    }
+}

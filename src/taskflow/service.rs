@@ -1,0 +1,413 @@
+//! [`TaskFlowActionService`]: one route's TaskFlow actions as a tower `Service`.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use serde_json::{Value, json};
+use tower_service::Service;
+
+use super::action::Action;
+use super::model::{Flow, Task};
+use super::outcome::{
+    ActionOutcome, CANCEL_PENDING_REASON, ErrorCode, RUN_TASK_NOT_MANAGED, terminal_message,
+};
+use super::policy::ChildSessionPolicy;
+use super::store::{
+    CancelOutcome, MutationOutcome, NewFlow, RunTaskOutcome, StoreError, TaskFlowStore,
+};
+use crate::body::{BufferedBody, StandaloneBody};
+use crate::rejection::Rejection;
+
+/// What binds a [`TaskFlowActionService`] to one route: its id (echoed as `routeId`), the owner
+/// session key, the default controller id and the child-session policy.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TaskFlowRoute {
+    route_id: Arc<str>,
+    session_key: Arc<str>,
+    controller_id: Arc<str>,
+    child_sessions: ChildSessionPolicy,
+}
+
+impl fmt::Debug for TaskFlowRoute {
+    // The session key is owner metadata that must not leak, into logs either.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskFlowRoute")
+            .field("route_id", &self.route_id)
+            .field("session_key", &"[redacted]")
+            .field("controller_id", &self.controller_id)
+            .field("child_sessions", &self.child_sessions)
+            .finish()
+    }
+}
+
+impl TaskFlowRoute {
+    /// A route with controller id `webhooks/<route_id>` and the `same-agent` policy.
+    pub fn new(route_id: impl Into<String>, session_key: impl Into<String>) -> Self {
+        let route_id: String = route_id.into();
+        Self {
+            controller_id: Arc::from(format!("webhooks/{route_id}")),
+            route_id: Arc::from(route_id),
+            session_key: Arc::from(session_key.into()),
+            child_sessions: ChildSessionPolicy::default(),
+        }
+    }
+
+    /// Sets the default controller id of created flows.
+    pub fn controller_id(mut self, controller_id: impl Into<String>) -> Self {
+        self.controller_id = Arc::from(controller_id.into());
+        self
+    }
+
+    /// Sets the child-session policy.
+    pub fn child_sessions(mut self, policy: ChildSessionPolicy) -> Self {
+        self.child_sessions = policy;
+        self
+    }
+
+    /// The route id.
+    pub fn route_id(&self) -> &str {
+        &self.route_id
+    }
+
+    /// The owner session key.
+    pub fn session_key(&self) -> &str {
+        &self.session_key
+    }
+
+    /// The default controller id.
+    pub fn default_controller_id(&self) -> &str {
+        &self.controller_id
+    }
+
+    /// The child-session policy.
+    pub fn child_session_policy(&self) -> &ChildSessionPolicy {
+        &self.child_sessions
+    }
+}
+
+/// The future of [`TaskFlowActionService`]. Boxed because the store's futures are opaque
+/// (`impl Future`) and cannot be named in a concrete future type on stable Rust.
+pub type TaskFlowFuture =
+    Pin<Box<dyn Future<Output = Result<Response<StandaloneBody>, Infallible>> + Send>>;
+
+/// Runs the TaskFlow actions of SPEC §3 for one route against a store.
+///
+/// Takes a request whose body is complete ([`BufferedBody`]); answers `400` `invalid request body`
+/// (plain text) for a body that is empty, not UTF-8 or not JSON, `400` `invalid_request` for a
+/// schema violation, and otherwise the action's envelope (SPEC §3.3) as a structured JSON body.
+/// Owner metadata (`ownerKey`, `requesterSessionKey`) is left in the records on purpose: removing it
+/// is [`ScrubOwnerMetadata`](crate::scrub)'s job, stacked in front of this service.
+///
+/// Cloning is cheap (two reference counts).
+pub struct TaskFlowActionService<S> {
+    store: Arc<S>,
+    route: Arc<TaskFlowRoute>,
+}
+
+impl<S> Clone for TaskFlowActionService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            route: Arc::clone(&self.route),
+        }
+    }
+}
+
+impl<S> fmt::Debug for TaskFlowActionService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskFlowActionService")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Decodes a body as SPEC §2 step 8 says: UTF-8, trimmed (JavaScript's `trim`, which includes the
+/// byte-order mark), then JSON. `None` for anything else, including an empty body.
+fn decode(bytes: &[u8]) -> Option<Value> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let text = text.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+    if text.is_empty() {
+        return None;
+    }
+    serde_json::from_str(text).ok()
+}
+
+fn opt_flow(flow: Option<Flow>) -> Value {
+    flow.map_or(Value::Null, Flow::into_json)
+}
+
+fn tasks_json(tasks: Vec<Task>) -> Value {
+    Value::Array(tasks.into_iter().map(Task::into_json).collect())
+}
+
+impl<S: TaskFlowStore> TaskFlowActionService<S> {
+    /// A service for `route` over `store` (a store or an `Arc` of one).
+    pub fn new(store: impl Into<Arc<S>>, route: TaskFlowRoute) -> Self {
+        Self {
+            store: store.into(),
+            route: Arc::new(route),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// The route binding.
+    pub fn route(&self) -> &TaskFlowRoute {
+        &self.route
+    }
+
+    /// Validates and runs a decoded request body.
+    pub async fn handle_value(&self, body: &Value) -> ActionOutcome {
+        match Action::parse(body) {
+            Ok(action) => self.execute(action).await,
+            Err(error) => ActionOutcome::Invalid(error),
+        }
+    }
+
+    /// Runs a validated action.
+    pub async fn execute(&self, action: Action) -> ActionOutcome {
+        let owner: &str = &self.route.session_key;
+        let store = &*self.store;
+        match action {
+            Action::CreateFlow {
+                controller_id,
+                goal,
+                status,
+                notify_policy,
+                current_step,
+                state_json,
+                wait_json,
+            } => {
+                let controller_id =
+                    controller_id.unwrap_or_else(|| self.route.controller_id.to_string());
+                let mut new = NewFlow::new(controller_id, goal);
+                new.status = status;
+                new.notify_policy = notify_policy;
+                new.current_step = current_step;
+                new.state_json = state_json;
+                new.wait_json = wait_json;
+                match store.create_flow(owner, new).await {
+                    Ok(flow) => success(json!({"created": true, "flow": flow.into_json()})),
+                    Err(e) => {
+                        let reason = e_code(&e).message();
+                        store_failure(e, json!({"created": false, "reason": reason}))
+                    }
+                }
+            }
+            Action::GetFlow { flow_id } => match store.get_flow(owner, &flow_id).await {
+                Ok(flow) => success(json!({"flow": opt_flow(flow)})),
+                Err(e) => store_failure(e, Value::Null),
+            },
+            Action::ListFlows => match store.list_flows(owner).await {
+                Ok(flows) => success(json!({
+                    "flows": Value::Array(flows.into_iter().map(Flow::into_json).collect())
+                })),
+                Err(e) => store_failure(e, Value::Null),
+            },
+            Action::FindLatestFlow => match store.find_latest_flow(owner).await {
+                Ok(flow) => success(json!({"flow": opt_flow(flow)})),
+                Err(e) => store_failure(e, Value::Null),
+            },
+            Action::ResolveFlow { token } => match store.resolve_flow(owner, &token).await {
+                Ok(flow) => success(json!({"flow": opt_flow(flow)})),
+                Err(e) => store_failure(e, Value::Null),
+            },
+            Action::GetTaskSummary { flow_id } => match store.task_summary(owner, &flow_id).await {
+                Ok(summary) => success(json!({
+                    "summary": summary.map_or(Value::Null, |s| s.to_json())
+                })),
+                Err(e) => store_failure(e, Value::Null),
+            },
+            Action::Mutate {
+                flow_id,
+                expected_revision,
+                mutation,
+            } => {
+                let outcome = store
+                    .mutate_flow(owner, &flow_id, expected_revision, mutation)
+                    .await;
+                match outcome {
+                    Ok(MutationOutcome::Applied(flow)) => {
+                        success(json!({"applied": true, "flow": flow.into_json()}))
+                    }
+                    Ok(MutationOutcome::NotFound) => not_applied(ErrorCode::NotFound, None),
+                    Ok(MutationOutcome::NotManaged(flow)) => {
+                        not_applied(ErrorCode::NotManaged, Some(flow))
+                    }
+                    Ok(MutationOutcome::RevisionConflict(flow)) => {
+                        not_applied(ErrorCode::RevisionConflict, Some(flow))
+                    }
+                    Err(e) => {
+                        let code = e_code(&e);
+                        store_failure(e, json!({"applied": false, "code": code.as_str()}))
+                    }
+                }
+            }
+            Action::CancelFlow { flow_id } => match store.cancel_flow(owner, &flow_id).await {
+                Ok(CancelOutcome::NotFound) => ActionOutcome::failure(
+                    ErrorCode::NotFound,
+                    json!({
+                        "found": false,
+                        "cancelled": false,
+                        "reason": ErrorCode::NotFound.message(),
+                    }),
+                ),
+                Ok(CancelOutcome::Terminal { flow, tasks }) => {
+                    let reason = terminal_message(flow.status);
+                    ActionOutcome::Failure {
+                        code: ErrorCode::Terminal,
+                        error: reason.clone().into(),
+                        result: json!({
+                            "found": true,
+                            "cancelled": false,
+                            "reason": reason,
+                            "flow": flow.into_json(),
+                            "tasks": tasks_json(tasks),
+                        }),
+                    }
+                }
+                Ok(CancelOutcome::Pending { flow, tasks }) => ActionOutcome::CancelPending {
+                    result: json!({
+                        "found": true,
+                        "cancelled": false,
+                        "reason": CANCEL_PENDING_REASON,
+                        "flow": flow.into_json(),
+                        "tasks": tasks_json(tasks),
+                    }),
+                },
+                Ok(CancelOutcome::Cancelled { flow, tasks }) => success(json!({
+                    "found": true,
+                    "cancelled": true,
+                    "flow": flow.into_json(),
+                    "tasks": tasks_json(tasks),
+                })),
+                Err(e) => {
+                    let reason = e_code(&e).message();
+                    store_failure(e, json!({"cancelled": false, "reason": reason}))
+                }
+            },
+            Action::RunTask { flow_id, task } => {
+                if let Some(child) = &task.child_session_key {
+                    if !self.route.child_sessions.allows(owner, child) {
+                        return ActionOutcome::failure(
+                            ErrorCode::ChildSessionForbidden,
+                            json!({
+                                "created": false,
+                                "reason": ErrorCode::ChildSessionForbidden.message(),
+                            }),
+                        );
+                    }
+                }
+                match store.run_task(owner, &flow_id, task).await {
+                    Ok(RunTaskOutcome::Created { flow, task })
+                    | Ok(RunTaskOutcome::Existing { flow, task }) => success(json!({
+                        "created": true,
+                        "flow": flow.into_json(),
+                        "task": task.into_json(),
+                    })),
+                    Ok(RunTaskOutcome::NotFound) => ActionOutcome::failure(
+                        ErrorCode::NotFound,
+                        json!({
+                            "created": false,
+                            "found": false,
+                            "reason": ErrorCode::NotFound.message(),
+                        }),
+                    ),
+                    Ok(RunTaskOutcome::NotManaged(flow)) => {
+                        not_created(ErrorCode::NotManaged, RUN_TASK_NOT_MANAGED.to_owned(), flow)
+                    }
+                    Ok(RunTaskOutcome::CancelRequested(flow)) => not_created(
+                        ErrorCode::CancelRequested,
+                        ErrorCode::CancelRequested.message().to_owned(),
+                        flow,
+                    ),
+                    Ok(RunTaskOutcome::Terminal(flow)) => {
+                        not_created(ErrorCode::Terminal, terminal_message(flow.status), flow)
+                    }
+                    Err(e) => {
+                        let reason = e_code(&e).message();
+                        store_failure(e, json!({"created": false, "reason": reason}))
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn success(result: Value) -> ActionOutcome {
+    ActionOutcome::Success { result }
+}
+
+fn not_applied(code: ErrorCode, current: Option<Flow>) -> ActionOutcome {
+    let mut result = json!({"applied": false, "code": code.as_str()});
+    if let Some(flow) = current {
+        result["current"] = flow.into_json();
+    }
+    ActionOutcome::failure(code, result)
+}
+
+fn not_created(code: ErrorCode, reason: String, flow: Flow) -> ActionOutcome {
+    ActionOutcome::Failure {
+        code,
+        error: reason.clone().into(),
+        result: json!({
+            "created": false,
+            "found": true,
+            "reason": reason,
+            "flow": flow.into_json(),
+        }),
+    }
+}
+
+fn e_code(error: &StoreError) -> ErrorCode {
+    match error {
+        StoreError::CapacityExceeded => ErrorCode::CapacityExceeded,
+        StoreError::PersistFailed(_) => ErrorCode::PersistFailed,
+    }
+}
+
+fn store_failure(error: StoreError, result: Value) -> ActionOutcome {
+    if let StoreError::PersistFailed(reason) = &error {
+        // The reason stays in the log: it may name backend details a webhook caller must not see.
+        tracing::warn!(%reason, "TaskFlow store failed to persist");
+    }
+    ActionOutcome::failure(e_code(&error), result)
+}
+
+impl<S: TaskFlowStore> Service<Request<BufferedBody>> for TaskFlowActionService<S> {
+    type Response = Response<StandaloneBody>;
+    type Error = Infallible;
+    type Future = TaskFlowFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<BufferedBody>) -> Self::Future {
+        let Some(body) = decode(request.body().bytes()) else {
+            return Box::pin(std::future::ready(Ok(
+                Rejection::InvalidRequestBody.into_response()
+            )));
+        };
+        let action = match Action::parse(&body) {
+            Ok(action) => action,
+            Err(error) => {
+                let response = ActionOutcome::Invalid(error).into_response(&self.route.route_id);
+                return Box::pin(std::future::ready(Ok(response)));
+            }
+        };
+        let this = self.clone();
+        Box::pin(async move {
+            let outcome = this.execute(action).await;
+            Ok(outcome.into_response(&this.route.route_id))
+        })
+    }
+}

@@ -1,0 +1,769 @@
+//! [`MemoryStore`], the default in-memory backend.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::{Future, ready};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use super::{
+    CancelOutcome, FlowEnd, Mutation, MutationOutcome, NewFlow, NewTask, RunTaskOutcome,
+    StoreError, TaskFlowStore, TaskUpdate, TaskUpdateOutcome,
+};
+use crate::clock::{SharedClock, SystemClock};
+use crate::taskflow::model::{Flow, FlowStatus, SyncMode, Task, TaskStatus, TaskSummary, parse_id};
+use crate::taskflow::notify::{CancelHook, CancelImmediately, ChildCancel, Notifier, StoreEvent};
+
+/// Limits and retention of a [`MemoryStore`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryStoreConfig {
+    max_flows_per_owner: Option<usize>,
+    max_tasks_per_flow: Option<usize>,
+    retention: Option<Duration>,
+    event_capacity: usize,
+}
+
+impl Default for MemoryStoreConfig {
+    fn default() -> Self {
+        Self {
+            max_flows_per_owner: Some(10_000),
+            max_tasks_per_flow: Some(1_000),
+            retention: Some(Duration::from_secs(7 * 24 * 60 * 60)),
+            event_capacity: 1_024,
+        }
+    }
+}
+
+impl MemoryStoreConfig {
+    /// Defaults: 10,000 flows per owner, 1,000 tasks per flow, 7 days of retention for terminal
+    /// flows, 1,024 buffered events per subscriber.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Most flows one owner may hold (terminal ones count until pruned); `None` for no cap.
+    pub fn max_flows_per_owner(mut self, cap: Option<usize>) -> Self {
+        self.max_flows_per_owner = cap;
+        self
+    }
+
+    /// Most tasks one flow may hold (ended ones count); `None` for no cap.
+    pub fn max_tasks_per_flow(mut self, cap: Option<usize>) -> Self {
+        self.max_tasks_per_flow = cap;
+        self
+    }
+
+    /// How long a terminal flow (and its tasks) is kept after it ended; `None` keeps everything.
+    pub fn retention(mut self, retention: Option<Duration>) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Events buffered per subscriber before the slowest one starts to lag.
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity.max(1);
+        self
+    }
+}
+
+/// The in-memory [`TaskFlowStore`].
+///
+/// Cheap to clone: clones share one store. Each owner session's flows sit behind one mutex, so the
+/// revision check and the write are one atomic step, owner-scoped reads cost O(that owner's flows)
+/// whatever else is stored, and a `cancel_flow` sees a consistent set of child tasks. Webhook
+/// routes map to a handful of owners, and critical sections are a hash lookup and a few field
+/// writes, so the lock is not a bottleneck in practice.
+///
+/// Memory is bounded by [`MemoryStoreConfig`]: caps answer `507` `capacity_exceeded`, and terminal
+/// flows are pruned after the retention period. Pruning is lazy (an owner's expired flows go the
+/// next time that owner is touched, an O(1) check otherwise) and can be forced with
+/// [`prune_expired`](Self::prune_expired), e.g. from an interval task.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    owners: DashMap<Arc<str>, Arc<Mutex<OwnerState>>>,
+    // Embedding-side calls address a task by id alone; this finds its owner and flow.
+    task_index: DashMap<Uuid, (Arc<str>, Uuid)>,
+    clock: SharedClock,
+    config: MemoryStoreConfig,
+    hook: Arc<dyn CancelHook>,
+    events: Notifier,
+    // Creation sequence: breaks `createdAt` ties (newest created first) without trusting the clock.
+    seq: AtomicU64,
+}
+
+struct OwnerState {
+    key: Arc<str>,
+    flows: HashMap<Uuid, FlowEntry>,
+    // Earliest moment a flow of this owner may expire; `None` when nothing can. May be early
+    // (a flow left its terminal status), never late.
+    next_expiry: Option<u64>,
+}
+
+struct FlowEntry {
+    flow: Flow,
+    seq: u64,
+    tasks: Vec<Task>,
+    run_ids: HashMap<String, Vec<usize>>,
+    // `cancel_flow` answered `cancel_pending`: the flow becomes `cancelled` when its last active
+    // task ends.
+    cancel_pending: bool,
+}
+
+impl fmt::Debug for MemoryStore {
+    // Records hold caller data and session keys; show sizes only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("owners", &self.inner.owners.len())
+            .field("tasks", &self.inner.task_index.len())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// A store with the default limits, the system clock and [`CancelImmediately`].
+    pub fn new() -> Self {
+        Self::with_config(MemoryStoreConfig::default())
+    }
+
+    /// A store with `config`, the system clock and [`CancelImmediately`].
+    pub fn with_config(config: MemoryStoreConfig) -> Self {
+        Self::build(config, SystemClock::shared(), Arc::new(CancelImmediately))
+    }
+
+    /// A store with `config`, `clock` (epoch milliseconds for every timestamp and for retention)
+    /// and `hook` for child-task cancellation.
+    pub fn build(config: MemoryStoreConfig, clock: SharedClock, hook: Arc<dyn CancelHook>) -> Self {
+        let events = Notifier::new(config.event_capacity);
+        Self {
+            inner: Arc::new(Inner {
+                owners: DashMap::new(),
+                task_index: DashMap::new(),
+                clock,
+                config,
+                hook,
+                events,
+                seq: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Subscribes to changes: flows and tasks created, updated (with the old status) and pruned.
+    pub fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Removes every terminal flow (and its tasks) whose retention period has passed. Returns how
+    /// many flows were removed.
+    pub fn prune_expired(&self) -> usize {
+        let now = self.inner.clock.epoch_millis();
+        let owners: Vec<_> = self
+            .inner
+            .owners
+            .iter()
+            .map(|e| Arc::clone(e.value()))
+            .collect();
+        owners
+            .iter()
+            .map(|owner| self.inner.prune(&mut owner.lock(), now, true))
+            .sum()
+    }
+
+    /// Number of flows stored, all owners.
+    pub fn flow_count(&self) -> usize {
+        let owners: Vec<_> = self
+            .inner
+            .owners
+            .iter()
+            .map(|e| Arc::clone(e.value()))
+            .collect();
+        owners.iter().map(|o| o.lock().flows.len()).sum()
+    }
+
+    /// Number of tasks stored, all flows.
+    pub fn task_count(&self) -> usize {
+        self.inner.task_index.len()
+    }
+
+    fn owner(&self, owner: &str) -> Option<Arc<Mutex<OwnerState>>> {
+        self.inner.owners.get(owner).map(|e| Arc::clone(e.value()))
+    }
+
+    /// Runs `f` on `owner`'s state, locked, after lazy pruning. `None` if the owner has no state.
+    fn with_owner<R>(&self, owner: &str, f: impl FnOnce(&mut OwnerState, u64) -> R) -> Option<R> {
+        let state = self.owner(owner)?;
+        let mut state = state.lock();
+        let now = self.inner.clock.epoch_millis();
+        self.inner.prune(&mut state, now, false);
+        Some(f(&mut state, now))
+    }
+
+    fn create(&self, owner: &str, new: NewFlow) -> Result<Flow, StoreError> {
+        let state = match self.owner(owner) {
+            Some(state) => state,
+            None => Arc::clone(
+                self.inner
+                    .owners
+                    .entry(Arc::from(owner))
+                    .or_insert_with(|| {
+                        Arc::new(Mutex::new(OwnerState {
+                            key: Arc::from(owner),
+                            flows: HashMap::new(),
+                            next_expiry: None,
+                        }))
+                    })
+                    .value(),
+            ),
+        };
+        let mut state = state.lock();
+        let now = self.inner.clock.epoch_millis();
+        self.inner.prune(&mut state, now, false);
+        if let Some(cap) = self.inner.config.max_flows_per_owner {
+            if state.flows.len() >= cap {
+                return Err(StoreError::CapacityExceeded);
+            }
+        }
+        let terminal = new.status.is_terminal();
+        let flow = Flow {
+            flow_id: Uuid::new_v4(),
+            sync_mode: new.sync_mode,
+            owner_key: Arc::clone(&state.key),
+            controller_id: new.controller_id,
+            revision: 0,
+            status: new.status,
+            notify_policy: new.notify_policy,
+            goal: new.goal,
+            current_step: new.current_step.filter(|s| !s.is_empty()),
+            blocked_task_id: None,
+            blocked_summary: None,
+            state_json: new.state_json,
+            wait_json: new.wait_json,
+            cancel_requested_at: None,
+            created_at: now,
+            updated_at: now,
+            ended_at: terminal.then_some(now),
+        };
+        let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+        self.inner.note_terminal(&mut state, &flow);
+        state.flows.insert(
+            flow.flow_id,
+            FlowEntry {
+                flow: flow.clone(),
+                seq,
+                tasks: Vec::new(),
+                run_ids: HashMap::new(),
+                cancel_pending: false,
+            },
+        );
+        self.inner
+            .events
+            .send(|| StoreEvent::FlowCreated { flow: flow.clone() });
+        Ok(flow)
+    }
+
+    fn sorted(state: &OwnerState) -> Vec<&FlowEntry> {
+        let mut entries: Vec<&FlowEntry> = state.flows.values().collect();
+        entries.sort_unstable_by_key(|e| std::cmp::Reverse((e.flow.created_at, e.seq)));
+        entries
+    }
+
+    fn latest(state: &OwnerState, filter: impl Fn(&Flow) -> bool) -> Option<Flow> {
+        state
+            .flows
+            .values()
+            .filter(|e| filter(&e.flow))
+            .max_by_key(|e| (e.flow.created_at, e.seq))
+            .map(|e| e.flow.clone())
+    }
+
+    fn entry<'a>(state: &'a mut OwnerState, flow_id: &str) -> Option<&'a mut FlowEntry> {
+        state.flows.get_mut(&parse_id(flow_id)?)
+    }
+
+    fn mutate(
+        &self,
+        owner: &str,
+        flow_id: &str,
+        expected_revision: u64,
+        mutation: Mutation,
+    ) -> MutationOutcome {
+        self.with_owner(owner, |state, now| {
+            let Some(entry) = Self::entry(state, flow_id) else {
+                return MutationOutcome::NotFound;
+            };
+            if entry.flow.sync_mode != SyncMode::Managed {
+                return MutationOutcome::NotManaged(entry.flow.clone());
+            }
+            if entry.flow.revision != expected_revision {
+                return MutationOutcome::RevisionConflict(entry.flow.clone());
+            }
+            let old_status = entry.flow.status;
+            mutation.apply(&mut entry.flow, now);
+            let flow = entry.flow.clone();
+            self.inner.events.send(|| StoreEvent::FlowUpdated {
+                old_status,
+                flow: flow.clone(),
+            });
+            self.inner.note_terminal(state, &flow);
+            MutationOutcome::Applied(flow)
+        })
+        .unwrap_or(MutationOutcome::NotFound)
+    }
+
+    fn run(&self, owner: &str, flow_id: &str, new: NewTask) -> Result<RunTaskOutcome, StoreError> {
+        self.with_owner(owner, |state, now| {
+            let owner_key = Arc::clone(&state.key);
+            let Some(entry) = Self::entry(state, flow_id) else {
+                return Ok(RunTaskOutcome::NotFound);
+            };
+            let flow = &entry.flow;
+            if flow.sync_mode != SyncMode::Managed {
+                return Ok(RunTaskOutcome::NotManaged(flow.clone()));
+            }
+            if flow.cancel_requested_at.is_some() {
+                return Ok(RunTaskOutcome::CancelRequested(flow.clone()));
+            }
+            if flow.status.is_terminal() {
+                return Ok(RunTaskOutcome::Terminal(flow.clone()));
+            }
+            if let Some(run_id) = &new.run_id {
+                let existing = entry.run_ids.get(run_id).and_then(|indexes| {
+                    indexes
+                        .iter()
+                        .map(|i| &entry.tasks[*i])
+                        .find(|task| new.is_repeat_of(task))
+                });
+                if let Some(task) = existing {
+                    return Ok(RunTaskOutcome::Existing {
+                        flow: flow.clone(),
+                        task: task.clone(),
+                    });
+                }
+            }
+            if let Some(cap) = self.inner.config.max_tasks_per_flow {
+                if entry.tasks.len() >= cap {
+                    return Err(StoreError::CapacityExceeded);
+                }
+            }
+            let running = new.status == TaskStatus::Running;
+            let task = Task {
+                task_id: Uuid::new_v4(),
+                runtime: new.runtime,
+                source_id: new.source_id,
+                child_session_key: new.child_session_key,
+                parent_flow_id: flow.flow_id,
+                parent_task_id: new.parent_task_id,
+                agent_id: new.agent_id,
+                run_id: new.run_id,
+                label: new.label,
+                task: new.task,
+                status: new.status,
+                notify_policy: new.notify_policy,
+                prefer_metadata: new.prefer_metadata,
+                created_at: now,
+                started_at: new.started_at.or(running.then_some(now)),
+                ended_at: None,
+                last_event_at: new.last_event_at,
+                progress_summary: new.progress_summary,
+                requester_session_key: Arc::clone(&owner_key),
+                owner_key: Arc::clone(&owner_key),
+            };
+            if let Some(run_id) = &task.run_id {
+                entry
+                    .run_ids
+                    .entry(run_id.clone())
+                    .or_default()
+                    .push(entry.tasks.len());
+            }
+            if entry.tasks.len() == entry.tasks.capacity() && entry.tasks.len() < 4 {
+                // Most flows hold a task or two; `Vec`'s first growth step would reserve four
+                // (~1.5 KiB of `Task`s) per flow.
+                entry.tasks.reserve_exact(1);
+            }
+            entry.tasks.push(task.clone());
+            self.inner
+                .task_index
+                .insert(task.task_id, (owner_key, task.parent_flow_id));
+            self.inner
+                .events
+                .send(|| StoreEvent::TaskCreated { task: task.clone() });
+            Ok(RunTaskOutcome::Created {
+                flow: entry.flow.clone(),
+                task,
+            })
+        })
+        .unwrap_or(Ok(RunTaskOutcome::NotFound))
+    }
+
+    fn cancel(&self, owner: &str, flow_id: &str) -> CancelOutcome {
+        let outcome = self.with_owner(owner, |state, now| {
+            let Some(entry) = Self::entry(state, flow_id) else {
+                return CancelOutcome::NotFound;
+            };
+            if entry.flow.status.is_terminal() {
+                return CancelOutcome::Terminal {
+                    flow: entry.flow.clone(),
+                    tasks: entry.tasks.clone(),
+                };
+            }
+            let old_status = entry.flow.status;
+            if entry.flow.cancel_requested_at.is_none() {
+                entry.flow.cancel_requested_at = Some(now);
+                entry.flow.revision = entry.flow.revision.saturating_add(1);
+                entry.flow.updated_at = now;
+            }
+            let mut still_active = false;
+            for task in entry.tasks.iter_mut().filter(|t| t.status.is_active()) {
+                match self.inner.hook.cancel_task(task) {
+                    ChildCancel::Cancelled => {
+                        let old = task.status;
+                        TaskUpdate::Cancel.apply(task, now);
+                        self.inner.events.send(|| StoreEvent::TaskUpdated {
+                            old_status: old,
+                            task: task.clone(),
+                        });
+                    }
+                    ChildCancel::StillActive => still_active = true,
+                }
+            }
+            if still_active {
+                entry.cancel_pending = true;
+            } else {
+                entry.cancel_pending = false;
+                entry.flow.status = FlowStatus::Cancelled;
+                entry.flow.ended_at = Some(now);
+                entry.flow.revision = entry.flow.revision.saturating_add(1);
+                entry.flow.updated_at = now;
+            }
+            self.inner.events.send(|| StoreEvent::FlowUpdated {
+                old_status,
+                flow: entry.flow.clone(),
+            });
+            let (flow, tasks) = (entry.flow.clone(), entry.tasks.clone());
+            if still_active {
+                CancelOutcome::Pending { flow, tasks }
+            } else {
+                self.inner.note_terminal(state, &flow);
+                CancelOutcome::Cancelled { flow, tasks }
+            }
+        });
+        outcome.unwrap_or(CancelOutcome::NotFound)
+    }
+
+    fn update(&self, task_id: &str, update: TaskUpdate) -> TaskUpdateOutcome {
+        let Some(id) = parse_id(task_id) else {
+            return TaskUpdateOutcome::NotFound;
+        };
+        let Some((owner, flow_id)) = self.inner.task_index.get(&id).map(|e| e.value().clone())
+        else {
+            return TaskUpdateOutcome::NotFound;
+        };
+        let Some(state) = self.owner(&owner) else {
+            return TaskUpdateOutcome::NotFound;
+        };
+        let mut state = state.lock();
+        let now = self.inner.clock.epoch_millis();
+        self.inner.prune(&mut state, now, false);
+        let Some(entry) = state.flows.get_mut(&flow_id) else {
+            return TaskUpdateOutcome::NotFound;
+        };
+        let Some(task) = entry.tasks.iter_mut().find(|t| t.task_id == id) else {
+            return TaskUpdateOutcome::NotFound;
+        };
+        let old_status = task.status;
+        if !update.apply(task, now) {
+            return TaskUpdateOutcome::Rejected(task.clone());
+        }
+        let task = task.clone();
+        self.inner.events.send(|| StoreEvent::TaskUpdated {
+            old_status,
+            task: task.clone(),
+        });
+        if entry.cancel_pending
+            && !entry.flow.status.is_terminal()
+            && entry.tasks.iter().all(|t| !t.status.is_active())
+        {
+            let old_status = entry.flow.status;
+            entry.cancel_pending = false;
+            entry.flow.status = FlowStatus::Cancelled;
+            entry.flow.ended_at = Some(now);
+            entry.flow.revision = entry.flow.revision.saturating_add(1);
+            entry.flow.updated_at = now;
+            let flow = entry.flow.clone();
+            self.inner.events.send(|| StoreEvent::FlowUpdated {
+                old_status,
+                flow: flow.clone(),
+            });
+            self.inner.note_terminal(&mut state, &flow);
+        }
+        TaskUpdateOutcome::Updated(task)
+    }
+
+    fn end(&self, flow_id: &str, end: FlowEnd, state_json: Option<Value>) -> Option<Flow> {
+        let id = parse_id(flow_id)?;
+        // O(owners): owners are route session keys, a handful; a flow → owner index would cost
+        // memory on every flow for a call webhooks never make.
+        let owners: Vec<_> = self
+            .inner
+            .owners
+            .iter()
+            .map(|e| Arc::clone(e.value()))
+            .collect();
+        for owner in owners {
+            let mut state = owner.lock();
+            let now = self.inner.clock.epoch_millis();
+            self.inner.prune(&mut state, now, false);
+            let Some(entry) = state.flows.get_mut(&id) else {
+                continue;
+            };
+            let old_status = entry.flow.status;
+            let flow = &mut entry.flow;
+            flow.status = match end {
+                FlowEnd::Succeeded => FlowStatus::Succeeded,
+                FlowEnd::Failed => FlowStatus::Failed,
+                FlowEnd::Lost => FlowStatus::Lost,
+            };
+            if let Some(state_json) = state_json {
+                flow.state_json = Some(state_json);
+            }
+            flow.wait_json = None;
+            flow.ended_at = Some(now);
+            flow.revision = flow.revision.saturating_add(1);
+            flow.updated_at = now;
+            entry.cancel_pending = false;
+            let flow = flow.clone();
+            self.inner.events.send(|| StoreEvent::FlowUpdated {
+                old_status,
+                flow: flow.clone(),
+            });
+            self.inner.note_terminal(&mut state, &flow);
+            return Some(flow);
+        }
+        None
+    }
+}
+
+impl Inner {
+    fn note_terminal(&self, state: &mut OwnerState, flow: &Flow) {
+        if let (Some(retention), true) = (self.config.retention, flow.status.is_terminal()) {
+            let at = expiry(flow, retention);
+            state.next_expiry = Some(state.next_expiry.map_or(at, |t| t.min(at)));
+        }
+    }
+
+    /// Removes expired terminal flows of one owner. Without `force`, does nothing unless the
+    /// schedule says something may be due, so the common case is one comparison.
+    fn prune(&self, state: &mut OwnerState, now: u64, force: bool) -> usize {
+        let Some(retention) = self.config.retention else {
+            return 0;
+        };
+        match state.next_expiry {
+            Some(at) if at <= now => {}
+            Some(_) | None if !force => return 0,
+            _ => {}
+        }
+        let expired: Vec<Uuid> = state
+            .flows
+            .values()
+            .filter(|e| e.flow.status.is_terminal() && expiry(&e.flow, retention) <= now)
+            .map(|e| e.flow.flow_id)
+            .collect();
+        for id in &expired {
+            if let Some(entry) = state.flows.remove(id) {
+                for task in &entry.tasks {
+                    self.task_index.remove(&task.task_id);
+                    self.events.send(|| StoreEvent::TaskPruned {
+                        task_id: task.task_id,
+                        flow_id: entry.flow.flow_id,
+                    });
+                }
+                self.events.send(|| StoreEvent::FlowPruned {
+                    flow_id: entry.flow.flow_id,
+                    owner_key: Arc::clone(&state.key),
+                });
+            }
+        }
+        state.next_expiry = state
+            .flows
+            .values()
+            .filter(|e| e.flow.status.is_terminal())
+            .map(|e| expiry(&e.flow, retention))
+            .min();
+        expired.len()
+    }
+}
+
+fn expiry(flow: &Flow, retention: Duration) -> u64 {
+    let retention = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+    flow.ended_at
+        .unwrap_or(flow.updated_at)
+        .saturating_add(retention)
+}
+
+// The in-memory store never waits: every future is `std::future::Ready`, no state machine and no
+// allocation.
+impl TaskFlowStore for MemoryStore {
+    fn create_flow(
+        &self,
+        owner: &str,
+        new: NewFlow,
+    ) -> impl Future<Output = Result<Flow, StoreError>> + Send {
+        ready(self.create(owner, new))
+    }
+
+    fn get_flow(
+        &self,
+        owner: &str,
+        flow_id: &str,
+    ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send {
+        ready(Ok(self
+            .with_owner(owner, |state, _| {
+                Self::entry(state, flow_id).map(|e| e.flow.clone())
+            })
+            .flatten()))
+    }
+
+    fn list_flows(
+        &self,
+        owner: &str,
+    ) -> impl Future<Output = Result<Vec<Flow>, StoreError>> + Send {
+        ready(Ok(self
+            .with_owner(owner, |state, _| {
+                Self::sorted(state)
+                    .into_iter()
+                    .map(|e| e.flow.clone())
+                    .collect()
+            })
+            .unwrap_or_default()))
+    }
+
+    fn find_latest_flow(
+        &self,
+        owner: &str,
+    ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send {
+        ready(Ok(self
+            .with_owner(owner, |state, _| Self::latest(state, |_| true))
+            .flatten()))
+    }
+
+    fn resolve_flow(
+        &self,
+        owner: &str,
+        token: &str,
+    ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send {
+        ready(Ok(self
+            .with_owner(owner, |state, _| {
+                if let Some(entry) = Self::entry(state, token) {
+                    return Some(entry.flow.clone());
+                }
+                if token != owner {
+                    return None;
+                }
+                Self::latest(state, |f| !f.status.is_terminal())
+                    .or_else(|| Self::latest(state, |_| true))
+            })
+            .flatten()))
+    }
+
+    fn mutate_flow(
+        &self,
+        owner: &str,
+        flow_id: &str,
+        expected_revision: u64,
+        mutation: Mutation,
+    ) -> impl Future<Output = Result<MutationOutcome, StoreError>> + Send {
+        ready(Ok(self.mutate(owner, flow_id, expected_revision, mutation)))
+    }
+
+    fn run_task(
+        &self,
+        owner: &str,
+        flow_id: &str,
+        new: NewTask,
+    ) -> impl Future<Output = Result<RunTaskOutcome, StoreError>> + Send {
+        ready(self.run(owner, flow_id, new))
+    }
+
+    fn cancel_flow(
+        &self,
+        owner: &str,
+        flow_id: &str,
+    ) -> impl Future<Output = Result<CancelOutcome, StoreError>> + Send {
+        ready(Ok(self.cancel(owner, flow_id)))
+    }
+
+    fn task_summary(
+        &self,
+        owner: &str,
+        flow_id: &str,
+    ) -> impl Future<Output = Result<Option<TaskSummary>, StoreError>> + Send {
+        ready(Ok(self
+            .with_owner(owner, |state, _| {
+                Self::entry(state, flow_id).map(|e| TaskSummary::from_tasks(&e.tasks))
+            })
+            .flatten()))
+    }
+
+    fn list_tasks(
+        &self,
+        owner: &str,
+        flow_id: &str,
+    ) -> impl Future<Output = Result<Option<Vec<Task>>, StoreError>> + Send {
+        ready(Ok(self
+            .with_owner(owner, |state, _| {
+                Self::entry(state, flow_id).map(|e| e.tasks.clone())
+            })
+            .flatten()))
+    }
+
+    fn get_task(
+        &self,
+        task_id: &str,
+    ) -> impl Future<Output = Result<Option<Task>, StoreError>> + Send {
+        let found = (|| {
+            let id = parse_id(task_id)?;
+            let (owner, flow_id) = self.inner.task_index.get(&id)?.value().clone();
+            let state = self.owner(&owner)?;
+            let mut state = state.lock();
+            self.inner
+                .prune(&mut state, self.inner.clock.epoch_millis(), false);
+            let entry = state.flows.get(&flow_id)?;
+            entry.tasks.iter().find(|t| t.task_id == id).cloned()
+        })();
+        ready(Ok(found))
+    }
+
+    fn update_task(
+        &self,
+        task_id: &str,
+        update: TaskUpdate,
+    ) -> impl Future<Output = Result<TaskUpdateOutcome, StoreError>> + Send {
+        ready(Ok(self.update(task_id, update)))
+    }
+
+    fn end_flow(
+        &self,
+        flow_id: &str,
+        end: FlowEnd,
+        state_json: Option<Value>,
+    ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send {
+        ready(Ok(self.end(flow_id, end, state_json)))
+    }
+}
