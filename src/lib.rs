@@ -12,7 +12,10 @@ pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod future;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 pub mod guard;
+pub mod pipeline;
 pub mod rejection;
 pub mod router;
 pub mod secret;
@@ -48,6 +51,7 @@ pub use in_flight::{
     InFlightBody, InFlightConfig, InFlightLimit, InFlightLimitLayer, InFlightLimiter,
     InFlightPermit, InFlightResponseFuture,
 };
+pub use pipeline::{RouteService, WebhookPipeline};
 pub use rate_limit::{
     FixedWindowLimiter, FixedWindowRateLimit, FixedWindowRateLimitLayer, GlobalKey, KeyExtractor,
     Limited, NormalizedPathAndPeerIp, PathAndClientIp, RateLimitConfig,

@@ -1,0 +1,240 @@
+//! [`WebhookPipeline`]: the layers stacked in the contract's order over the TaskFlow service, for
+//! every route.
+//!
+//! ```text
+//! request ─► WebhookRouter (path → route) ─► RequirePost ─► FixedWindowRateLimit ─► RequireJson
+//!         ─► InFlightLimit ─► SharedSecretAuth ─► BodyLimit (buffered) ─► ScrubOwnerMetadata
+//!         ─► TaskFlowActionService ─► response
+//! ```
+//!
+//! The order decides which status an attacker sees (SPEC §2): method first, then the rate limit, so
+//! unauthenticated traffic spends the same budget, then content type, the in-flight limit, and auth
+//! before a single body byte is read.
+//!
+//! One pipeline holds what all routes share: the store, the rate limiter, the in-flight limiter and
+//! the auth-failure lockout. Building a new route table from it (on reload) keeps that state, so a
+//! reload neither forgets a client's budget nor lifts a lockout.
+//!
+//! ```
+//! use tower::ServiceExt;
+//! use tower_webhooks::{BufferedBody, Limits, ResolvedRoute, Secret, WebhookPipeline};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let pipeline = WebhookPipeline::in_memory(Limits::default());
+//! let route = ResolvedRoute::new("zap", "agent:main:main", [Secret::new("s3cret").unwrap()]);
+//! let router = pipeline.router(&[route]);
+//!
+//! let mut request = http::Request::post("/plugins/webhooks/zap")
+//!     .header("content-type", "application/json")
+//!     .header("authorization", "Bearer s3cret")
+//!     .body(BufferedBody::from(r#"{"action":"create_flow","goal":"triage the inbox"}"#))
+//!     .unwrap();
+//! request.extensions_mut().insert(std::net::SocketAddr::from(([127, 0, 0, 1], 50000)));
+//! let response = router.oneshot(request).await.unwrap();
+//! assert_eq!(response.status(), 200);
+//! # }
+//! ```
+
+use std::fmt;
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use crate::auth::{AuthLockout, LockoutConfig, SharedSecretAuth, SharedSecretAuthConfig};
+use crate::body_limit::{BodyLimit, BodyLimitConfig};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{ChildSessions, Limits, ResolvedRoute};
+use crate::guard::{RequireJson, RequirePost};
+use crate::in_flight::{InFlightConfig, InFlightLimit, InFlightLimitLayer, InFlightLimiter};
+use crate::rate_limit::{
+    FixedWindowLimiter, FixedWindowRateLimit, FixedWindowRateLimitLayer, RateLimitConfig,
+};
+use crate::router::{RouteTable, WebhookRouter};
+use crate::scrub::{ScrubConfig, ScrubOwnerMetadata};
+use crate::taskflow::{
+    ChildSessionPolicy, MemoryStore, TaskFlowActionService, TaskFlowRoute, TaskFlowStore,
+};
+
+/// The service of one route: every layer of the contract over the TaskFlow service.
+pub type RouteService<St> = RequirePost<
+    FixedWindowRateLimit<
+        RequireJson<
+            InFlightLimit<
+                SharedSecretAuth<BodyLimit<ScrubOwnerMetadata<TaskFlowActionService<St>>>>,
+            >,
+        >,
+    >,
+>;
+
+/// Builds route services over one store with shared limiter state. See the [module docs](self).
+pub struct WebhookPipeline<St> {
+    store: Arc<St>,
+    limits: Limits,
+    rate_limit: FixedWindowRateLimitLayer,
+    in_flight: InFlightLimitLayer,
+    lockout: AuthLockout,
+    scrub: Arc<ScrubConfig>,
+}
+
+impl<St> Clone for WebhookPipeline<St> {
+    fn clone(&self) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            limits: self.limits.clone(),
+            rate_limit: self.rate_limit.clone(),
+            in_flight: self.in_flight.clone(),
+            lockout: self.lockout.clone(),
+            scrub: Arc::clone(&self.scrub),
+        }
+    }
+}
+
+impl<St> fmt::Debug for WebhookPipeline<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookPipeline")
+            .field("limits", &self.limits)
+            .field("lockout", &self.lockout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookPipeline<MemoryStore> {
+    /// A pipeline over a fresh in-memory store, on the system clock.
+    pub fn in_memory(limits: Limits) -> Self {
+        Self::new(MemoryStore::new(), limits)
+    }
+}
+
+impl<St: TaskFlowStore> WebhookPipeline<St> {
+    /// A pipeline over `store` (a store or an `Arc` of one) with `limits`, on the system clock.
+    pub fn new(store: impl Into<Arc<St>>, limits: Limits) -> Self {
+        Self::with_clock(store, limits, SystemClock::shared())
+    }
+
+    /// A pipeline whose rate limit and lockout read `clock`.
+    pub fn with_clock(store: impl Into<Arc<St>>, limits: Limits, clock: SharedClock) -> Self {
+        let rate = &limits.rate_limit;
+        let rate_config = RateLimitConfig::new()
+            .window_ms(NonZeroU64::new(rate.window_ms).unwrap_or(NonZeroU64::MIN))
+            .max_requests(
+                NonZeroU32::new(u32::try_from(rate.max_requests).unwrap_or(u32::MAX))
+                    .unwrap_or(NonZeroU32::MIN),
+            )
+            .max_tracked_keys(
+                NonZeroUsize::new(rate.max_tracked_keys).unwrap_or(NonZeroUsize::MIN),
+            );
+        let rate_limit = FixedWindowRateLimitLayer::with_limiter(FixedWindowLimiter::with_clock(
+            rate_config,
+            Arc::clone(&clock),
+        ))
+        .trusted_proxies(limits.trusted_proxies.clone());
+
+        let in_flight_config = InFlightConfig::new()
+            .max_per_key(
+                NonZeroU32::new(u32::try_from(limits.in_flight.max_per_key).unwrap_or(u32::MAX))
+                    .unwrap_or(NonZeroU32::MIN),
+            )
+            .max_tracked_keys(
+                NonZeroUsize::new(limits.in_flight.max_tracked_keys).unwrap_or(NonZeroUsize::MIN),
+            );
+        let in_flight = InFlightLimitLayer::with_limiter(InFlightLimiter::new(in_flight_config));
+
+        let failures = &limits.auth_failures;
+        let lockout = AuthLockout::with_clock(
+            LockoutConfig {
+                max_failures: failures.max,
+                window: Duration::from_millis(failures.window_ms),
+                lockout: Duration::from_millis(failures.lockout_ms),
+                max_tracked_ips: LockoutConfig::default().max_tracked_ips,
+            },
+            clock,
+        );
+
+        Self {
+            store: store.into(),
+            limits,
+            rate_limit,
+            in_flight,
+            lockout,
+            scrub: Arc::new(ScrubConfig::new()),
+        }
+    }
+
+    /// The store every route acts on.
+    pub fn store(&self) -> &Arc<St> {
+        &self.store
+    }
+
+    /// The limits the pipeline was built with.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The auth-failure lockout shared by all routes.
+    pub fn lockout(&self) -> &AuthLockout {
+        &self.lockout
+    }
+
+    /// The rate limiter shared by all routes.
+    pub fn rate_limiter(&self) -> &FixedWindowLimiter {
+        self.rate_limit.limiter()
+    }
+
+    /// The in-flight limiter shared by all routes.
+    pub fn in_flight_limiter(&self) -> &InFlightLimiter {
+        self.in_flight.limiter()
+    }
+
+    /// The service of one route.
+    pub fn route(&self, route: &ResolvedRoute) -> RouteService<St> {
+        let taskflow_route = TaskFlowRoute::new(route.id.clone(), route.session_key.clone())
+            .controller_id(route.controller_id.clone())
+            .child_sessions(child_session_policy(&route.child_sessions));
+        let action = TaskFlowActionService::new(Arc::clone(&self.store), taskflow_route);
+        let scrubbed = ScrubOwnerMetadata::new(action, Arc::clone(&self.scrub));
+        let body = &self.limits.body;
+        let limited = BodyLimit::new(
+            scrubbed,
+            BodyLimitConfig::buffered()
+                .with_max_bytes(body.max_bytes)
+                .with_timeout(Duration::from_millis(body.timeout_ms)),
+        );
+        let auth = SharedSecretAuth::new(
+            limited,
+            SharedSecretAuthConfig::new(route.secrets.iter().cloned())
+                .lockout(self.lockout.clone())
+                .trusted_proxies(self.limits.trusted_proxies.clone()),
+        );
+        let in_flight = self.in_flight.layer(auth);
+        let json = RequireJson::new(in_flight);
+        let rate_limited = self.rate_limit.layer(json);
+        RequirePost::new(rate_limited)
+    }
+
+    /// A route table of `routes`, for [`WebhookRouter::from_table`] or a reload through
+    /// [`RouteTableHandle::replace`](crate::RouteTableHandle::replace).
+    pub fn table(&self, routes: &[ResolvedRoute]) -> RouteTable<RouteService<St>> {
+        RouteTable::new(
+            routes
+                .iter()
+                .map(|route| (route.path.as_str(), self.route(route))),
+        )
+    }
+
+    /// A standalone router over `routes` (unknown paths answer `404`).
+    pub fn router(&self, routes: &[ResolvedRoute]) -> WebhookRouter<RouteService<St>> {
+        WebhookRouter::from_table(self.table(routes))
+    }
+}
+
+/// The TaskFlow policy a route's `childSessions` setting names.
+pub fn child_session_policy(setting: &ChildSessions) -> ChildSessionPolicy {
+    match setting {
+        ChildSessions::SameAgent => ChildSessionPolicy::SameAgent,
+        ChildSessions::Descendant => ChildSessionPolicy::Descendant,
+        ChildSessions::Any => ChildSessionPolicy::Any,
+        ChildSessions::Prefixes(prefixes) => ChildSessionPolicy::Prefixes(prefixes.clone()),
+    }
+}
