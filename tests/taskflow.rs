@@ -615,6 +615,35 @@ fn sixteen_threads_racing_on_one_revision_have_exactly_one_winner() {
     assert_eq!(&stored, winners[0]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_webhook_calls_racing_through_the_service_have_one_winner() {
+    let h = harness();
+    let fid = id(&create(&h, json!({})).await);
+    let barrier = Arc::new(tokio::sync::Barrier::new(16));
+    let calls: Vec<_> = (0..16)
+        .map(|i| {
+            let (service, fid, barrier) = (h.service.clone(), fid.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                send(
+                    &service,
+                    json!({"action": "set_waiting", "flowId": fid, "expectedRevision": 0,
+                           "currentStep": format!("writer {i}")}),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for call in calls {
+        statuses.push(call.await.unwrap().0);
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [[200].as_slice(), &[409; 15]].concat());
+    let flow = h.store.get_flow(OWNER, &fid).await.unwrap().unwrap();
+    assert_eq!(flow.revision, 1);
+}
+
 // ---------------------------------------------------------------- run_task
 
 async fn run_task(h: &Harness, fid: &str, extra: Value) -> (u16, Value) {

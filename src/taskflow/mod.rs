@@ -87,7 +87,21 @@
 //!   "reason":…,"flow"?}`; `cancel_flow` not found → `{"found":false,"cancelled":false,"reason":…}`;
 //!   store errors → `{"created":false,…}`, `{"applied":false,"code":…}` or `null` for reads.
 //! - **Retention** is measured from `endedAt` (or `updatedAt` if a terminal flow has none) and
-//!   applied lazily per owner, plus [`MemoryStore::prune_expired`] on demand.
+//!   applied lazily per owner (every call that touches an owner, webhook or embedding side, first
+//!   drops that owner's expired flows), plus [`MemoryStore::prune_expired`] on demand. Caps count
+//!   terminal flows and ended tasks until they are pruned; an idempotent `run_task` repeat is not a
+//!   new task and succeeds at the cap. Owner entries themselves are never removed (they are route
+//!   session keys, bounded by configuration).
+//! - **`run_task` without `childSessionKey`** is always allowed: the policy governs only the
+//!   sessions a caller names.
+//! - **The cancel hook** runs synchronously under the owner's lock, once per active child, so a
+//!   `cancel_flow` answer reflects one consistent view; it must not block or call the store.
+//! - **Embedding-side calls** (`update_task`, `end_flow`, `get_task`) address records by id with no
+//!   owner check; `end_flow` has no revision check but bumps the revision. `Start` needs a `queued`
+//!   task and every other [`TaskUpdate`] an active one; a terminal task is never reopened.
+//! - **Notifications** go through a bounded `tokio::sync::broadcast` channel (1,024 events by
+//!   default): a subscriber that falls behind loses the oldest events and is told so, rather than
+//!   slowing webhook calls down.
 
 mod action;
 mod model;
