@@ -1,8 +1,64 @@
 //! Tower middleware for authenticated webhook ingress.
 //!
 //! `tower-webhooks` re-implements OpenClaw's bundled webhooks plugin (authenticated HTTP routes that
-//! create and drive managed TaskFlows) as composable tower layers. Each layer also works alone in front
-//! of any other ingress.
+//! let Zapier, n8n, a CI job or an internal service create and drive managed **TaskFlows**) as
+//! composable tower layers. They stack into the full webhook pipeline under any tower-compatible
+//! server, and each one also works alone in front of other ingress.
+//!
+//! # The layers, each usable alone
+//!
+//! | layer | answers | alone, see |
+//! |---|---|---|
+//! | [`RequirePost`], [`RequireJson`] | `405` + `Allow: POST`; `415` | [`guard`] |
+//! | [`FixedWindowRateLimit`] | `429` + `Retry-After`, per raw path and client IP | [`rate_limit`] |
+//! | [`InFlightLimit`] | `429` + `Retry-After: 1`, per normalised path and peer, no queueing | [`in_flight`] |
+//! | [`SharedSecretAuth`] | `401` + `WWW-Authenticate: Bearer`; `400` for a secret in the query; lockout `429` | [`auth`] |
+//! | [`BodyLimit`] | `413`, `408`, `400` for a malformed length, all with `Connection: close` | [`body_limit`] |
+//! | [`ScrubOwnerMetadata`] | strips owner/session metadata from JSON responses | [`scrub`] |
+//! | [`TaskFlowActionService`] | the thirteen TaskFlow actions over a [`TaskFlowStore`] | [`taskflow`] |
+//!
+//! Every middleware has `XLayer::new(config)`, `X::new(inner, config)` and `X::layer(config)`, decides
+//! in `call` (its `poll_ready` passes through), and has `type Error = S::Error`: a rejection is an
+//! ordinary response, so `axum::Router::layer` needs no `HandleErrorLayer`. Clones share one
+//! limiter; responses use one crate-wide body, [`ResponseBody`].
+//!
+//! # The whole pipeline
+//!
+//! [`WebhookPipeline`] stacks the layers in the contract's order over the TaskFlow service for every
+//! route, and [`WebhookRouter`] picks the route by path:
+//!
+//! ```text
+//! request ─► WebhookRouter ─► RequirePost ─► FixedWindowRateLimit ─► RequireJson ─► InFlightLimit
+//!         ─► SharedSecretAuth ─► BodyLimit ─► ScrubOwnerMetadata ─► TaskFlowActionService
+//! ```
+//!
+//! A complete server (the `gateway` feature, on by default, provides [`serve`]):
+//!
+//! ```no_run
+//! use tower_webhooks::serve::{ServeOptions, serve};
+//! use tower_webhooks::{Limits, ResolvedRoute, Secret, WebhookPipeline};
+//!
+//! # #[tokio::main] async fn main() -> std::io::Result<()> {
+//! let secret = Secret::new(std::env::var("WEBHOOK_SECRET").unwrap_or_default())
+//!     .expect("set WEBHOOK_SECRET");
+//! let pipeline = WebhookPipeline::in_memory(Limits::default());
+//! let router = pipeline.router(&[ResolvedRoute::new("zapier", "agent:main:main", [secret])]);
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:18790").await?;
+//! serve(listener, router, ServeOptions::default(), async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await;
+//! # Ok(()) }
+//! ```
+//!
+//! Routes usually come from a JSON5 file: see [`WebhooksConfig`]. The ready-made server is
+//! `cargo run --release --example gateway`.
+//!
+//! # Features
+//!
+//! - `axum` (default): the limiters also read the peer address from axum's `ConnectInfo`.
+//! - `gateway` (default): [`serve`] and [`gateway`], the hyper 1 server behind the gateway example.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
