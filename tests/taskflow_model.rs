@@ -209,29 +209,7 @@ impl TaskFlowStore for RefStore {
         if f.tasks.len() >= MAX_TASKS {
             return Err(StoreError::CapacityExceeded);
         }
-        let running = new.status == TaskStatus::Running;
-        let task = Task {
-            task_id: Uuid::new_v4(),
-            runtime: new.runtime,
-            source_id: new.source_id,
-            child_session_key: new.child_session_key,
-            parent_flow_id: flow.flow_id,
-            parent_task_id: new.parent_task_id,
-            agent_id: new.agent_id,
-            run_id: new.run_id,
-            label: new.label,
-            task: new.task,
-            status: new.status,
-            notify_policy: new.notify_policy,
-            prefer_metadata: new.prefer_metadata,
-            created_at: now,
-            started_at: new.started_at.or(running.then_some(now)),
-            ended_at: None,
-            last_event_at: new.last_event_at,
-            progress_summary: new.progress_summary,
-            owner_key: Arc::from(owner),
-            requester_session_key: Arc::from(owner),
-        };
+        let task = new.into_task(flow.flow_id, Arc::from(owner), now);
         f.tasks.push(task.clone());
         Ok(RunTaskOutcome::Created { flow, task })
     }

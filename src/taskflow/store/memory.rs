@@ -18,7 +18,7 @@ use super::{
     StoreError, TaskFlowStore, TaskUpdate, TaskUpdateOutcome,
 };
 use crate::clock::{SharedClock, SystemClock};
-use crate::taskflow::model::{Flow, FlowStatus, SyncMode, Task, TaskStatus, TaskSummary, parse_id};
+use crate::taskflow::model::{Flow, FlowStatus, SyncMode, Task, TaskSummary, parse_id};
 use crate::taskflow::notify::{CancelHook, CancelImmediately, ChildCancel, Notifier, StoreEvent};
 
 /// Limits and retention of a [`MemoryStore`].
@@ -362,29 +362,7 @@ impl MemoryStore {
                     return Err(StoreError::CapacityExceeded);
                 }
             }
-            let running = new.status == TaskStatus::Running;
-            let task = Task {
-                task_id: Uuid::new_v4(),
-                runtime: new.runtime,
-                source_id: new.source_id,
-                child_session_key: new.child_session_key,
-                parent_flow_id: flow.flow_id,
-                parent_task_id: new.parent_task_id,
-                agent_id: new.agent_id,
-                run_id: new.run_id,
-                label: new.label,
-                task: new.task,
-                status: new.status,
-                notify_policy: new.notify_policy,
-                prefer_metadata: new.prefer_metadata,
-                created_at: now,
-                started_at: new.started_at.or(running.then_some(now)),
-                ended_at: None,
-                last_event_at: new.last_event_at,
-                progress_summary: new.progress_summary,
-                requester_session_key: Arc::clone(&owner_key),
-                owner_key: Arc::clone(&owner_key),
-            };
+            let task = new.into_task(flow.flow_id, Arc::clone(&owner_key), now);
             if let Some(run_id) = &task.run_id {
                 entry
                     .run_ids

@@ -13,8 +13,10 @@ mod memory;
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 
 use serde_json::Value;
+use uuid::Uuid;
 
 pub use memory::{MemoryStore, MemoryStoreConfig};
 
@@ -178,6 +180,35 @@ impl NewTask {
             && self.child_session_key == task.child_session_key
             && self.label == task.label
             && self.task == task.task
+    }
+
+    /// The task record this creates in `parent_flow_id`, owned by `owner`, at `now`: a fresh task id,
+    /// and a `running` task without a start time starts now. Shared by every store so the record's
+    /// shape is one rule, not one per backend.
+    pub fn into_task(self, parent_flow_id: Uuid, owner: Arc<str>, now: u64) -> Task {
+        let running = self.status == TaskStatus::Running;
+        Task {
+            task_id: Uuid::new_v4(),
+            runtime: self.runtime,
+            source_id: self.source_id,
+            child_session_key: self.child_session_key,
+            parent_flow_id,
+            parent_task_id: self.parent_task_id,
+            agent_id: self.agent_id,
+            run_id: self.run_id,
+            label: self.label,
+            task: self.task,
+            status: self.status,
+            notify_policy: self.notify_policy,
+            prefer_metadata: self.prefer_metadata,
+            created_at: now,
+            started_at: self.started_at.or(running.then_some(now)),
+            ended_at: None,
+            last_event_at: self.last_event_at,
+            progress_summary: self.progress_summary,
+            requester_session_key: Arc::clone(&owner),
+            owner_key: owner,
+        }
     }
 }
 
