@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use tokio::net::TcpListener;
-use tower_webhooks::gateway::{Gateway, LoadReport, generate_secret};
+use tower_webhooks::gateway::{Gateway, LoadReport};
 use tower_webhooks::serve::{ServeOptions, ServeOutcome, serve};
 use tower_webhooks::{Secret, gateway};
 use tracing_subscriber::EnvFilter;
@@ -143,7 +143,7 @@ async fn main() -> ExitCode {
         },
         None => {
             let from_env = std::env::var("WEBHOOK_SECRET").ok().and_then(Secret::new);
-            let secret = from_env.clone().unwrap_or_else(generate_secret);
+            let secret = from_env.clone().unwrap_or_else(Secret::generate);
             if from_env.is_none() {
                 print_quick_start(args.listen, &secret);
             }

@@ -130,14 +130,3 @@ fn report_of(routes: &[ResolvedRoute], warnings: Vec<String>) -> LoadReport {
         warnings,
     }
 }
-
-/// A fresh random secret for the embedded default: 64 hex digits (244 random bits from the operating
-/// system's generator, through two UUID v4s).
-pub fn generate_secret() -> Secret {
-    let value = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    Secret::new(value).expect("64 hex digits are never empty")
-}

@@ -19,6 +19,17 @@ impl Secret {
         (!trimmed.is_empty()).then(|| Self(Arc::from(trimmed)))
     }
 
+    /// A fresh random secret: 64 hex digits, 244 random bits from the operating system's generator
+    /// (through two UUID v4s), for a demo or a first setup.
+    pub fn generate() -> Self {
+        let value = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        Self(Arc::from(value))
+    }
+
     /// The secret value. Call only where the value is really needed (hashing, comparison).
     pub fn expose(&self) -> &str {
         &self.0
@@ -52,6 +63,14 @@ mod tests {
             "Some([Secret([redacted])])"
         );
         assert!(!format!("{secret:#?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn generated_secrets_are_long_and_distinct() {
+        let (a, b) = (Secret::generate(), Secret::generate());
+        assert_eq!(a.expose().len(), 64);
+        assert!(a.expose().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
     }
 
     #[test]
