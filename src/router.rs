@@ -5,6 +5,12 @@
 //! route, and drives a clone of its service. A path no route owns answers `404` `Not Found`, or goes
 //! to a fallback service when the router is hosted inside another application.
 //!
+//! Hosting: inside axum, let the host router fall through to this one
+//! (`Router::new().route("/health", get(health)).fallback_service(webhook_router)`, as
+//! `examples/axum.rs` does). Elsewhere, [`fallback`](WebhookRouter::fallback) takes any service with
+//! the routes' response type; a host handler answers in that type with [`ResponseBody::full`], which
+//! fits every body type.
+//!
 //! The route table can be replaced at any time through a [`RouteTableHandle`]: a request that has
 //! already been routed finishes on the service it was routed to, and every later request sees the
 //! new table. That is how a configuration reload rotates secrets without a restart.
