@@ -6,6 +6,7 @@ use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -68,6 +69,9 @@ struct Inner {
     hasher: RandomState,
     shard_capacity: usize,
     shards: Box<[Mutex<HashMap<IpAddr, Entry>>]>,
+    /// Entries across all shards. While it is zero (nobody has failed lately, the usual case) a
+    /// check is one atomic load: no clock read, no hashing, no lock on the accept path.
+    tracked: AtomicUsize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -102,6 +106,7 @@ impl AuthLockout {
                 hasher: RandomState::new(),
                 shard_capacity,
                 shards,
+                tracked: AtomicUsize::new(0),
             }),
         }
     }
@@ -131,21 +136,24 @@ impl AuthLockout {
     }
 
     pub(crate) fn check(&self, ip: IpAddr) -> LockState {
-        let now = self.inner.clock.monotonic_millis();
+        if self.inner.tracked.load(Ordering::Relaxed) == 0 {
+            return LockState::Clean;
+        }
         let mut shard = self.shard(&ip).lock();
         let Some(entry) = shard.get(&ip) else {
             return LockState::Clean;
         };
+        let now = self.inner.clock.monotonic_millis();
         match entry.locked_until {
             Some(until) if now < until => LockState::Locked {
                 retry_after_secs: (until - now).div_ceil(1000).max(1),
             },
             Some(_) => {
-                shard.remove(&ip);
+                self.forget(&mut shard, &ip);
                 LockState::Clean
             }
             None if now.saturating_sub(entry.window_start) >= self.inner.window_ms => {
-                shard.remove(&ip);
+                self.forget(&mut shard, &ip);
                 LockState::Clean
             }
             None => LockState::Tracked,
@@ -158,7 +166,13 @@ impl AuthLockout {
             .get(&ip)
             .is_some_and(|entry| entry.locked_until.is_none())
         {
-            shard.remove(&ip);
+            self.forget(&mut shard, &ip);
+        }
+    }
+
+    fn forget(&self, shard: &mut HashMap<IpAddr, Entry>, ip: &IpAddr) {
+        if shard.remove(ip).is_some() {
+            self.inner.tracked.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -166,8 +180,11 @@ impl AuthLockout {
         let inner = &*self.inner;
         let now = inner.clock.monotonic_millis();
         let mut shard = self.shard(&ip).lock();
-        if !shard.contains_key(&ip) && shard.len() >= inner.shard_capacity {
-            evict_one(&mut shard, now);
+        if !shard.contains_key(&ip) {
+            if shard.len() >= inner.shard_capacity && evict_one(&mut shard, now) {
+                inner.tracked.fetch_sub(1, Ordering::Relaxed);
+            }
+            inner.tracked.fetch_add(1, Ordering::Relaxed);
         }
         let entry = shard.entry(ip).or_insert(Entry {
             window_start: now,
@@ -191,8 +208,8 @@ impl AuthLockout {
 }
 
 /// Forgets the least recently touched entry that is not locked out (or, when all are, the least
-/// recently touched one).
-fn evict_one(shard: &mut HashMap<IpAddr, Entry>, now: u64) {
+/// recently touched one). Whether one was forgotten.
+fn evict_one(shard: &mut HashMap<IpAddr, Entry>, now: u64) -> bool {
     let is_locked = |entry: &Entry| entry.locked_until.is_some_and(|until| now < until);
     let victim = shard
         .iter()
@@ -200,9 +217,7 @@ fn evict_one(shard: &mut HashMap<IpAddr, Entry>, now: u64) {
         .min_by_key(|(_, entry)| entry.last_touched)
         .or_else(|| shard.iter().min_by_key(|(_, entry)| entry.last_touched))
         .map(|(ip, _)| *ip);
-    if let Some(ip) = victim {
-        shard.remove(&ip);
-    }
+    victim.is_some_and(|ip| shard.remove(&ip).is_some())
 }
 
 fn millis(duration: Duration) -> u64 {
