@@ -136,7 +136,6 @@ async fn main() -> ExitCode {
         Some(path) => match Gateway::from_file(path) {
             Ok(loaded) => loaded,
             Err(error) => {
-                tracing::error!("{error}");
                 eprintln!("gateway: {error}");
                 return ExitCode::from(2);
             }
