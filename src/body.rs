@@ -19,6 +19,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use serde_json::Value;
 
+use crate::json::JsonDocument;
+
 pin_project! {
     /// Response body of every middleware in this crate.
     ///
@@ -39,7 +41,7 @@ pin_project! {
     enum Kind<B> {
         Inner { #[pin] body: B },
         Full { data: Option<Bytes> },
-        Json { value: Option<Value> },
+        Json { document: Option<JsonDocument> },
     }
 }
 
@@ -66,29 +68,51 @@ impl<B> ResponseBody<B> {
         }
     }
 
-    /// A structured JSON value, serialised when the body is first polled.
+    /// A structured JSON document (a [`Value`], or a [`JsonDocument`] holding typed records),
+    /// serialised when the body is first polled.
     ///
     /// The caller sets `Content-Type` on the response; [`json_response`] does both.
-    pub fn json(value: Value) -> Self {
+    pub fn json(document: impl Into<JsonDocument>) -> Self {
         Self {
-            kind: Kind::Json { value: Some(value) },
+            kind: Kind::Json {
+                document: Some(document.into()),
+            },
         }
     }
 
-    /// The structured JSON value, if this body holds one that has not been polled yet.
-    pub fn json_value(&self) -> Option<&Value> {
+    /// The structured JSON document, if this body holds one that has not been polled yet.
+    pub fn json_document(&self) -> Option<&JsonDocument> {
         match &self.kind {
-            Kind::Json { value } => value.as_ref(),
+            Kind::Json { document } => document.as_ref(),
             _ => None,
         }
     }
 
-    /// Mutable access to the structured JSON value, for in-place edits before the body is sent.
-    pub fn json_value_mut(&mut self) -> Option<&mut Value> {
+    /// Mutable access to the structured JSON document, for in-place edits before the body is sent.
+    pub fn json_document_mut(&mut self) -> Option<&mut JsonDocument> {
         match &mut self.kind {
-            Kind::Json { value } => value.as_mut(),
+            Kind::Json { document } => document.as_mut(),
             _ => None,
         }
+    }
+
+    /// The structured JSON document as a `serde_json::Value`, if this body holds one that has not
+    /// been polled yet. Builds the value: for reading in tests and tools, not on a hot path.
+    pub fn json_value(&self) -> Option<Value> {
+        self.json_document().map(JsonDocument::to_value)
+    }
+
+    /// Serialises a structured document now, so the body has an exact size (a `Content-Length` on
+    /// the wire instead of chunked encoding). Does nothing to other bodies. Returns the length if
+    /// it serialised one.
+    pub(crate) fn serialize_json_now(&mut self) -> Option<usize> {
+        let Kind::Json { document } = &mut self.kind else {
+            return None;
+        };
+        let bytes = document.take().map(|d| d.to_vec()).unwrap_or_default();
+        let len = bytes.len();
+        *self = Self::full(Bytes::from(bytes));
+        Some(len)
     }
 
     /// The inner service's body, if this wraps one.
@@ -140,10 +164,10 @@ where
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
             KindProj::Full { data } => Poll::Ready(data.take().map(|data| Ok(Frame::data(data)))),
-            KindProj::Json { value } => Poll::Ready(
-                value
+            KindProj::Json { document } => Poll::Ready(
+                document
                     .take()
-                    .map(|value| Ok(Frame::data(Bytes::from(serialize(&value))))),
+                    .map(|document| Ok(Frame::data(Bytes::from(document.to_vec())))),
             ),
         }
     }
@@ -152,7 +176,7 @@ where
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Full { data } => data.is_none(),
-            Kind::Json { value } => value.is_none(),
+            Kind::Json { document } => document.is_none(),
         }
     }
 
@@ -162,8 +186,8 @@ where
             Kind::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            Kind::Json { value: None } => SizeHint::with_exact(0),
-            Kind::Json { value: Some(_) } => SizeHint::default(),
+            Kind::Json { document: None } => SizeHint::with_exact(0),
+            Kind::Json { document: Some(_) } => SizeHint::default(),
         }
     }
 }
@@ -282,10 +306,13 @@ impl Body for BufferedBody {
 pub(crate) const APPLICATION_JSON_UTF8: http::HeaderValue =
     http::HeaderValue::from_static("application/json; charset=utf-8");
 
-/// A response with `status`, `Content-Type: application/json; charset=utf-8`, and `value` as a
+/// A response with `status`, `Content-Type: application/json; charset=utf-8`, and `document` as a
 /// structured body (serialised when polled, editable in place until then).
-pub fn json_response<B>(status: http::StatusCode, value: Value) -> http::Response<ResponseBody<B>> {
-    let mut response = http::Response::new(ResponseBody::json(value));
+pub fn json_response<B>(
+    status: http::StatusCode,
+    document: impl Into<JsonDocument>,
+) -> http::Response<ResponseBody<B>> {
+    let mut response = http::Response::new(ResponseBody::json(document));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -301,11 +328,14 @@ mod tests {
 
     #[tokio::test]
     async fn json_is_serialised_once_when_polled() {
-        let mut body = ResponseBody::<Full<Bytes>>::json(json!({"ok": true, "n": 1}));
-        body.json_value_mut().unwrap()["n"] = json!(2);
+        let mut body = ResponseBody::<Full<Bytes>>::json(JsonDocument::object([
+            ("ok", true.into()),
+            ("n", json!(1).into()),
+        ]));
+        *body.json_document_mut().unwrap() = JsonDocument::object([("n", json!(2).into())]);
         assert!(!body.is_end_stream());
         let bytes = body.collect().await.unwrap().to_bytes();
-        assert_eq!(&bytes[..], br#"{"ok":true,"n":2}"#);
+        assert_eq!(&bytes[..], br#"{"n":2}"#);
     }
 
     #[tokio::test]

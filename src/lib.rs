@@ -71,6 +71,7 @@ pub mod future;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 pub mod guard;
+pub mod json;
 pub mod pipeline;
 pub mod rejection;
 pub mod router;

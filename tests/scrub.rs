@@ -173,9 +173,15 @@ async fn structured_envelope_is_scrubbed_in_place() {
         ScrubConfig::new(),
     );
     let response = svc.oneshot(request()).await.unwrap();
-    // Still the structured value, edited in place: nothing was serialised or parsed yet.
+    // Edited in place and serialised once, here, so the length is exact: never parsed.
     let inner: &StandaloneBody = response.body().inner_ref().unwrap();
-    assert_eq!(inner.json_value(), Some(&scrubbed_envelope()));
+    assert_eq!(inner.json_value(), None);
+    let len = serde_json::to_vec(&scrubbed_envelope()).unwrap().len();
+    assert_eq!(response.body().size_hint().exact(), Some(len as u64));
+    assert_eq!(
+        response.headers()["content-length"],
+        len.to_string().as_str()
+    );
     assert_eq!(
         response.headers()["content-type"],
         "application/json; charset=utf-8"
@@ -214,8 +220,13 @@ async fn structured_body_wrapped_by_another_layer_is_scrubbed_in_place() {
     );
     let response = svc.oneshot(request()).await.unwrap();
     let inner: &StandaloneBody = response.body().inner_ref().unwrap().inner_ref().unwrap();
-    assert_eq!(inner.json_value(), Some(&scrubbed_envelope()));
-    assert!(response.headers().get("content-length").is_none());
+    assert_eq!(inner.json_value(), None);
+    let len = serde_json::to_vec(&scrubbed_envelope()).unwrap().len();
+    assert_eq!(
+        response.headers()["content-length"],
+        len.to_string().as_str()
+    );
+    assert_eq!(response.body().size_hint().exact(), Some(len as u64));
     let (_, bytes) = collect(response).await;
     same_order(&bytes, &scrubbed_envelope());
 }
@@ -230,7 +241,9 @@ async fn structured_value_in_the_outer_wrapper_is_scrubbed() {
     );
     let response = svc.oneshot(request()).await.unwrap();
     let outer = response.body().inner_ref().unwrap();
-    assert_eq!(outer.json_value(), Some(&scrubbed_envelope()));
+    assert_eq!(outer.json_value(), None);
+    let (_, bytes) = collect(response).await;
+    same_order(&bytes, &scrubbed_envelope());
 }
 
 #[tokio::test]
@@ -686,4 +699,79 @@ async fn works_as_an_axum_router_layer_without_error_handling() {
     assert_eq!(response.status(), StatusCode::OK);
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     same_order(&bytes, &scrubbed_envelope());
+}
+
+fn typed_flow() -> tower_webhooks::Flow {
+    use tower_webhooks::{Flow, FlowStatus, NotifyPolicy, SyncMode};
+    Flow {
+        flow_id: uuid::Uuid::from_u128(42),
+        sync_mode: SyncMode::Managed,
+        owner_key: OWNER.into(),
+        controller_id: "ctl".into(),
+        revision: 2,
+        status: FlowStatus::Running,
+        notify_policy: NotifyPolicy::StateChanges,
+        goal: "goal".into(),
+        current_step: None,
+        blocked_task_id: None,
+        blocked_summary: None,
+        state_json: Some(json!({"ownerKey": "caller-owned", "chainId": 1})),
+        wait_json: None,
+        cancel_requested_at: None,
+        created_at: 1,
+        updated_at: 2,
+        ended_at: None,
+    }
+}
+
+/// Typed records are scrubbed without building a value; whatever the rules, the bytes are those of
+/// scrubbing the equivalent `Value`.
+#[test]
+fn typed_records_scrub_like_their_values() {
+    use tower_webhooks::json::JsonDocument;
+    use tower_webhooks::{NewTask, Runtime};
+    let flow = typed_flow();
+    let task = NewTask::new(Runtime::Subagent, "t").into_task(flow.flow_id, OWNER.into(), 3);
+    let document = || {
+        JsonDocument::object([
+            ("ok", true.into()),
+            (
+                "result",
+                JsonDocument::object([
+                    ("flow", flow.clone().into()),
+                    ("flows", vec![flow.clone(), flow.clone()].into()),
+                    ("tasks", vec![task.clone()].into()),
+                    ("current", Option::<tower_webhooks::Flow>::None.into()),
+                ]),
+            ),
+        ])
+    };
+    let configs = [
+        ScrubConfig::new(),
+        ScrubConfig::empty(),
+        // Reaches inside a record: the record becomes a value first.
+        ScrubConfig::new().with_rule("result.flow.stateJson".parse().unwrap(), ["ownerKey"]),
+        // Removes a whole member of the envelope, and a record member that is absent.
+        ScrubConfig::empty()
+            .with_rule("result".parse().unwrap(), ["tasks"])
+            .with_rule("result.flows[]".parse().unwrap(), ["endedAt", "goal"]),
+        // `[]` on a record (an object) and a key on an array match nothing.
+        ScrubConfig::empty()
+            .with_rule("result.flow[]".parse().unwrap(), ["goal"])
+            .with_rule("result.flows.goal".parse().unwrap(), ["x"]),
+    ];
+    for config in configs {
+        let mut typed = document();
+        let mut value = typed.to_value();
+        assert_eq!(config.scrub_document(&mut typed), config.scrub(&mut value));
+        same_order(&typed.to_vec(), &value);
+        assert_eq!(typed.to_value(), value);
+        // Scrubbing twice changes nothing the second time.
+        assert_eq!(config.scrub_document(&mut typed), 0);
+    }
+    let mut scrubbed = document();
+    ScrubConfig::new().scrub_document(&mut scrubbed);
+    let text = String::from_utf8(scrubbed.to_vec()).unwrap();
+    assert!(!text.contains(OWNER), "{text}");
+    assert_eq!(text.matches(r#""ownerKey":"caller-owned""#).count(), 3);
 }

@@ -445,7 +445,7 @@ impl<S: TaskFlowStore> Runner<S> {
             .now_or_never()
             .expect("in-memory stores never wait")
             .unwrap();
-        json!({"status": response.status().as_u16(), "body": response.body().json_value().cloned()})
+        json!({"status": response.status().as_u16(), "body": response.body().json_value()})
     }
 
     fn step(&mut self, op: &Op) -> Value {

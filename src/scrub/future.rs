@@ -132,38 +132,32 @@ impl Buffer {
     }
 }
 
-/// Scrubs a structured body of this crate in place, if `body` is one that holds a JSON value.
+/// Scrubs a structured body of this crate in place and serialises it, if `body` is one that holds
+/// a JSON document; returns the serialised length.
 ///
 /// Without specialisation a generic `B` cannot be matched against our body types at compile time,
 /// so we ask at run time: a `TypeId` compare, no allocation. It is what lets the TaskFlow envelope
-/// stay a `serde_json::Value` from the action service to the wire, scrubbed without a parse and
-/// serialised once. `ResponseBody<StandaloneBody>` is what the action service's body becomes when
-/// another layer of this crate sits between it and us.
-fn scrub_structured<B: 'static>(body: &mut B, config: &ScrubConfig) -> bool {
+/// stay a typed [`JsonDocument`](crate::json::JsonDocument) from the action service to here,
+/// scrubbed without a parse and serialised once. `ResponseBody<StandaloneBody>` is what the action
+/// service's body becomes when another layer of this crate sits between it and us.
+///
+/// Nothing after this layer edits the document, so it is serialised here: the response then has
+/// an exact length, and goes out with `Content-Length` rather than chunked.
+fn scrub_structured<B: 'static>(body: &mut B, config: &ScrubConfig) -> Option<usize> {
     let body: &mut dyn Any = body;
     if let Some(standalone) = body.downcast_mut::<StandaloneBody>() {
-        return scrub_value(standalone.json_value_mut(), config);
+        return scrub_and_serialize(standalone, config);
     }
-    if let Some(wrapped) = body.downcast_mut::<ResponseBody<StandaloneBody>>() {
-        if scrub_value(wrapped.json_value_mut(), config) {
-            return true;
-        }
-        return scrub_value(
-            wrapped.inner_mut().and_then(ResponseBody::json_value_mut),
-            config,
-        );
+    let wrapped = body.downcast_mut::<ResponseBody<StandaloneBody>>()?;
+    if wrapped.json_document().is_some() {
+        return scrub_and_serialize(wrapped, config);
     }
-    false
+    scrub_and_serialize(wrapped.inner_mut()?, config)
 }
 
-fn scrub_value(value: Option<&mut serde_json::Value>, config: &ScrubConfig) -> bool {
-    match value {
-        Some(value) => {
-            config.scrub(value);
-            true
-        }
-        None => false,
-    }
+fn scrub_and_serialize<B>(body: &mut ResponseBody<B>, config: &ScrubConfig) -> Option<usize> {
+    config.scrub_document(body.json_document_mut()?);
+    body.serialize_json_now()
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -195,10 +189,9 @@ where
                 StateProj::Calling { future } => {
                     let response = ready!(future.poll(cx))?;
                     let (mut parts, mut body) = response.into_parts();
-                    if scrub_structured(&mut body, this.config) {
-                        // The value is serialised later; a length set for the unscrubbed value
-                        // would now be wrong.
-                        parts.headers.remove(CONTENT_LENGTH);
+                    if let Some(len) = scrub_structured(&mut body, this.config) {
+                        parts.headers.remove(TRANSFER_ENCODING);
+                        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
                         return done(self, Response::from_parts(parts, ResponseBody::new(body)));
                     }
                     if !is_json(&parts.headers) {

@@ -1,15 +1,18 @@
 //! Records and views of SPEC §3.2: flows, child tasks and the task summary.
 //!
-//! Records serialise by hand ([`Flow::to_json`], [`Task::to_json`], [`TaskSummary::to_json`]) rather
-//! than through serde derive: the omission rules differ per field kind (optional strings vanish when
-//! unset, caller JSON stays even when it is `null`), the key order follows the SPEC, and building the
-//! `serde_json::Value` directly skips a serialiser round trip on every response.
+//! Records serialise by hand rather than through serde derive: the omission rules differ per field
+//! kind (optional strings vanish when unset, caller JSON stays even when it is `null`) and the key
+//! order follows the SPEC. [`Flow`] and [`Task`] list their members once, in wire order; a response
+//! writes them straight from the fields (see [`JsonDocument`](crate::json::JsonDocument)), and
+//! [`Flow::to_json`] & co. build a `serde_json::Value` from the same list.
 
 use std::fmt;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
+
+use crate::json::{Member, Members, Record, record_to_value};
 
 macro_rules! string_enum {
     (
@@ -221,16 +224,13 @@ pub struct Flow {
     pub ended_at: Option<u64>,
 }
 
-fn put_str(map: &mut Map<String, Value>, key: &str, value: Option<String>) {
-    if let Some(value) = value.filter(|v| !v.is_empty()) {
-        map.insert(key.to_owned(), Value::String(value));
-    }
+/// A string member that vanishes when unset or empty.
+fn text(value: &Option<String>) -> Option<Member<'_>> {
+    value.as_deref().filter(|v| !v.is_empty()).map(Member::Str)
 }
 
-fn put_u64(map: &mut Map<String, Value>, key: &str, value: Option<u64>) {
-    if let Some(value) = value {
-        map.insert(key.to_owned(), Value::from(value));
-    }
+fn number(value: Option<u64>) -> Option<Member<'static>> {
+    value.map(Member::U64)
 }
 
 impl Flow {
@@ -241,34 +241,58 @@ impl Flow {
 
     /// The record as JSON, keys in SPEC order, `ownerKey` included.
     pub fn to_json(&self) -> Value {
-        self.clone().into_json()
+        record_to_value(self, Default::default())
     }
 
-    /// [`to_json`](Self::to_json), moving the strings and caller JSON instead of copying them.
+    /// [`to_json`](Self::to_json), consuming the record.
     pub fn into_json(self) -> Value {
-        let mut map = Map::with_capacity(17);
-        map.insert("flowId".into(), Value::String(id_string(self.flow_id)));
-        map.insert("syncMode".into(), self.sync_mode.as_str().into());
-        map.insert("ownerKey".into(), Value::String(self.owner_key.to_string()));
-        map.insert("controllerId".into(), Value::String(self.controller_id));
-        map.insert("revision".into(), Value::from(self.revision));
-        map.insert("status".into(), self.status.as_str().into());
-        map.insert("notifyPolicy".into(), self.notify_policy.as_str().into());
-        map.insert("goal".into(), Value::String(self.goal));
-        put_str(&mut map, "currentStep", self.current_step);
-        put_str(&mut map, "blockedTaskId", self.blocked_task_id);
-        put_str(&mut map, "blockedSummary", self.blocked_summary);
-        if let Some(state) = self.state_json {
-            map.insert("stateJson".into(), state);
-        }
-        if let Some(wait) = self.wait_json {
-            map.insert("waitJson".into(), wait);
-        }
-        put_u64(&mut map, "cancelRequestedAt", self.cancel_requested_at);
-        map.insert("createdAt".into(), Value::from(self.created_at));
-        map.insert("updatedAt".into(), Value::from(self.updated_at));
-        put_u64(&mut map, "endedAt", self.ended_at);
-        Value::Object(map)
+        self.to_json()
+    }
+}
+
+impl Record for Flow {
+    const MEMBERS: &'static [&'static str] = &[
+        "flowId",
+        "syncMode",
+        "ownerKey",
+        "controllerId",
+        "revision",
+        "status",
+        "notifyPolicy",
+        "goal",
+        "currentStep",
+        "blockedTaskId",
+        "blockedSummary",
+        "stateJson",
+        "waitJson",
+        "cancelRequestedAt",
+        "createdAt",
+        "updatedAt",
+        "endedAt",
+    ];
+
+    fn members<E, F: FnMut(usize, Member<'_>) -> Result<(), E>>(
+        &self,
+        m: &mut Members<F>,
+    ) -> Result<(), E> {
+        m.put(Some(Member::Id(self.flow_id)))?;
+        m.put(Some(Member::Str(self.sync_mode.as_str())))?;
+        m.put(Some(Member::Str(&self.owner_key)))?;
+        m.put(Some(Member::Str(&self.controller_id)))?;
+        m.put(Some(Member::U64(self.revision)))?;
+        m.put(Some(Member::Str(self.status.as_str())))?;
+        m.put(Some(Member::Str(self.notify_policy.as_str())))?;
+        m.put(Some(Member::Str(&self.goal)))?;
+        m.put(text(&self.current_step))?;
+        m.put(text(&self.blocked_task_id))?;
+        m.put(text(&self.blocked_summary))?;
+        // Caller JSON stays even when it is a stored `null`.
+        m.put(self.state_json.as_ref().map(Member::Json))?;
+        m.put(self.wait_json.as_ref().map(Member::Json))?;
+        m.put(number(self.cancel_requested_at))?;
+        m.put(Some(Member::U64(self.created_at)))?;
+        m.put(Some(Member::U64(self.updated_at)))?;
+        m.put(number(self.ended_at))
     }
 }
 
@@ -328,40 +352,65 @@ impl Task {
 
     /// The record as JSON, keys in SPEC order, internal keys included.
     pub fn to_json(&self) -> Value {
-        self.clone().into_json()
+        record_to_value(self, Default::default())
     }
 
-    /// [`to_json`](Self::to_json), moving the strings instead of copying them.
+    /// [`to_json`](Self::to_json), consuming the record.
     pub fn into_json(self) -> Value {
-        let mut map = Map::with_capacity(22);
-        map.insert("taskId".into(), Value::String(id_string(self.task_id)));
-        map.insert("runtime".into(), self.runtime.as_str().into());
-        put_str(&mut map, "sourceId", self.source_id);
-        put_str(&mut map, "childSessionKey", self.child_session_key);
-        map.insert(
-            "parentFlowId".into(),
-            Value::String(id_string(self.parent_flow_id)),
-        );
-        put_str(&mut map, "parentTaskId", self.parent_task_id);
-        put_str(&mut map, "agentId", self.agent_id);
-        put_str(&mut map, "runId", self.run_id);
-        put_str(&mut map, "label", self.label);
-        map.insert("scopeKind".into(), "session".into());
-        map.insert("task".into(), Value::String(self.task));
-        map.insert("status".into(), self.status.as_str().into());
-        map.insert("deliveryStatus".into(), "pending".into());
-        map.insert("notifyPolicy".into(), self.notify_policy.as_str().into());
-        map.insert("createdAt".into(), Value::from(self.created_at));
-        put_u64(&mut map, "startedAt", self.started_at);
-        put_u64(&mut map, "endedAt", self.ended_at);
-        put_u64(&mut map, "lastEventAt", self.last_event_at);
-        put_str(&mut map, "progressSummary", self.progress_summary);
-        map.insert("ownerKey".into(), Value::String(self.owner_key.to_string()));
-        map.insert(
-            "requesterSessionKey".into(),
-            Value::String(self.requester_session_key.to_string()),
-        );
-        Value::Object(map)
+        self.to_json()
+    }
+}
+
+impl Record for Task {
+    const MEMBERS: &'static [&'static str] = &[
+        "taskId",
+        "runtime",
+        "sourceId",
+        "childSessionKey",
+        "parentFlowId",
+        "parentTaskId",
+        "agentId",
+        "runId",
+        "label",
+        "scopeKind",
+        "task",
+        "status",
+        "deliveryStatus",
+        "notifyPolicy",
+        "createdAt",
+        "startedAt",
+        "endedAt",
+        "lastEventAt",
+        "progressSummary",
+        "ownerKey",
+        "requesterSessionKey",
+    ];
+
+    fn members<E, F: FnMut(usize, Member<'_>) -> Result<(), E>>(
+        &self,
+        m: &mut Members<F>,
+    ) -> Result<(), E> {
+        m.put(Some(Member::Id(self.task_id)))?;
+        m.put(Some(Member::Str(self.runtime.as_str())))?;
+        m.put(text(&self.source_id))?;
+        m.put(text(&self.child_session_key))?;
+        m.put(Some(Member::Id(self.parent_flow_id)))?;
+        m.put(text(&self.parent_task_id))?;
+        m.put(text(&self.agent_id))?;
+        m.put(text(&self.run_id))?;
+        m.put(text(&self.label))?;
+        m.put(Some(Member::Str("session")))?;
+        m.put(Some(Member::Str(&self.task)))?;
+        m.put(Some(Member::Str(self.status.as_str())))?;
+        m.put(Some(Member::Str("pending")))?;
+        m.put(Some(Member::Str(self.notify_policy.as_str())))?;
+        m.put(Some(Member::U64(self.created_at)))?;
+        m.put(number(self.started_at))?;
+        m.put(number(self.ended_at))?;
+        m.put(number(self.last_event_at))?;
+        m.put(text(&self.progress_summary))?;
+        m.put(Some(Member::Str(&self.owner_key)))?;
+        m.put(Some(Member::Str(&self.requester_session_key)))
     }
 }
 

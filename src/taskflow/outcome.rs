@@ -4,10 +4,11 @@ use std::borrow::Cow;
 use std::fmt;
 
 use http::{Response, StatusCode};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::action::ValidationError;
 use crate::body::{StandaloneBody, json_response};
+use crate::json::JsonDocument;
 
 /// The `code` of a failed (or pending) action, with its status and standard message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -99,12 +100,12 @@ pub enum ActionOutcome {
     /// `200` `{"ok":true,"routeId":…,"result":…}`.
     Success {
         /// The `result`.
-        result: Value,
+        result: JsonDocument,
     },
     /// `202` `{"ok":true,"routeId":…,"code":"cancel_pending","result":…}`.
     CancelPending {
         /// The `result`.
-        result: Value,
+        result: JsonDocument,
     },
     /// `{"ok":false,"routeId":…,"code":…,"error":…,"result":…}` with the code's status.
     Failure {
@@ -113,7 +114,7 @@ pub enum ActionOutcome {
         /// The `error` text.
         error: Cow<'static, str>,
         /// The `result`.
-        result: Value,
+        result: JsonDocument,
     },
     /// `400` `{"ok":false,"code":"invalid_request","error":…}`, without `routeId`.
     Invalid(ValidationError),
@@ -121,7 +122,7 @@ pub enum ActionOutcome {
 
 impl ActionOutcome {
     /// A failure with the code's standard message.
-    pub fn failure(code: ErrorCode, result: Value) -> Self {
+    pub fn failure(code: ErrorCode, result: JsonDocument) -> Self {
         Self::Failure {
             code,
             error: Cow::Borrowed(code.message()),
@@ -140,42 +141,40 @@ impl ActionOutcome {
     }
 
     /// The JSON envelope for a route.
-    pub fn into_envelope(self, route_id: &str) -> Value {
-        let mut map = Map::with_capacity(5);
+    pub fn into_envelope(self, route_id: &str) -> JsonDocument {
+        let ok = |ok: bool| ("ok", JsonDocument::from(Value::Bool(ok)));
+        let route = || ("routeId", JsonDocument::from(route_id));
         match self {
             Self::Success { result } => {
-                map.insert("ok".into(), Value::Bool(true));
-                map.insert("routeId".into(), route_id.into());
-                map.insert("result".into(), result);
+                JsonDocument::object([ok(true), route(), ("result", result)])
             }
-            Self::CancelPending { result } => {
-                map.insert("ok".into(), Value::Bool(true));
-                map.insert("routeId".into(), route_id.into());
-                map.insert("code".into(), "cancel_pending".into());
-                map.insert("result".into(), result);
-            }
+            Self::CancelPending { result } => JsonDocument::object([
+                ok(true),
+                route(),
+                ("code", "cancel_pending".into()),
+                ("result", result),
+            ]),
             Self::Failure {
                 code,
                 error,
                 result,
-            } => {
-                map.insert("ok".into(), Value::Bool(false));
-                map.insert("routeId".into(), route_id.into());
-                map.insert("code".into(), code.as_str().into());
-                map.insert("error".into(), Value::String(error.into_owned()));
-                map.insert("result".into(), result);
-            }
-            Self::Invalid(error) => {
-                map.insert("ok".into(), Value::Bool(false));
-                map.insert("code".into(), "invalid_request".into());
-                map.insert("error".into(), Value::String(error.to_string()));
-            }
+            } => JsonDocument::object([
+                ok(false),
+                route(),
+                ("code", code.as_str().into()),
+                ("error", error.into_owned().into()),
+                ("result", result),
+            ]),
+            Self::Invalid(error) => JsonDocument::object([
+                ok(false),
+                ("code", "invalid_request".into()),
+                ("error", error.to_string().into()),
+            ]),
         }
-        Value::Object(map)
     }
 
     /// The response: status, `Content-Type: application/json; charset=utf-8` and the envelope as a
-    /// structured value, so [`ScrubOwnerMetadata`](crate::scrub) can edit it in place.
+    /// structured document, so [`ScrubOwnerMetadata`](crate::scrub) can edit it in place.
     pub fn into_response(self, route_id: &str) -> Response<StandaloneBody> {
         let status = self.status();
         json_response(status, self.into_envelope(route_id))

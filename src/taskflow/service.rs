@@ -9,10 +9,12 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use serde_json::{Value, json};
+
+use crate::json::JsonDocument;
 use tower_service::Service;
 
 use super::action::Action;
-use super::model::{Flow, Task};
+use super::model::Flow;
 use super::outcome::{
     ActionOutcome, CANCEL_PENDING_REASON, ErrorCode, RUN_TASK_NOT_MANAGED, terminal_message,
 };
@@ -137,14 +139,6 @@ fn decode(bytes: &[u8]) -> Option<Value> {
     serde_json::from_str(text).ok()
 }
 
-fn opt_flow(flow: Option<Flow>) -> Value {
-    flow.map_or(Value::Null, Flow::into_json)
-}
-
-fn tasks_json(tasks: Vec<Task>) -> Value {
-    Value::Array(tasks.into_iter().map(Task::into_json).collect())
-}
-
 impl<S: TaskFlowStore> TaskFlowActionService<S> {
     /// A service for `route` over `store` (a store or an `Arc` of one).
     pub fn new(store: impl Into<Arc<S>>, route: TaskFlowRoute) -> Self {
@@ -195,36 +189,38 @@ impl<S: TaskFlowStore> TaskFlowActionService<S> {
                 new.state_json = state_json;
                 new.wait_json = wait_json;
                 match store.create_flow(owner, new).await {
-                    Ok(flow) => success(json!({"created": true, "flow": flow.into_json()})),
+                    Ok(flow) => success(JsonDocument::object([
+                        ("created", true.into()),
+                        ("flow", flow.into()),
+                    ])),
                     Err(e) => {
                         let reason = e_code(&e).message();
-                        store_failure(e, json!({"created": false, "reason": reason}))
+                        store_failure(e, json!({"created": false, "reason": reason}).into())
                     }
                 }
             }
             Action::GetFlow { flow_id } => match store.get_flow(owner, &flow_id).await {
-                Ok(flow) => success(json!({"flow": opt_flow(flow)})),
-                Err(e) => store_failure(e, Value::Null),
+                Ok(flow) => success(JsonDocument::object([("flow", flow.into())])),
+                Err(e) => store_failure(e, JsonDocument::null()),
             },
             Action::ListFlows => match store.list_flows(owner).await {
-                Ok(flows) => success(json!({
-                    "flows": Value::Array(flows.into_iter().map(Flow::into_json).collect())
-                })),
-                Err(e) => store_failure(e, Value::Null),
+                Ok(flows) => success(JsonDocument::object([("flows", flows.into())])),
+                Err(e) => store_failure(e, JsonDocument::null()),
             },
             Action::FindLatestFlow => match store.find_latest_flow(owner).await {
-                Ok(flow) => success(json!({"flow": opt_flow(flow)})),
-                Err(e) => store_failure(e, Value::Null),
+                Ok(flow) => success(JsonDocument::object([("flow", flow.into())])),
+                Err(e) => store_failure(e, JsonDocument::null()),
             },
             Action::ResolveFlow { token } => match store.resolve_flow(owner, &token).await {
-                Ok(flow) => success(json!({"flow": opt_flow(flow)})),
-                Err(e) => store_failure(e, Value::Null),
+                Ok(flow) => success(JsonDocument::object([("flow", flow.into())])),
+                Err(e) => store_failure(e, JsonDocument::null()),
             },
             Action::GetTaskSummary { flow_id } => match store.task_summary(owner, &flow_id).await {
-                Ok(summary) => success(json!({
-                    "summary": summary.map_or(Value::Null, |s| s.to_json())
-                })),
-                Err(e) => store_failure(e, Value::Null),
+                Ok(summary) => success(JsonDocument::object([(
+                    "summary",
+                    summary.map_or(Value::Null, |s| s.to_json()).into(),
+                )])),
+                Err(e) => store_failure(e, JsonDocument::null()),
             },
             Action::Mutate {
                 flow_id,
@@ -235,9 +231,10 @@ impl<S: TaskFlowStore> TaskFlowActionService<S> {
                     .mutate_flow(owner, &flow_id, expected_revision, mutation)
                     .await;
                 match outcome {
-                    Ok(MutationOutcome::Applied(flow)) => {
-                        success(json!({"applied": true, "flow": flow.into_json()}))
-                    }
+                    Ok(MutationOutcome::Applied(flow)) => success(JsonDocument::object([
+                        ("applied", true.into()),
+                        ("flow", flow.into()),
+                    ])),
                     Ok(MutationOutcome::NotFound) => not_applied(ErrorCode::NotFound, None),
                     Ok(MutationOutcome::NotManaged(flow)) => {
                         not_applied(ErrorCode::NotManaged, Some(flow))
@@ -247,7 +244,7 @@ impl<S: TaskFlowStore> TaskFlowActionService<S> {
                     }
                     Err(e) => {
                         let code = e_code(&e);
-                        store_failure(e, json!({"applied": false, "code": code.as_str()}))
+                        store_failure(e, json!({"applied": false, "code": code.as_str()}).into())
                     }
                 }
             }
@@ -258,40 +255,41 @@ impl<S: TaskFlowStore> TaskFlowActionService<S> {
                         "found": false,
                         "cancelled": false,
                         "reason": ErrorCode::NotFound.message(),
-                    }),
+                    })
+                    .into(),
                 ),
                 Ok(CancelOutcome::Terminal { flow, tasks }) => {
                     let reason = terminal_message(flow.status);
                     ActionOutcome::Failure {
                         code: ErrorCode::Terminal,
                         error: reason.clone().into(),
-                        result: json!({
-                            "found": true,
-                            "cancelled": false,
-                            "reason": reason,
-                            "flow": flow.into_json(),
-                            "tasks": tasks_json(tasks),
-                        }),
+                        result: JsonDocument::object([
+                            ("found", true.into()),
+                            ("cancelled", false.into()),
+                            ("reason", reason.into()),
+                            ("flow", flow.into()),
+                            ("tasks", tasks.into()),
+                        ]),
                     }
                 }
                 Ok(CancelOutcome::Pending { flow, tasks }) => ActionOutcome::CancelPending {
-                    result: json!({
-                        "found": true,
-                        "cancelled": false,
-                        "reason": CANCEL_PENDING_REASON,
-                        "flow": flow.into_json(),
-                        "tasks": tasks_json(tasks),
-                    }),
+                    result: JsonDocument::object([
+                        ("found", true.into()),
+                        ("cancelled", false.into()),
+                        ("reason", CANCEL_PENDING_REASON.into()),
+                        ("flow", flow.into()),
+                        ("tasks", tasks.into()),
+                    ]),
                 },
-                Ok(CancelOutcome::Cancelled { flow, tasks }) => success(json!({
-                    "found": true,
-                    "cancelled": true,
-                    "flow": flow.into_json(),
-                    "tasks": tasks_json(tasks),
-                })),
+                Ok(CancelOutcome::Cancelled { flow, tasks }) => success(JsonDocument::object([
+                    ("found", true.into()),
+                    ("cancelled", true.into()),
+                    ("flow", flow.into()),
+                    ("tasks", tasks.into()),
+                ])),
                 Err(e) => {
                     let reason = e_code(&e).message();
-                    store_failure(e, json!({"cancelled": false, "reason": reason}))
+                    store_failure(e, json!({"cancelled": false, "reason": reason}).into())
                 }
             },
             Action::RunTask { flow_id, task } => {
@@ -302,24 +300,28 @@ impl<S: TaskFlowStore> TaskFlowActionService<S> {
                             json!({
                                 "created": false,
                                 "reason": ErrorCode::ChildSessionForbidden.message(),
-                            }),
+                            })
+                            .into(),
                         );
                     }
                 }
                 match store.run_task(owner, &flow_id, task).await {
                     Ok(RunTaskOutcome::Created { flow, task })
-                    | Ok(RunTaskOutcome::Existing { flow, task }) => success(json!({
-                        "created": true,
-                        "flow": flow.into_json(),
-                        "task": task.into_json(),
-                    })),
+                    | Ok(RunTaskOutcome::Existing { flow, task }) => {
+                        success(JsonDocument::object([
+                            ("created", true.into()),
+                            ("flow", flow.into()),
+                            ("task", task.into()),
+                        ]))
+                    }
                     Ok(RunTaskOutcome::NotFound) => ActionOutcome::failure(
                         ErrorCode::NotFound,
                         json!({
                             "created": false,
                             "found": false,
                             "reason": ErrorCode::NotFound.message(),
-                        }),
+                        })
+                        .into(),
                     ),
                     Ok(RunTaskOutcome::NotManaged(flow)) => {
                         not_created(ErrorCode::NotManaged, RUN_TASK_NOT_MANAGED.to_owned(), flow)
@@ -334,7 +336,7 @@ impl<S: TaskFlowStore> TaskFlowActionService<S> {
                     }
                     Err(e) => {
                         let reason = e_code(&e).message();
-                        store_failure(e, json!({"created": false, "reason": reason}))
+                        store_failure(e, json!({"created": false, "reason": reason}).into())
                     }
                 }
             }
@@ -342,28 +344,28 @@ impl<S: TaskFlowStore> TaskFlowActionService<S> {
     }
 }
 
-fn success(result: Value) -> ActionOutcome {
+fn success(result: JsonDocument) -> ActionOutcome {
     ActionOutcome::Success { result }
 }
 
 fn not_applied(code: ErrorCode, current: Option<Flow>) -> ActionOutcome {
-    let mut result = json!({"applied": false, "code": code.as_str()});
+    let mut result = vec![("applied", false.into()), ("code", code.as_str().into())];
     if let Some(flow) = current {
-        result["current"] = flow.into_json();
+        result.push(("current", flow.into()));
     }
-    ActionOutcome::failure(code, result)
+    ActionOutcome::failure(code, JsonDocument::object(result))
 }
 
 fn not_created(code: ErrorCode, reason: String, flow: Flow) -> ActionOutcome {
     ActionOutcome::Failure {
         code,
         error: reason.clone().into(),
-        result: json!({
-            "created": false,
-            "found": true,
-            "reason": reason,
-            "flow": flow.into_json(),
-        }),
+        result: JsonDocument::object([
+            ("created", false.into()),
+            ("found", true.into()),
+            ("reason", reason.into()),
+            ("flow", flow.into()),
+        ]),
     }
 }
 
@@ -374,7 +376,7 @@ fn e_code(error: &StoreError) -> ErrorCode {
     }
 }
 
-fn store_failure(error: StoreError, result: Value) -> ActionOutcome {
+fn store_failure(error: StoreError, result: JsonDocument) -> ActionOutcome {
     if let StoreError::PersistFailed(reason) = &error {
         // The reason stays in the log: it may name backend details a webhook caller must not see.
         tracing::warn!(%reason, "TaskFlow store failed to persist");
