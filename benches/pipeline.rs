@@ -257,6 +257,7 @@ fn pipeline(c: &mut Criterion) {
         peer.clone(),
         json!({"action":"list_flows"}),
     );
+    floor(c, &rt, &ids[0]);
     // Creates last: they grow the stores, which the reads above must not see.
     bench::<_, Full<Bytes>, _>(
         c,
@@ -272,6 +273,46 @@ fn pipeline(c: &mut Criterion) {
         peer,
         json!({"action":"create_flow","goal":"bench"}),
     );
+}
+
+/// What any implementation of the contract pays on a `get_flow` besides the middleware, measured
+/// alone: reading the request JSON, writing the response JSON, and the SHA-256 of the presented
+/// secret. Their sum is a floor under the full pipeline's figure.
+fn floor(c: &mut Criterion, rt: &Runtime, flow_id: &str) {
+    use sha2::Digest;
+    use tower_webhooks::json::JsonDocument;
+    use tower_webhooks::{Action, TaskFlowStore};
+
+    let request = serde_json::to_vec(&json!({"action": "get_flow", "flowId": flow_id})).unwrap();
+    c.bench_function("floor: parse and validate the request", |b| {
+        b.iter(|| {
+            let value: Value = serde_json::from_slice(black_box(&request)).unwrap();
+            black_box(Action::parse(&value).unwrap())
+        })
+    });
+
+    let store = MemoryStore::new();
+    let flow = rt
+        .block_on(store.create_flow(
+            "agent:main:main",
+            tower_webhooks::NewFlow::new("main", "goal 0"),
+        ))
+        .unwrap();
+    c.bench_function("floor: write the response envelope", |b| {
+        b.iter(|| {
+            let result = JsonDocument::object([("flow", black_box(&flow).clone().into())]);
+            let envelope = JsonDocument::object([
+                ("ok", true.into()),
+                ("routeId", "bench".into()),
+                ("result", result),
+            ]);
+            black_box(envelope.to_vec())
+        })
+    });
+
+    c.bench_function("floor: SHA-256 of the secret", |b| {
+        b.iter(|| black_box(sha2::Sha256::digest(black_box(SECRET.as_bytes()))))
+    });
 }
 
 criterion_group!(benches, pipeline);
