@@ -1,7 +1,9 @@
 //! ScrubOwnerMetadata beside its nearest peer and two baselines, on a `get_flow` envelope.
 //!
 //! Per iteration: `svc.clone().oneshot(req)` on a stack built once, then the body collected to
-//! bytes, so every variant pays for producing the bytes it would send.
+//! bytes, so every variant pays for producing the bytes it would send. The handlers clone a
+//! prepared envelope: a `serde_json::Value` ("structured"), or a `JsonDocument` whose flow is a
+//! typed record, as `TaskFlowActionService` answers ("typed").
 //!
 //! ```text
 //! cargo bench --bench scrub -- --warm-up-time 1 --measurement-time 3
@@ -18,7 +20,10 @@ use http_body_util::{BodyExt, Empty, Full};
 use serde_json::{Value, json};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
-use tower_webhooks::{ScrubConfig, ScrubOwnerMetadataLayer, json_response};
+use tower_webhooks::json::JsonDocument;
+use tower_webhooks::{
+    Flow, FlowStatus, NotifyPolicy, ScrubConfig, ScrubOwnerMetadataLayer, SyncMode, json_response,
+};
 
 fn get_flow_envelope() -> Value {
     json!({
@@ -40,6 +45,34 @@ fn get_flow_envelope() -> Value {
             "updatedAt": 1_763_800_123_000_u64
         }}
     })
+}
+
+/// The same envelope as the action service builds it: the flow a typed record.
+fn typed_get_flow_envelope() -> JsonDocument {
+    let flow = Flow {
+        flow_id: "7f1d2c1e-5b7a-4c62-9a51-0d3f0b6b2e11".parse().unwrap(),
+        sync_mode: SyncMode::Managed,
+        owner_key: "agent:main:webhook-owner".into(),
+        controller_id: "webhooks/zapier".into(),
+        revision: 4,
+        status: FlowStatus::Waiting,
+        notify_policy: NotifyPolicy::DoneOnly,
+        goal: "Triage the inbound lead and draft a reply".into(),
+        current_step: Some("await-approval".into()),
+        blocked_task_id: None,
+        blocked_summary: None,
+        state_json: Some(json!({"lead": {"id": 4411, "score": 0.82}, "ownerKey": "caller"})),
+        wait_json: Some(json!({"kind": "approval", "timeoutMs": 3_600_000})),
+        cancel_requested_at: None,
+        created_at: 1_763_800_000_000,
+        updated_at: 1_763_800_123_000,
+        ended_at: None,
+    };
+    JsonDocument::object([
+        ("ok", true.into()),
+        ("routeId", "zapier".into()),
+        ("result", JsonDocument::object([("flow", flow.into())])),
+    ])
 }
 
 fn request() -> Request<Empty<Bytes>> {
@@ -94,6 +127,14 @@ fn bench(c: &mut Criterion) {
             async move { Ok::<_, Infallible>(response) }
         })
     };
+    let typed = {
+        let envelope = typed_get_flow_envelope();
+        assert_eq!(envelope.to_value(), get_flow_envelope());
+        service_fn(move |_req: Request<Empty<Bytes>>| {
+            let response = json_response::<Empty<Bytes>>(StatusCode::OK, envelope.clone());
+            async move { Ok::<_, Infallible>(response) }
+        })
+    };
     let bytes = service_fn(move |_req: Request<Empty<Bytes>>| {
         let mut response = Response::new(Full::new(raw.clone()));
         let headers = response.headers_mut();
@@ -129,6 +170,13 @@ fn bench(c: &mut Criterion) {
         ServiceBuilder::new()
             .layer(ScrubOwnerMetadataLayer::new(ScrubConfig::new()))
             .service(structured.clone())
+    );
+    case!("bare_service_fn/typed", typed.clone());
+    case!(
+        "ours/typed_in_place",
+        ServiceBuilder::new()
+            .layer(ScrubOwnerMetadataLayer::new(ScrubConfig::new()))
+            .service(typed.clone())
     );
     case!("bare_service_fn/bytes", bytes.clone());
     case!(
