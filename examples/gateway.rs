@@ -158,7 +158,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing::info!(listen = %args.listen, "gateway listening");
+    // The bound address, not the requested one: with `--listen 127.0.0.1:0` this line is how a
+    // supervisor (or a test) learns the port.
+    let listen = listener.local_addr().unwrap_or(args.listen);
+    tracing::info!(%listen, "gateway listening");
 
     let gateway = std::sync::Arc::new(gateway);
     #[cfg(unix)]
