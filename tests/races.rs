@@ -191,10 +191,10 @@ impl Client {
                     .unwrap();
                 let response = services[route].clone().oneshot(http_request).await.unwrap();
                 let status = response.status().as_u16();
-                let body =
-                    response.body().json_value().unwrap_or_else(|| {
-                        panic!("{status} without a JSON envelope for {request}")
-                    });
+                let body = response
+                    .body()
+                    .json_value()
+                    .unwrap_or_else(|| panic!("{status} without a JSON envelope for {request}"));
                 let raw = body.to_string();
                 (status, body, raw)
             }

@@ -169,11 +169,12 @@ pub struct ExecProvider {
 }
 
 impl fmt::Debug for ExecProvider {
-    // `env` often carries a credential for the secret store (a vault token), so only names are shown.
+    // `env` often carries a credential for the secret store (a vault token), so only names are shown;
+    // an argument can be one too (`--token …`), so only their number is.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ExecProvider")
             .field("command", &self.command)
-            .field("args", &self.args)
+            .field("args", &format_args!("[{} redacted]", self.args.len()))
             .field("timeout", &self.timeout)
             .field(
                 "env",
@@ -729,4 +730,23 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Result<ExitStatus, Option
 fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_provider_debug_shows_no_argument_or_env_value() {
+        let provider = ExecProvider {
+            command: "/usr/bin/vault".into(),
+            args: vec!["--token".into(), "s.arg-credential".into()],
+            timeout: DEFAULT_EXEC_TIMEOUT,
+            env: vec![("VAULT_TOKEN".into(), "s.env-credential".into())],
+        };
+        let shown = format!("{provider:?} {provider:#?}");
+        assert!(!shown.contains("credential"), "{shown}");
+        assert!(shown.contains("/usr/bin/vault") && shown.contains("[2 redacted]"));
+        assert!(shown.contains("VAULT_TOKEN=[redacted]"));
+    }
 }
