@@ -4,7 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,7 +12,7 @@ use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower::Service;
@@ -251,4 +251,123 @@ pub async fn is_closed(stream: &mut TcpStream) -> bool {
         tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte)).await,
         Ok(Ok(0)) | Ok(Err(_))
     )
+}
+
+/// Connects to `addr` from the local address `source` (port chosen by the kernel). On Linux every
+/// 127.0.0.0/8 address is a loopback source, so one machine can stand in for many clients.
+pub async fn connect_from(addr: SocketAddr, source: IpAddr) -> TcpStream {
+    let socket = match source {
+        IpAddr::V4(_) => TcpSocket::new_v4(),
+        IpAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .unwrap();
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+    let stream = socket
+        .connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect from {source}: {e}"));
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// Reads until the server closes the connection (EOF or a reset) and returns what it sent first.
+/// Panics if the connection is still open after 10 s, so a server that never closes fails the test
+/// instead of hanging it.
+pub async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut received = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("the server kept the connection open for 10 s");
+    received
+}
+
+/// Polls `condition` until it holds, for at most 10 s, and panics naming `what` if it never does.
+///
+/// For state the server updates on its own schedule with nothing to wait on, such as a limiter's
+/// counters after the server noticed that a client went away.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..2_000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(condition(), "{what}: still false after 10 s");
+}
+
+/// Splits everything a server sent on one connection into its HTTP/1.1 responses (each framed by
+/// `Content-Length` or chunked encoding; a response with neither runs to the end). For pipelined
+/// requests, whose answers [`read_response`] would read past.
+pub fn parse_responses(mut bytes: &[u8]) -> Vec<RawResponse> {
+    let mut responses = Vec::new();
+    while !bytes.is_empty() {
+        let head_end = find(bytes, b"\r\n\r\n").unwrap_or_else(|| {
+            panic!(
+                "incomplete response head: {:?}",
+                String::from_utf8_lossy(bytes)
+            )
+        });
+        let head = std::str::from_utf8(&bytes[..head_end]).unwrap();
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let rest = &bytes[head_end + 4..];
+        let (body, used) = if let Some(length) = get("content-length") {
+            let length: usize = length.parse().unwrap();
+            assert!(rest.len() >= length, "truncated body");
+            (rest[..length].to_vec(), length)
+        } else if get("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked")) {
+            let mut body = Vec::new();
+            let mut at = 0;
+            loop {
+                let line_end = at + find(&rest[at..], b"\r\n").expect("truncated chunk size");
+                let size_text = std::str::from_utf8(&rest[at..line_end]).unwrap();
+                let size =
+                    usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+                at = line_end + 2;
+                if size == 0 {
+                    assert_eq!(&rest[at..at + 2], b"\r\n", "trailers are not expected");
+                    break (body, at + 2);
+                }
+                body.extend_from_slice(&rest[at..at + size]);
+                at += size + 2;
+            }
+        } else {
+            (rest.to_vec(), rest.len())
+        };
+        responses.push(RawResponse {
+            status,
+            headers,
+            body,
+        });
+        bytes = &rest[used..];
+    }
+    responses
 }
