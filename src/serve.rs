@@ -12,6 +12,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,11 +22,11 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tower_service::Service;
 
 /// Connection-level settings of [`serve`].
@@ -38,7 +39,16 @@ pub struct ServeOptions {
     /// again, so a first head may take up to twice this in all.
     pub header_read_timeout: Duration,
     /// How long in-flight requests may run after shutdown begins. Default 15 s (the body deadline).
+    /// A connection closed for idling gets the same time to finish what it has in flight.
     pub shutdown_grace: Duration,
+    /// How long a connection may stay open while the client sends nothing at all. Default 60 s.
+    ///
+    /// HTTP/1 waits for a next request head only `header_read_timeout`, but HTTP/2 has no such limit
+    /// of its own: without this, a client that completes the handshake and then goes quiet holds a
+    /// connection and a file descriptor forever. Checked once per period, so an idle connection is
+    /// closed between one and two periods after its last byte: gracefully (`GOAWAY`, requests in
+    /// flight finish), then dropped if it is still open `shutdown_grace` later.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -46,6 +56,7 @@ impl Default for ServeOptions {
         Self {
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(15),
+            idle_timeout: Duration::from_millis(100),
         }
     }
 }
@@ -85,9 +96,10 @@ where
         .header_read_timeout(options.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
-    // Dropped when shutdown begins: connections still waiting for their first bytes then close.
+    // Dropped when shutdown begins: every connection task then closes its connection gracefully.
     let (stopping_tx, stopping) = watch::channel(());
+    // Every connection task holds a clone; the drain ends when the last one is dropped.
+    let (alive, mut all_closed) = mpsc::channel::<()>(1);
     let mut shutdown = std::pin::pin!(shutdown);
 
     loop {
@@ -110,17 +122,18 @@ where
             peer,
         });
         // Taken here, before shutdown can begin, so the drain waits for this connection too.
-        let watcher = graceful.watcher();
+        let alive = alive.clone();
         let builder = Arc::clone(&builder);
         let mut stopping = stopping.clone();
-        let first_bytes_timeout = options.header_read_timeout;
+        let options = options.clone();
         tokio::spawn(async move {
+            let _alive = alive;
             let mut stream = stream;
             // hyper-util's version detection waits for these bytes with no deadline: a client that
             // connects and sends nothing, or a few bytes of the HTTP/2 preface, would hold its
             // connection (and a file descriptor) forever.
             let first = tokio::select! {
-                first = tokio::time::timeout(first_bytes_timeout, read_preface(&mut stream)) => first,
+                first = tokio::time::timeout(options.header_read_timeout, read_preface(&mut stream)) => first,
                 _ = stopping.changed() => return,
             };
             let prefix = match first {
@@ -134,18 +147,58 @@ where
                     return;
                 }
             };
-            let io = TokioIo::new(Prefixed { prefix, stream });
+            let reads = Arc::new(AtomicU64::new(0));
+            let io = TokioIo::new(Prefixed {
+                prefix,
+                stream,
+                reads: Arc::clone(&reads),
+            });
             let connection = builder.serve_connection(io, service);
-            if let Err(error) = watcher.watch(connection).await {
+            let mut connection = std::pin::pin!(connection);
+            let period = options.idle_timeout;
+            let mut idle_check = tokio::time::interval_at(Instant::now() + period, period);
+            let mut reads_seen = 0;
+            let mut closing = false;
+            // Set when the connection is closed for idling: it then has this long to finish. (On
+            // shutdown, `serve`'s own grace period decides.)
+            let mut idle_deadline: Option<Instant> = None;
+            let result = loop {
+                let deadline = idle_deadline;
+                tokio::select! {
+                    result = connection.as_mut() => break result,
+                    _ = stopping.changed(), if !closing => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    _ = idle_check.tick(), if !closing => {
+                        let now = reads.load(Ordering::Relaxed);
+                        if now == reads_seen {
+                            tracing::debug!(%peer, "closing a connection idle for the idle timeout");
+                            connection.as_mut().graceful_shutdown();
+                            closing = true;
+                            idle_deadline = Some(Instant::now() + options.shutdown_grace);
+                        }
+                        reads_seen = now;
+                    }
+                    () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                        // A client that never acknowledges the close (an HTTP/2 peer that ignores
+                        // GOAWAY's ping) does not get to keep the connection.
+                        tracing::debug!(%peer, "dropping a connection that did not close in time");
+                        return;
+                    }
+                }
+            };
+            if let Err(error) = result {
                 tracing::debug!(%peer, error = %error, "connection ended with an error");
             }
         });
     }
     drop(listener);
     drop(stopping_tx);
+    drop(alive);
 
     tokio::select! {
-        () = graceful.shutdown() => ServeOutcome::Drained,
+        _ = all_closed.recv() => ServeOutcome::Drained,
         () = tokio::time::sleep(options.shutdown_grace) => ServeOutcome::GraceExpired,
     }
 }
@@ -175,6 +228,8 @@ async fn read_preface(stream: &mut TcpStream) -> io::Result<Bytes> {
 struct Prefixed {
     prefix: Bytes,
     stream: TcpStream,
+    /// Counts reads that returned bytes, for the idle check.
+    reads: Arc<AtomicU64>,
 }
 
 impl AsyncRead for Prefixed {
@@ -184,7 +239,12 @@ impl AsyncRead for Prefixed {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         if self.prefix.is_empty() {
-            return Pin::new(&mut self.stream).poll_read(cx, buf);
+            let filled = buf.filled().len();
+            let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+            if buf.filled().len() > filled {
+                self.reads.fetch_add(1, Ordering::Relaxed);
+            }
+            return polled;
         }
         let n = self.prefix.len().min(buf.remaining());
         buf.put_slice(&self.prefix[..n]);
@@ -329,6 +389,7 @@ mod tests {
         let options = ServeOptions {
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            ..ServeOptions::default()
         };
         let (addr, stop, task) = hello(options).await;
         let mut silent = TcpStream::connect(addr).await.unwrap();
@@ -344,5 +405,53 @@ mod tests {
         // Within the grace, well before the 30 s timeout: the drain does not wait for it.
         assert_eq!(task.await.unwrap(), ServeOutcome::Drained);
         assert_eq!(until_closed(&mut silent).await, b"");
+    }
+
+    /// An HTTP/2 client preface and an empty SETTINGS frame: a handshake, then nothing.
+    const H2_HANDSHAKE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+    #[tokio::test]
+    async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
+        let options = ServeOptions {
+            idle_timeout: Duration::from_millis(100),
+            shutdown_grace: Duration::from_millis(300),
+            ..ServeOptions::default()
+        };
+        let (addr, _stop, _task) = hello(options).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(H2_HANDSHAKE).await.unwrap();
+        // The server's SETTINGS, then its GOAWAY, then the end: it does not wait for our ack.
+        let received = until_closed(&mut stream).await;
+        assert!(received.len() >= 9 && received[3] == 0x04, "{received:?}");
+        let goaway = received.windows(4).any(|w| w[3] == 0x07);
+        assert!(goaway, "no GOAWAY frame in {received:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_slower_than_the_idle_timeout_still_completes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let idle = Duration::from_millis(50);
+        // The handler takes several idle periods: the client sends nothing meanwhile, yet the
+        // connection is only asked to close, and the answer still arrives whole.
+        let service = tower::service_fn(move |_request: Request<Incoming>| async move {
+            tokio::time::sleep(idle * 6).await;
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"slow"))))
+        });
+        let options = ServeOptions {
+            idle_timeout: idle,
+            ..ServeOptions::default()
+        };
+        let _server = tokio::spawn(serve(listener, service, options, std::future::pending()));
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Keep-alive was asked for; the idle close turns it into `connection: close` after this
+        // answer.
+        let response = String::from_utf8(until_closed(&mut stream).await).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert!(response.ends_with("\r\n\r\nslow"), "{response}");
     }
 }
