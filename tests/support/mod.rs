@@ -168,19 +168,7 @@ async fn read_response_inner(stream: &mut TcpStream) -> RawResponse {
     };
     let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
     let mut rest = buf[head_end + 4..].to_vec();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
+    let (status, headers) = parse_head(&head);
     let get = |name: &str| {
         headers
             .iter()
@@ -319,19 +307,7 @@ pub fn parse_responses(mut bytes: &[u8]) -> Vec<RawResponse> {
             )
         });
         let head = std::str::from_utf8(&bytes[..head_end]).unwrap();
-        let mut lines = head.split("\r\n");
-        let status: u16 = lines
-            .next()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|line| line.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
+        let (status, headers) = parse_head(head);
         let get = |name: &str| {
             headers
                 .iter()
@@ -370,4 +346,19 @@ pub fn parse_responses(mut bytes: &[u8]) -> Vec<RawResponse> {
         bytes = &rest[used..];
     }
     responses
+}
+
+/// The status and the headers (names lower-cased, values trimmed) of a response head.
+fn parse_head(head: &str) -> (u16, Vec<(String, String)>) {
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not a status line in {head:?}"));
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers)
 }
