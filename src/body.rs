@@ -192,13 +192,6 @@ where
     }
 }
 
-/// Serialises a JSON value. Writing a `serde_json::Value` to a `Vec` cannot fail (map keys are
-/// strings and there is no I/O), so the error arm is unreachable in practice; it yields `null`
-/// rather than a panic to keep the "never panic" promise structural.
-pub(crate) fn serialize(value: &Value) -> Vec<u8> {
-    serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec())
-}
-
 /// A request body that is already complete in memory.
 ///
 /// Produced by [`BodyLimit`](crate::BodyLimit) in buffered mode; read by

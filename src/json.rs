@@ -79,17 +79,6 @@ impl JsonDocument {
         }
     }
 
-    /// The member `key` of an object, if this is an object that has one.
-    ///
-    /// Records are objects too, but their members are not documents: turn the document into a
-    /// value with [`to_value`](Self::to_value) to read inside a record.
-    pub fn get(&self, key: &str) -> Option<&JsonDocument> {
-        match &self.0 {
-            Node::Object(members) => members.iter().find(|(k, _)| *k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
     /// The serialised bytes.
     pub fn to_vec(&self) -> Vec<u8> {
         // Most envelopes are a few hundred bytes: one allocation instead of serde_json's doubling

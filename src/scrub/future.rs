@@ -14,6 +14,7 @@ use pin_project_lite::pin_project;
 use super::config::ScrubConfig;
 use crate::body::{ResponseBody, StandaloneBody};
 use crate::guard::is_json_media_type;
+use crate::json::JsonDocument;
 use crate::rejection::Rejection;
 
 pin_project! {
@@ -275,7 +276,7 @@ fn rewrite(
     let mut value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|_| Failure::InvalidJson)?;
     config.scrub(&mut value);
-    let bytes = Bytes::from(crate::body::serialize(&value));
+    let bytes = Bytes::from(JsonDocument::from(value).to_vec());
     headers.remove(TRANSFER_ENCODING);
     headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     Ok(bytes)
