@@ -3,6 +3,8 @@
 //! client library refuses to send (lying or malformed lengths, stalled bodies).
 #![allow(dead_code, unreachable_pub)]
 
+pub mod gateway_process;
+
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
