@@ -1,8 +1,9 @@
 //! [`WebhookRouter`]: normalised request path → that route's service.
 //!
-//! Each configured route owns one path. The router normalises the request path the way route paths
-//! are normalised (SPEC §1: trim, leading `/`, one trailing `/` removed, nothing else), finds the
-//! route, and drives a clone of its service. A path no route owns answers `404` `Not Found`, or goes
+//! Each configured route owns one path, normalised as configured paths are (SPEC §1). A request
+//! reaches the route whose path is the request path with one trailing `/` removed, and no other:
+//! nothing is trimmed or decoded, so `/x` and `/x/` are the only two spellings of a route. The router
+//! finds the route and drives a clone of its service. A path no route owns answers `404` `Not Found`, or goes
 //! to a fallback service when the router is hosted inside another application.
 //!
 //! Hosting: inside axum, let the host router fall through to this one
@@ -49,7 +50,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::body::ResponseBody;
-use crate::config::normalize_webhook_path;
+use crate::config::{normalize_webhook_path, request_route_path};
 use crate::rejection::Rejection;
 
 /// The routes of a [`WebhookRouter`]: normalised path → service. Built once, then swapped whole.
@@ -68,9 +69,11 @@ impl<S> RouteTable<S> {
         Self { routes }
     }
 
-    /// The service for a request path, normalised first.
+    /// The service for a request path: the route whose path is the request path with one trailing
+    /// `/` removed ([`request_route_path`]). Nothing else is normalised, so no other spelling of a
+    /// route's path (surrounding whitespace of any kind, say) reaches it.
     pub fn get(&self, path: &str) -> Option<&S> {
-        self.routes.get(normalize_webhook_path(path).as_ref())
+        self.routes.get(request_route_path(path))
     }
 
     /// The normalised paths in the table, in no particular order.
@@ -249,6 +252,7 @@ pin_project! {
         Fallback { service: F, request: Option<R> },
         FallbackCalled { #[pin] future: F::Future },
         NotFound,
+        Done,
     }
 }
 
@@ -272,25 +276,40 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            match this.state.as_mut().project() {
+            let response = match this.state.as_mut().project() {
                 StateProj::Route { service, request } => {
                     ready!(service.poll_ready(cx))?;
-                    // The state moves on in the same poll that takes the request.
-                    let request = request.take().expect("request taken only once");
+                    let Some(request) = request.take() else {
+                        // The state moves on in the same poll that takes the request, so this is
+                        // unreachable; answer rather than panic, as every future of the crate does.
+                        this.state.set(State::Done);
+                        continue;
+                    };
                     let future = service.call(request);
                     this.state.set(State::RouteCalled { future });
+                    continue;
                 }
-                StateProj::RouteCalled { future } => return future.poll(cx),
+                StateProj::RouteCalled { future } => ready!(future.poll(cx)),
                 StateProj::Fallback { service, request } => {
                     ready!(service.poll_ready(cx))?;
-                    // The state moves on in the same poll that takes the request.
-                    let request = request.take().expect("request taken only once");
+                    let Some(request) = request.take() else {
+                        this.state.set(State::Done);
+                        continue;
+                    };
                     let future = service.call(request);
                     this.state.set(State::FallbackCalled { future });
+                    continue;
                 }
-                StateProj::FallbackCalled { future } => return future.poll(cx),
-                StateProj::NotFound => return Poll::Ready(Ok(Rejection::NotFound.into_response())),
-            }
+                StateProj::FallbackCalled { future } => ready!(future.poll(cx)),
+                StateProj::NotFound => Ok(Rejection::NotFound.into_response()),
+                // Polling again after completion is a caller bug: answer 500 rather than panic
+                // (or poll the finished inner future again, which may panic).
+                StateProj::Done => {
+                    return Poll::Ready(Ok(Rejection::InternalServerError.into_response()));
+                }
+            };
+            this.state.set(State::Done);
+            return Poll::Ready(response);
         }
     }
 }

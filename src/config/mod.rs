@@ -126,8 +126,7 @@ use serde_json::Value;
 
 pub use error::ConfigError;
 pub use limits::{AuthFailureSettings, BodySettings, InFlightSettings, Limits, RateLimitSettings};
-pub use path::normalize_webhook_path;
-pub(crate) use path::normalized_tail;
+pub use path::{normalize_webhook_path, request_route_path};
 pub use routes::{ChildSessions, ResolvedRoute, RouteConfig, SkippedRoute};
 pub use secrets::{
     DEFAULT_EXEC_TIMEOUT, ExecProvider, FileMode, MAX_SECRET_BYTES, SecretInput, SecretProvider,

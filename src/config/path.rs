@@ -41,13 +41,27 @@ pub fn normalize_webhook_path(path: &str) -> Cow<'_, str> {
     Cow::Owned(owned)
 }
 
-/// The normalised path without its leading `/`, as a slice of the input. Every normalised path starts
-/// with `/`, so a limiter can key on this tail without building the path.
-pub(crate) fn normalized_tail(path: &str) -> &str {
-    let trimmed = path.trim();
-    let tail = trimmed.strip_prefix('/').unwrap_or(trimmed);
-    // "Longer than 1" for the whole path is "non-empty" for the tail.
-    tail.strip_suffix('/').unwrap_or(tail)
+/// The route path a *request* path asks for: the path with one trailing `/` removed (SPEC §1).
+///
+/// Unlike [`normalize_webhook_path`], which is for configured paths, nothing is trimmed: an HTTP
+/// target holds no ASCII whitespace, and trimming Unicode whitespace (U+00A0, U+3000…) would let
+/// endless raw spellings reach one route, each with a fresh rate-limit window of its own. So apart
+/// from `/x` and `/x/`, no two request paths reach the same route.
+///
+/// ```
+/// use tower_webhooks::config::request_route_path;
+///
+/// assert_eq!(request_route_path("/hooks/zap/"), "/hooks/zap");
+/// assert_eq!(request_route_path("/hooks/zap//"), "/hooks/zap/");
+/// assert_eq!(request_route_path("/hooks/zap\u{a0}"), "/hooks/zap\u{a0}");
+/// assert_eq!(request_route_path("/"), "/");
+/// ```
+pub fn request_route_path(path: &str) -> &str {
+    if path.len() > 1 {
+        path.strip_suffix('/').unwrap_or(path)
+    } else {
+        path
+    }
 }
 
 #[cfg(test)]
@@ -65,28 +79,20 @@ mod tests {
     }
 
     #[test]
-    fn tail_agrees_with_the_normalised_path() {
-        for input in [
-            "",
-            "   ",
-            "/",
-            "//",
-            "///",
-            "x",
-            "x/",
-            "/x",
-            "/x/",
-            "/x//",
-            " webhooks/slack/ ",
-            "/A/b%2F",
-            "//a//b",
-            "\t/\u{fc}/\n",
+    fn a_request_path_loses_one_trailing_slash_and_nothing_else() {
+        for (input, expected) in [
+            ("/", "/"),
+            ("//", "/"),
+            ("/x", "/x"),
+            ("/x/", "/x"),
+            ("/x//", "/x/"),
+            (" /x", " /x"),
+            ("/x ", "/x "),
+            ("/x\u{a0}", "/x\u{a0}"),
+            ("/x\u{3000}/", "/x\u{3000}"),
+            ("/x\u{feff}", "/x\u{feff}"),
         ] {
-            assert_eq!(
-                normalized_tail(input),
-                &normalize_webhook_path(input)[1..],
-                "{input:?}"
-            );
+            assert_eq!(request_route_path(input), expected, "{input:?}");
         }
     }
 }

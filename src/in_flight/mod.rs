@@ -9,8 +9,9 @@
 //!   to its end (or fails), when the body is dropped, when the response future is dropped before it
 //!   completes, or when the inner service returns an error. A handler that returns a streaming body
 //!   therefore keeps its slot until the stream is done.
-//! - **Keys.** [`NormalizedPathAndPeerIp`](crate::NormalizedPathAndPeerIp) (the default) normalises
-//!   the path as route paths are ([`normalize_webhook_path`](crate::normalize_webhook_path)), so `/x` and `/x/` share a budget, and uses
+//! - **Keys.** [`NormalizedPathAndPeerIp`](crate::NormalizedPathAndPeerIp) (the default) keys on the
+//!   route path the request asks for ([`request_route_path`](crate::config::request_route_path)),
+//!   so `/x` and `/x/` share a budget, and uses
 //!   the socket peer, never forwarding headers. Any [`KeyExtractor`](crate::KeyExtractor), such as
 //!   [`GlobalKey`](crate::GlobalKey), can be plugged in.
 //! - **Bounded memory, failing closed.** A key is tracked only while it has requests in flight, and

@@ -66,8 +66,10 @@ impl KeyExtractor for PathAndClientIp {
 
 /// The in-flight key of SPEC §2.4: the normalised path and the socket peer IP.
 ///
-/// The path is normalised as [`normalize_webhook_path`](crate::normalize_webhook_path) does, so `/x` and
-/// `/x/` share one budget. Forwarding headers are never read: the peer is what holds a connection.
+/// The path is the route path the request asks for
+/// ([`request_route_path`](crate::config::request_route_path): one trailing `/` removed, nothing
+/// else), so `/x` and `/x/` share one budget. Forwarding headers are never read: the peer is what
+/// holds a connection.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NormalizedPathAndPeerIp {
     _private: (),
@@ -82,9 +84,7 @@ impl NormalizedPathAndPeerIp {
 
 impl KeyExtractor for NormalizedPathAndPeerIp {
     fn hash_key<B, H: Hasher>(&self, request: &Request<B>, state: &mut H) {
-        // Hashing the part after the leading `/` gives every spelling of one normalised path the
-        // same key without building the normalised string.
-        crate::config::normalized_tail(request.uri().path()).hash(state);
+        crate::config::request_route_path(request.uri().path()).hash(state);
         peer_ip(request).hash(state);
     }
 }
