@@ -9,9 +9,12 @@
 //! nearest to us) and the first address that is not a trusted proxy is the client. IPv4-mapped IPv6
 //! addresses (`::ffff:a.b.c.d`) count as the IPv4 address.
 //!
-//! A request with no peer address at all counts as coming from `0.0.0.0`: every such request then
-//! shares one rate-limit and in-flight budget. That only happens when the server does not record peer
-//! addresses; a warning is logged the first time.
+//! A request with no peer address at all counts as coming from `0.0.0.0` for the limiters: every such
+//! request then shares one rate-limit and in-flight budget. The auth lockout, though, never counts or
+//! refuses such a request ([`TrustedProxies::known_client_ip`]): one unknown client's wrong secrets
+//! must not lock every other unknown client out. That only happens when the server does not record
+//! peer addresses (`axum::serve(listener, app)` without connect info, say); a warning is logged the
+//! first time.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -20,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderName, Request};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
 /// `X-Forwarded-For`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -43,13 +46,16 @@ pub fn peer_addr<B>(request: &Request<B>) -> Option<SocketAddr> {
 
 /// The socket peer IP (canonical: IPv4-mapped IPv6 as IPv4), or [`UNKNOWN_CLIENT`].
 pub fn peer_ip<B>(request: &Request<B>) -> IpAddr {
-    match peer_addr(request) {
-        Some(addr) => addr.ip().to_canonical(),
-        None => {
-            warn_missing_peer_once();
-            UNKNOWN_CLIENT
-        }
+    known_peer_ip(request).unwrap_or(UNKNOWN_CLIENT)
+}
+
+/// The socket peer IP (canonical), or `None` (with a one-time warning) when none was recorded.
+fn known_peer_ip<B>(request: &Request<B>) -> Option<IpAddr> {
+    let ip = peer_addr(request).map(|addr| addr.ip().to_canonical());
+    if ip.is_none() {
+        warn_missing_peer_once();
     }
+    ip
 }
 
 fn warn_missing_peer_once() {
@@ -91,9 +97,16 @@ impl TrustedProxies {
     }
 
     /// Trusts the given networks.
+    ///
+    /// A network written in IPv4-mapped IPv6 form (`::ffff:10.0.0.1`, `::ffff:10.0.0.0/104`) means
+    /// its IPv4 network: addresses are compared in canonical form (IPv4-mapped as IPv4), so kept as
+    /// IPv6 it would never match anything.
     pub fn new(nets: impl IntoIterator<Item = IpNet>) -> Self {
         Self {
-            nets: nets.into_iter().map(|net| net.trunc()).collect(),
+            nets: nets
+                .into_iter()
+                .map(|net| canonical_net(net.trunc()))
+                .collect(),
         }
     }
 
@@ -128,15 +141,24 @@ impl TrustedProxies {
     /// parsed the walk stops there and the last address it reached is the client: what lies beyond a
     /// garbled hop cannot be believed.
     pub fn client_ip<B>(&self, request: &Request<B>) -> IpAddr {
-        let peer = peer_ip(request);
+        self.known_client_ip(request).unwrap_or(UNKNOWN_CLIENT)
+    }
+
+    /// [`client_ip`](Self::client_ip), or `None` when the request has no peer address at all.
+    ///
+    /// What the auth lockout keys on: a client nobody can tell apart from the others must neither
+    /// count towards a lockout nor be refused by one, or a single unknown caller sending wrong
+    /// secrets would lock every caller out.
+    pub fn known_client_ip<B>(&self, request: &Request<B>) -> Option<IpAddr> {
+        let peer = known_peer_ip(request)?;
         if self.is_empty() || !self.contains(peer) {
-            return peer;
+            return Some(peer);
         }
         let mut client = peer;
         // Several X-Forwarded-For headers form one list in order; walk it from the end.
         for value in request.headers().get_all(X_FORWARDED_FOR).iter().rev() {
             let Ok(value) = value.to_str() else {
-                return client;
+                return Some(client);
             };
             for hop in value.rsplit(',') {
                 let hop = hop.trim();
@@ -144,15 +166,15 @@ impl TrustedProxies {
                     continue;
                 }
                 let Some(ip) = parse_forwarded_ip(hop) else {
-                    return client;
+                    return Some(client);
                 };
                 client = ip;
                 if !self.contains(ip) {
-                    return ip;
+                    return Some(ip);
                 }
             }
         }
-        client
+        Some(client)
     }
 }
 
@@ -161,6 +183,22 @@ impl fmt::Debug for TrustedProxies {
         f.debug_list()
             .entries(self.nets.iter().map(|net| net.to_string()))
             .finish()
+    }
+}
+
+/// `::ffff:a.b.c.d/n` (n ≥ 96) as `a.b.c.d/(n - 96)`; any other network as it is.
+fn canonical_net(net: IpNet) -> IpNet {
+    let IpNet::V6(v6) = net else {
+        return net;
+    };
+    let Some(v4) = v6.network().to_ipv4_mapped() else {
+        return net;
+    };
+    match v6.prefix_len().checked_sub(96) {
+        Some(v4_prefix) => Ipv4Net::new(v4, v4_prefix).map_or(net, IpNet::V4),
+        // Wider than the mapped range (`::ffff:0:0/95`, say): it also holds addresses that are not
+        // IPv4-mapped, so it stays an IPv6 network.
+        None => net,
     }
 }
 
@@ -248,6 +286,38 @@ mod tests {
         assert_eq!(proxies.client_ip(&req), ip("9.9.9.9"));
         let req = request(Some("[::ffff:198.51.100.7]:1"), &[]);
         assert_eq!(peer_ip(&req), ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn ipv4_mapped_trusted_proxy_entries_match_their_ipv4_peers() {
+        for entry in [
+            "::ffff:10.0.0.1",
+            "::ffff:10.0.0.1/128",
+            "::ffff:10.0.0.0/120",
+        ] {
+            let proxies = TrustedProxies::parse([entry]).unwrap();
+            for peer in ["10.0.0.1:80", "[::ffff:10.0.0.1]:80"] {
+                let req = request(Some(peer), &["203.0.113.5"]);
+                assert_eq!(
+                    proxies.client_ip(&req),
+                    ip("203.0.113.5"),
+                    "{entry} behind {peer}"
+                );
+            }
+            assert!(proxies.contains(ip("10.0.0.1")), "{entry}");
+            assert!(!proxies.contains(ip("10.0.1.1")), "{entry}");
+        }
+        assert_eq!(
+            format!(
+                "{:?}",
+                TrustedProxies::parse(["::ffff:10.0.0.0/104"]).unwrap()
+            ),
+            r#"["10.0.0.0/8"]"#
+        );
+        // Not in the mapped range: stays IPv6.
+        let v6 = TrustedProxies::parse(["fd00::/8"]).unwrap();
+        assert!(v6.contains(ip("fd00::1")));
+        assert!(!v6.contains(ip("10.0.0.1")));
     }
 
     #[test]

@@ -77,8 +77,13 @@ where
             return ResponseFuture::rejected(Rejection::SecretInQueryString);
         }
         let mut client: Option<(IpAddr, LockState)> = None;
-        if let Some(lockout) = &state.lockout {
-            let ip = state.trusted_proxies.client_ip(&request);
+        // A request without a known client is neither refused by nor counted towards the lockout
+        // (see `TrustedProxies::known_client_ip`).
+        let known_client = state
+            .lockout
+            .as_ref()
+            .and_then(|lockout| Some((lockout, state.trusted_proxies.known_client_ip(&request)?)));
+        if let Some((lockout, ip)) = known_client {
             match lockout.check(ip) {
                 LockState::Locked { retry_after_secs } => {
                     return ResponseFuture::rejected(Rejection::TooManyRequests {
@@ -133,14 +138,49 @@ pub fn presented_secret<'a>(
 /// Whether the query string has a `token` or `secret` parameter (name compared ignoring ASCII case,
 /// with or without a value). Secrets in URLs end up in proxy and access logs, so such a request is
 /// refused even when its headers are right.
+///
+/// Names are read as proxies, log processors and web frameworks read them (SPEC §2.2): parameters
+/// are separated by `&` or `;`, and a name is percent-decoded (`%74oken` is `token`) before it is
+/// compared. Decoding happens while comparing, so nothing is allocated.
 pub fn has_secret_in_query(uri: &Uri) -> bool {
     let Some(query) = uri.query() else {
         return false;
     };
-    query.split('&').any(|pair| {
+    query.split(['&', ';']).any(|pair| {
         let name = pair.split_once('=').map_or(pair, |(name, _)| name);
-        name.eq_ignore_ascii_case("token") || name.eq_ignore_ascii_case("secret")
+        decoded_name_is(name, b"token") || decoded_name_is(name, b"secret")
     })
+}
+
+/// Whether `name`, percent-decoded (`+` as a space, as form decoding does), equals `expected`
+/// ignoring ASCII case. A `%` not followed by two hex digits stands for itself.
+fn decoded_name_is(name: &str, expected: &[u8]) -> bool {
+    let mut bytes = name.as_bytes();
+    let mut expected = expected.iter();
+    while let Some((&first, rest)) = bytes.split_first() {
+        let (byte, rest) = match (first, rest) {
+            (b'%', [high, low, after @ ..]) => match (hex_value(*high), hex_value(*low)) {
+                (Some(high), Some(low)) => (high << 4 | low, after),
+                _ => (b'%', rest),
+            },
+            (b'+', _) => (b' ', rest),
+            _ => (first, rest),
+        };
+        match expected.next() {
+            Some(want) if want.eq_ignore_ascii_case(&byte) => bytes = rest,
+            _ => return false,
+        }
+    }
+    expected.next().is_none()
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -231,6 +271,19 @@ mod tests {
             ("/hook?token", true),
             ("/hook?tokens=1&secretive=2", false),
             ("/hook?x=token", false),
+            // Names as proxies and logs decode them, and `;` as a separator.
+            ("/hook?%74oken=abc", true),
+            ("/hook?%74%4F%6b%65%6E=abc", true),
+            ("/hook?%73ecret", true),
+            ("/hook?a=1;token=abc", true),
+            ("/hook?a=1;SeCrEt=abc&b=2", true),
+            ("/hook?a=%74oken", false),
+            ("/hook?%74oke=abc", false),
+            ("/hook?%74okens=abc", false),
+            ("/hook?%7", false),
+            ("/hook?%zztoken=1", false),
+            ("/hook?tok%en=1", false),
+            ("/hook?+token=1", false),
         ] {
             assert_eq!(
                 has_secret_in_query(&uri.parse().unwrap()),
