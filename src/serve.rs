@@ -37,17 +37,26 @@ pub struct ServeOptions {
     /// A new connection must also send its first bytes (enough to tell HTTP/1 from HTTP/2) within
     /// this time, or it is closed without an answer; the HTTP/1 head then gets the full timeout
     /// again, so a first head may take up to twice this in all.
+    ///
+    /// hyper starts this timeout as soon as it waits for a head, so it also bounds how long a
+    /// kept-alive HTTP/1 connection may wait for its next request: an idle HTTP/1 connection is
+    /// closed after this or [`idle_timeout`](Self::idle_timeout), whichever is shorter. With the
+    /// defaults that is 10 s, above the 5 s that clients of a Node server (the original's) count
+    /// on; a longer keep-alive would give a slowloris client as long for every head.
     pub header_read_timeout: Duration,
     /// How long in-flight requests may run after shutdown begins. Default 15 s (the body deadline).
     /// A connection closed for idling gets the same time to finish what it has in flight.
     pub shutdown_grace: Duration,
     /// How long a connection may stay open while the client sends nothing at all. Default 60 s.
     ///
-    /// HTTP/1 waits for a next request head only `header_read_timeout`, but HTTP/2 has no such limit
-    /// of its own: without this, a client that completes the handshake and then goes quiet holds a
-    /// connection and a file descriptor forever. Checked once per period, so an idle connection is
-    /// closed between one and two periods after its last byte: gracefully (`GOAWAY`, requests in
-    /// flight finish), then dropped if it is still open `shutdown_grace` later.
+    /// HTTP/2 has no idle limit of its own: without this, a client that completes the handshake and
+    /// then goes quiet holds a connection and a file descriptor forever. An HTTP/1 connection
+    /// waiting for its next request is closed sooner if
+    /// [`header_read_timeout`](Self::header_read_timeout) is shorter (see there).
+    ///
+    /// Checked once per period, so an idle connection is closed between one and two periods after
+    /// its last byte: gracefully (`GOAWAY`, requests in flight finish), then dropped if it is still
+    /// open `shutdown_grace` later.
     pub idle_timeout: Duration,
 }
 
@@ -56,7 +65,7 @@ impl Default for ServeOptions {
         Self {
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(15),
-            idle_timeout: Duration::from_millis(100),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
