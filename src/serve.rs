@@ -26,7 +26,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
+use tokio::time::{Instant, MissedTickBehavior};
 use tower_service::Service;
 
 /// Connection-level settings of [`serve`].
@@ -47,7 +47,12 @@ pub struct ServeOptions {
     /// How long in-flight requests may run after shutdown begins. Default 15 s (the body deadline).
     /// A connection closed for idling gets the same time to finish what it has in flight.
     pub shutdown_grace: Duration,
-    /// How long a connection may stay open while the client sends nothing at all. Default 60 s.
+    /// How long a connection may stay open with no bytes moving in either direction. Default 60 s.
+    ///
+    /// A client still reading a long response is not idle: every read and every write of a byte
+    /// counts. The server sees a client's reads only when it can write again, so a client that
+    /// takes longer than this to read what the kernel's socket buffers hold of a response (from
+    /// kilobytes to a few megabytes) looks idle, as under nginx's `send_timeout`.
     ///
     /// HTTP/2 has no idle limit of its own: without this, a client that completes the handshake and
     /// then goes quiet holds a connection and a file descriptor forever. An HTTP/1 connection
@@ -55,8 +60,9 @@ pub struct ServeOptions {
     /// [`header_read_timeout`](Self::header_read_timeout) is shorter (see there).
     ///
     /// Checked once per period, so an idle connection is closed between one and two periods after
-    /// its last byte: gracefully (`GOAWAY`, requests in flight finish), then dropped if it is still
-    /// open `shutdown_grace` later.
+    /// its last byte, never sooner: gracefully (`GOAWAY`, or `connection: close` on an HTTP/1
+    /// response in flight; requests in flight finish), then dropped if it is still open
+    /// `shutdown_grace` later.
     pub idle_timeout: Duration,
 }
 
@@ -156,17 +162,20 @@ where
                     return;
                 }
             };
-            let reads = Arc::new(AtomicU64::new(0));
+            let activity = Arc::new(AtomicU64::new(0));
             let io = TokioIo::new(Prefixed {
                 prefix,
                 stream,
-                reads: Arc::clone(&reads),
+                activity: Arc::clone(&activity),
             });
             let connection = builder.serve_connection(io, service);
             let mut connection = std::pin::pin!(connection);
             let period = options.idle_timeout;
             let mut idle_check = tokio::time::interval_at(Instant::now() + period, period);
-            let mut reads_seen = 0;
+            // After a late tick (a busy runtime), the next one must still be a whole period later:
+            // two ticks in a row would see no activity between them and close a busy connection.
+            idle_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut activity_seen = 0;
             let mut closing = false;
             // Set when the connection is closed for idling: it then has this long to finish. (On
             // shutdown, `serve`'s own grace period decides.)
@@ -180,14 +189,14 @@ where
                         closing = true;
                     }
                     _ = idle_check.tick(), if !closing => {
-                        let now = reads.load(Ordering::Relaxed);
-                        if now == reads_seen {
+                        let now = activity.load(Ordering::Relaxed);
+                        if now == activity_seen {
                             tracing::debug!(%peer, "closing a connection idle for the idle timeout");
                             connection.as_mut().graceful_shutdown();
                             closing = true;
                             idle_deadline = Some(Instant::now() + options.shutdown_grace);
                         }
-                        reads_seen = now;
+                        activity_seen = now;
                     }
                     () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                         // A client that never acknowledges the close (an HTTP/2 peer that ignores
@@ -237,8 +246,17 @@ async fn read_preface(stream: &mut TcpStream) -> io::Result<Bytes> {
 struct Prefixed {
     prefix: Bytes,
     stream: TcpStream,
-    /// Counts reads that returned bytes, for the idle check.
-    reads: Arc<AtomicU64>,
+    /// Counts reads and writes that moved bytes, for the idle check: a client still downloading a
+    /// long response sends nothing, yet is not idle.
+    activity: Arc<AtomicU64>,
+}
+
+impl Prefixed {
+    fn count_written(&self, polled: &Poll<io::Result<usize>>) {
+        if matches!(polled, Poll::Ready(Ok(written)) if *written > 0) {
+            self.activity.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl AsyncRead for Prefixed {
@@ -251,7 +269,7 @@ impl AsyncRead for Prefixed {
             let filled = buf.filled().len();
             let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
             if buf.filled().len() > filled {
-                self.reads.fetch_add(1, Ordering::Relaxed);
+                self.activity.fetch_add(1, Ordering::Relaxed);
             }
             return polled;
         }
@@ -272,7 +290,9 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.count_written(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -280,7 +300,9 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.count_written(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {

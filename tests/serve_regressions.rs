@@ -1,4 +1,5 @@
-//! Connection-level defects of `serve`, each over real sockets.
+//! Connection-level defects of `serve`, each over real sockets: keep-alive connections reset after a
+//! moment of idling, long downloads cut as "idle".
 
 mod support;
 
@@ -6,11 +7,14 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body::Frame;
+use http_body_util::{Full, StreamBody};
 use hyper::body::Incoming;
 use support::{connect, read_response, serve_with};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
 use tower::service_fn;
 use tower_webhooks::serve::ServeOptions;
 
@@ -51,4 +55,101 @@ async fn a_kept_alive_connection_idle_for_five_seconds_is_still_usable() {
         .expect("the server closed the kept-alive connection");
     let second = read_response(&mut stream).await;
     assert_eq!((second.status, second.text().as_str()), (200, "hello"));
+}
+
+const DOWNLOAD_LEN: usize = 32 << 20;
+const DOWNLOAD_FRAME: usize = 64 << 10;
+
+/// The byte at `offset` of the download: each frame is filled with its own index (mod 251), so a
+/// missing or repeated frame shows.
+fn download_byte(offset: usize) -> u8 {
+    ((offset / DOWNLOAD_FRAME) % 251) as u8
+}
+
+#[tokio::test]
+async fn a_slow_steady_download_is_not_idle_and_arrives_whole() {
+    let service = service_fn(|_request: Request<Incoming>| async {
+        let frames = (0..DOWNLOAD_LEN / DOWNLOAD_FRAME).map(|index| {
+            let data = Bytes::from(vec![download_byte(index * DOWNLOAD_FRAME); DOWNLOAD_FRAME]);
+            Ok::<_, Infallible>(Frame::data(data))
+        });
+        let body = StreamBody::new(futures_util::stream::iter(frames));
+        Ok::<_, Infallible>(
+            Response::builder()
+                .header(CONTENT_LENGTH, DOWNLOAD_LEN)
+                .body(body)
+                .unwrap(),
+        )
+    });
+    // The client sends nothing after its request, and the download lasts many idle periods.
+    let options = ServeOptions {
+        idle_timeout: Duration::from_millis(500),
+        shutdown_grace: Duration::from_millis(100),
+        ..ServeOptions::default()
+    };
+    let server = serve_with(service, options).await;
+    // A small receive window, so the kernel holds little of the body on the client's side and the
+    // server keeps writing as the client reads (as over a real network) rather than filling
+    // megabytes of loopback buffers at once and then waiting longer than an idle period.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(128 << 10).unwrap();
+    let mut stream = socket.connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::with_capacity(DOWNLOAD_LEN + 1_024);
+    let slow_reader = async {
+        let mut chunk = vec![0u8; 64 << 10];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+            }
+            // The pacing is the behaviour under test: a reader slower than the server.
+            tokio::time::sleep(Duration::from_millis(4)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), slow_reader)
+        .await
+        .expect("the download did not end within 120 s");
+    let head_end = received
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("no response head")
+        + 4;
+    assert!(received.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let body = &received[head_end..];
+    assert_eq!(body.len(), DOWNLOAD_LEN, "the download was cut");
+    let first_wrong = body
+        .iter()
+        .enumerate()
+        .position(|(offset, &byte)| byte != download_byte(offset));
+    assert_eq!(first_wrong, None, "the download arrived garbled");
+}
+
+#[tokio::test]
+async fn a_connection_in_use_when_the_runtime_stalls_is_not_closed_as_idle() {
+    let options = ServeOptions {
+        idle_timeout: Duration::from_millis(100),
+        header_read_timeout: Duration::from_secs(60),
+        ..ServeOptions::default()
+    };
+    let server = serve_with(hello(), options).await;
+    let mut stream = connect(server.addr).await;
+    stream.write_all(KEEP_ALIVE_GET).await.unwrap();
+    assert_eq!(read_response(&mut stream).await.status, 200);
+    // A runtime too busy to poll the connection for ten idle periods (this test runs on one
+    // thread, which the blocking sleep holds): the idle checks missed meanwhile must not all fire
+    // at once when it resumes, each seeing "nothing since the last one".
+    std::thread::sleep(Duration::from_secs(1));
+    for request in ["second", "third"] {
+        stream
+            .write_all(KEEP_ALIVE_GET)
+            .await
+            .unwrap_or_else(|error| panic!("{request} request: {error}"));
+        let response = read_response(&mut stream).await;
+        assert_eq!(response.status, 200, "{request} request");
+        assert_eq!(response.header("connection"), None, "{request} request");
+    }
 }
