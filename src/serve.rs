@@ -4,7 +4,7 @@
 //! socket peer [`SocketAddr`] in its extensions (where the limiters look for it), a connection's first
 //! bytes and every HTTP/1 request head must arrive within a timeout (a slowloris client cannot hold a
 //! connection open for free), and shutdown stops accepting at once, then gives in-flight requests a
-//! bounded time to finish.
+//! bounded time to finish and closes whatever is still open when that time is up.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -25,7 +25,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
+use tokio::task::{JoinError, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tower_service::Service;
 
@@ -81,7 +82,10 @@ impl Default for ServeOptions {
 pub enum ServeOutcome {
     /// Every connection finished within the grace period.
     Drained,
-    /// The grace period ran out with connections still open; they were dropped.
+    /// The grace period ran out with connections still open: they were closed before [`serve`]
+    /// returned, and the request handlers still running on them dropped (an HTTP/1 handler before
+    /// `serve` returns; an HTTP/2 one, which runs on a task of its own, as soon as that task sees
+    /// its connection gone).
     GraceExpired,
 }
 
@@ -113,12 +117,18 @@ where
     let builder = Arc::new(builder);
     // Dropped when shutdown begins: every connection task then closes its connection gracefully.
     let (stopping_tx, stopping) = watch::channel(());
-    // Every connection task holds a clone; the drain ends when the last one is dropped.
-    let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    // Owns every connection task, so that those still open when the grace ends can be aborted.
+    let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
 
     loop {
         let (stream, peer) = tokio::select! {
+            // Collects finished connections as they go, so a long-running server does not keep a
+            // handle for every connection it ever served.
+            Some(finished) = connections.join_next() => {
+                report_panic(finished);
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -136,13 +146,10 @@ where
             inner: service.clone(),
             peer,
         });
-        // Taken here, before shutdown can begin, so the drain waits for this connection too.
-        let alive = alive.clone();
         let builder = Arc::clone(&builder);
         let mut stopping = stopping.clone();
         let options = options.clone();
-        tokio::spawn(async move {
-            let _alive = alive;
+        connections.spawn(async move {
             let mut stream = stream;
             // hyper-util's version detection waits for these bytes with no deadline: a client that
             // connects and sends nothing, or a few bytes of the HTTP/2 preface, would hold its
@@ -213,11 +220,30 @@ where
     }
     drop(listener);
     drop(stopping_tx);
-    drop(alive);
 
-    tokio::select! {
-        _ = all_closed.recv() => ServeOutcome::Drained,
-        () = tokio::time::sleep(options.shutdown_grace) => ServeOutcome::GraceExpired,
+    let drain = async {
+        while let Some(finished) = connections.join_next().await {
+            report_panic(finished);
+        }
+    };
+    if tokio::time::timeout(options.shutdown_grace, drain)
+        .await
+        .is_ok()
+    {
+        return ServeOutcome::Drained;
+    }
+    // Aborting drops each connection, closing its socket and dropping the HTTP/1 request it
+    // serves (HTTP/2 requests run on tasks of their own, which then see their connection gone);
+    // the wait makes sure no connection task still runs when `serve` returns.
+    connections.shutdown().await;
+    ServeOutcome::GraceExpired
+}
+
+/// Logs a connection task that panicked. Not the panic's message: a handler's panic can carry
+/// anything, a secret included.
+fn report_panic(finished: Result<(), JoinError>) {
+    if matches!(finished, Err(error) if error.is_panic()) {
+        tracing::error!("a connection task panicked");
     }
 }
 

@@ -1,22 +1,25 @@
 //! Connection-level defects of `serve`, each over real sockets: keep-alive connections reset after a
-//! moment of idling, long downloads cut as "idle".
+//! moment of idling, long downloads cut as "idle", connections still served after the grace period.
 
 mod support;
 
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{Request, Response};
 use http_body::Frame;
-use http_body_util::{Full, StreamBody};
+use http_body_util::{Empty, Full, StreamBody};
 use hyper::body::Incoming;
-use support::{connect, read_response, serve_with};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::{connect, is_closed, read_response, serve_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
+use tokio::sync::{Notify, oneshot};
 use tower::service_fn;
-use tower_webhooks::serve::ServeOptions;
+use tower_webhooks::serve::{ServeOptions, ServeOutcome};
 
 const KEEP_ALIVE_GET: &[u8] = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
 
@@ -152,4 +155,91 @@ async fn a_connection_in_use_when_the_runtime_stalls_is_not_closed_as_idle() {
         assert_eq!(response.status, 200, "{request} request");
         assert_eq!(response.header("connection"), None, "{request} request");
     }
+}
+
+/// Sends on its channel when dropped: tells the test that a handler's future is gone.
+struct SignalOnDrop(Option<oneshot::Sender<()>>);
+
+impl Drop for SignalOnDrop {
+    fn drop(&mut self) {
+        if let Some(signal) = self.0.take() {
+            let _ = signal.send(());
+        }
+    }
+}
+
+/// A server whose handler never finishes: it notifies `started` when it runs, and its future, once
+/// dropped, sends on the returned receiver. The grace period is short.
+async fn server_with_a_never_ending_handler(
+    started: Arc<Notify>,
+) -> (support::TestServer, oneshot::Receiver<()>) {
+    let (dropped_tx, dropped) = oneshot::channel();
+    let guard = Arc::new(Mutex::new(Some(SignalOnDrop(Some(dropped_tx)))));
+    let service = service_fn(move |_request: Request<Incoming>| {
+        let guard = guard.lock().unwrap().take();
+        let started = Arc::clone(&started);
+        async move {
+            let _guard = guard;
+            started.notify_one();
+            std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>().await
+        }
+    });
+    let options = ServeOptions {
+        shutdown_grace: Duration::from_millis(200),
+        ..ServeOptions::default()
+    };
+    (serve_with(service, options).await, dropped)
+}
+
+#[tokio::test]
+async fn when_the_grace_expires_http1_connections_are_closed_and_their_handlers_dropped() {
+    let started = Arc::new(Notify::new());
+    let (server, mut dropped) = server_with_a_never_ending_handler(Arc::clone(&started)).await;
+    let mut stuck = connect(server.addr).await;
+    stuck.write_all(KEEP_ALIVE_GET).await.unwrap();
+    started.notified().await;
+
+    assert_eq!(server.shutdown().await, ServeOutcome::GraceExpired);
+    assert_eq!(
+        dropped.try_recv(),
+        Ok(()),
+        "the handler was still running after serve returned"
+    );
+    assert!(
+        is_closed(&mut stuck).await,
+        "the connection was still open after serve returned"
+    );
+}
+
+#[tokio::test]
+async fn when_the_grace_expires_http2_connections_are_closed_and_their_handlers_dropped() {
+    let started = Arc::new(Notify::new());
+    let (server, dropped) = server_with_a_never_ending_handler(Arc::clone(&started)).await;
+    let stream = connect(server.addr).await;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let (closed_tx, closed) = oneshot::channel();
+    tokio::spawn(async move {
+        let _ = connection.await;
+        let _ = closed_tx.send(());
+    });
+    let request = Request::get(format!("http://{}/", server.addr))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = tokio::spawn(sender.send_request(request));
+    started.notified().await;
+
+    assert_eq!(server.shutdown().await, ServeOutcome::GraceExpired);
+    // An HTTP/2 handler runs on a task of its own, which notices the closed connection right after.
+    tokio::time::timeout(Duration::from_secs(10), dropped)
+        .await
+        .expect("the handler was still running 10 s after serve returned")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("the connection was still open 10 s after serve returned")
+        .unwrap();
+    assert!(response.await.unwrap().is_err(), "the request was answered");
 }
