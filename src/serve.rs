@@ -3,13 +3,15 @@
 //! Every connection speaks HTTP/1.1 or HTTP/2 (detected from the preface), every request carries its
 //! socket peer [`SocketAddr`] in its extensions (where the limiters look for it), a connection's first
 //! bytes and every HTTP/1 request head must arrive within a timeout (a slowloris client cannot hold a
-//! connection open for free), and shutdown stops accepting at once, then gives in-flight requests a
-//! bounded time to finish and closes whatever is still open when that time is up.
+//! connection open for free), at most [`ServeOptions::max_connections`] are open at once, and
+//! shutdown stops accepting at once, then gives in-flight requests a bounded time to finish and
+//! closes whatever is still open when that time is up.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +27,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tower_service::Service;
@@ -65,7 +67,18 @@ pub struct ServeOptions {
     /// response in flight; requests in flight finish), then dropped if it is still open
     /// `shutdown_grace` later.
     pub idle_timeout: Duration,
+    /// How many connections may be open at once. Default 10,000.
+    ///
+    /// With this many open, [`serve`] accepts no more until one closes: new clients wait in the
+    /// kernel's listen backlog (and are refused or time out once it is full), so memory and file
+    /// descriptors stay bounded whatever the number of clients. A connection holds its place from
+    /// its accept until it is closed, whichever way it ends. Values above tokio's
+    /// `Semaphore::MAX_PERMITS` (over 2^60 on 64-bit targets) count as that.
+    pub max_connections: NonZeroUsize,
 }
+
+/// The default of [`ServeOptions::max_connections`].
+const DEFAULT_MAX_CONNECTIONS: NonZeroUsize = NonZeroUsize::new(10_000).unwrap();
 
 impl Default for ServeOptions {
     fn default() -> Self {
@@ -73,6 +86,7 @@ impl Default for ServeOptions {
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -90,6 +104,10 @@ pub enum ServeOutcome {
 }
 
 /// Serves `service` on `listener` until `shutdown` completes, then drains.
+///
+/// Accepts a connection only when fewer than `options.max_connections` are open. Once `shutdown`
+/// completes, the listener is closed, connections finish what they have in flight, and those still
+/// open after `options.shutdown_grace` are closed ([`ServeOutcome::GraceExpired`]).
 ///
 /// The service is cloned per request (hyper-util's `TowerToHyperService` does clone-and-oneshot),
 /// so its `poll_ready` is awaited per request, as tower services expect.
@@ -119,18 +137,29 @@ where
     let (stopping_tx, stopping) = watch::channel(());
     // Owns every connection task, so that those still open when the grace ends can be aborted.
     let mut connections = JoinSet::new();
+    // One permit per open connection, held by its task until the connection is gone.
+    let places = Arc::new(Semaphore::new(
+        options.max_connections.get().min(Semaphore::MAX_PERMITS),
+    ));
     let mut shutdown = std::pin::pin!(shutdown);
 
     loop {
-        let (stream, peer) = tokio::select! {
+        let next_connection = async {
+            // Taken before accepting: at the cap, new clients wait in the kernel's listen backlog
+            // rather than in this process's memory.
+            let place = Arc::clone(&places).acquire_owned().await;
+            (place, listener.accept().await)
+        };
+        let (place, stream, peer) = tokio::select! {
             // Collects finished connections as they go, so a long-running server does not keep a
             // handle for every connection it ever served.
             Some(finished) = connections.join_next() => {
                 report_panic(finished);
                 continue;
             }
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+            // (The semaphore is never closed, so the permit is always there.)
+            (Ok(place), accepted) = next_connection => match accepted {
+                Ok((stream, peer)) => (place, stream, peer),
                 Err(error) => {
                     // Running out of file descriptors must not end the server: back off briefly
                     // so the failure cannot spin the accept loop.
@@ -150,6 +179,8 @@ where
         let mut stopping = stopping.clone();
         let options = options.clone();
         connections.spawn(async move {
+            // Freed however the task ends: finished, failed, closed for idling, or aborted.
+            let _place = place;
             let mut stream = stream;
             // hyper-util's version detection waits for these bytes with no deadline: a client that
             // connects and sends nothing, or a few bytes of the HTTP/2 preface, would hold its

@@ -1,9 +1,11 @@
 //! Connection-level defects of `serve`, each over real sockets: keep-alive connections reset after a
-//! moment of idling, long downloads cut as "idle", connections still served after the grace period.
+//! moment of idling, long downloads cut as "idle", connections still served after the grace period;
+//! and the connection cap.
 
 mod support;
 
 use std::convert::Infallible;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +44,7 @@ fn serve_options_defaults_are_the_documented_ones() {
     assert_eq!(defaults.header_read_timeout, Duration::from_secs(10));
     assert_eq!(defaults.shutdown_grace, Duration::from_secs(15));
     assert_eq!(defaults.idle_timeout, Duration::from_secs(60));
+    assert_eq!(defaults.max_connections.get(), 10_000);
 }
 
 #[tokio::test]
@@ -242,4 +245,97 @@ async fn when_the_grace_expires_http2_connections_are_closed_and_their_handlers_
         .expect("the connection was still open 10 s after serve returned")
         .unwrap();
     assert!(response.await.unwrap().is_err(), "the request was answered");
+}
+
+/// Options with a cap of `max_connections`, and timeouts far beyond a test's length, so that no
+/// connection is closed for idling while a test holds it open.
+fn capped(max_connections: usize) -> ServeOptions {
+    ServeOptions {
+        max_connections: NonZeroUsize::new(max_connections).unwrap(),
+        header_read_timeout: Duration::from_secs(120),
+        idle_timeout: Duration::from_secs(120),
+        ..ServeOptions::default()
+    }
+}
+
+/// A connection on which the server has answered one keep-alive request: proof it was accepted.
+async fn served_connection(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let mut stream = connect(addr).await;
+    stream.write_all(KEEP_ALIVE_GET).await.unwrap();
+    assert_eq!(read_response(&mut stream).await.status, 200);
+    stream
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_a_new_client_waits_until_one_closes() {
+    let server = serve_with(hello(), capped(4)).await;
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        open.push(served_connection(server.addr).await);
+    }
+    // The kernel completes the handshake (the listen backlog), but the server does not accept.
+    let mut fifth = connect(server.addr).await;
+    fifth.write_all(KEEP_ALIVE_GET).await.unwrap();
+    let mut byte = [0u8; 1];
+    // A negative observation: nothing to wait on but a window, which a server that ignored the
+    // cap would answer well within.
+    let early = tokio::time::timeout(Duration::from_millis(500), fifth.read(&mut byte)).await;
+    assert!(early.is_err(), "answered beyond the cap: {early:?}");
+
+    drop(open.pop());
+    let response = read_response(&mut fifth).await;
+    assert_eq!((response.status, response.text().as_str()), (200, "hello"));
+}
+
+/// An HTTP/2 client preface and an empty SETTINGS frame: a handshake, then nothing.
+const H2_HANDSHAKE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+#[tokio::test]
+async fn every_way_a_connection_ends_frees_its_place_under_the_cap() {
+    let options = ServeOptions {
+        max_connections: NonZeroUsize::MIN,
+        header_read_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(300),
+        shutdown_grace: Duration::from_millis(300),
+    };
+    let server = serve_with(hello(), options).await;
+    // Each connection below takes the only place: the next one is served only once it is gone.
+    let mut silent = connect(server.addr).await;
+    let mut idle_http1 = served_connection(server.addr).await;
+    assert!(is_closed(&mut silent).await, "the silent connection");
+
+    let mut garbage = connect(server.addr).await;
+    garbage.write_all(b"NOT HTTP AT ALL\r\n\r\n").await.unwrap();
+    // Closed by hyper's header-read timeout while it waits for a next request.
+    assert!(
+        is_closed(&mut idle_http1).await,
+        "the idle HTTP/1 connection"
+    );
+    assert_eq!(read_response(&mut garbage).await.status, 400);
+    assert!(is_closed(&mut garbage).await, "the garbage connection");
+
+    // Closed by the idle check: HTTP/2 has no header-read timeout.
+    let mut idle_http2 = connect(server.addr).await;
+    idle_http2.write_all(H2_HANDSHAKE).await.unwrap();
+    let _ = support::read_until_closed(&mut idle_http2).await;
+
+    drop(served_connection(server.addr).await);
+    let _last = served_connection(server.addr).await;
+}
+
+#[tokio::test]
+async fn shutdown_drains_while_the_cap_is_reached() {
+    let server = serve_with(hello(), capped(1)).await;
+    let mut open = served_connection(server.addr).await;
+    let mut waiting = connect(server.addr).await;
+    waiting.write_all(KEEP_ALIVE_GET).await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), server.shutdown())
+        .await
+        .expect("serve did not return within 10 s of the shutdown");
+    assert_eq!(outcome, ServeOutcome::Drained);
+    assert!(is_closed(&mut open).await, "the open connection");
+    assert!(
+        is_closed(&mut waiting).await,
+        "the connection left in the backlog"
+    );
 }
