@@ -3,13 +3,15 @@
 //! Every connection speaks HTTP/1.1 or HTTP/2 (detected from the preface), every request carries its
 //! socket peer [`SocketAddr`] in its extensions (where the limiters look for it), a connection's first
 //! bytes and every HTTP/1 request head must arrive within a timeout (a slowloris client cannot hold a
-//! connection open for free), and shutdown stops accepting at once, then gives in-flight requests a
-//! bounded time to finish.
+//! connection open for free), at most [`ServeOptions::max_connections`] are open at once, and
+//! shutdown stops accepting at once, then gives in-flight requests a bounded time to finish and
+//! closes whatever is still open when that time is up.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +27,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{JoinError, JoinSet};
+use tokio::time::{Instant, MissedTickBehavior};
 use tower_service::Service;
 
 /// Connection-level settings of [`serve`].
@@ -37,26 +40,53 @@ pub struct ServeOptions {
     /// A new connection must also send its first bytes (enough to tell HTTP/1 from HTTP/2) within
     /// this time, or it is closed without an answer; the HTTP/1 head then gets the full timeout
     /// again, so a first head may take up to twice this in all.
+    ///
+    /// hyper starts this timeout as soon as it waits for a head, so it also bounds how long a
+    /// kept-alive HTTP/1 connection may wait for its next request: an idle HTTP/1 connection is
+    /// closed after this or [`idle_timeout`](Self::idle_timeout), whichever is shorter. With the
+    /// defaults that is 10 s, above the 5 s that clients of a Node server (the original's) count
+    /// on; a longer keep-alive would give a slowloris client as long for every head.
     pub header_read_timeout: Duration,
     /// How long in-flight requests may run after shutdown begins. Default 15 s (the body deadline).
     /// A connection closed for idling gets the same time to finish what it has in flight.
     pub shutdown_grace: Duration,
-    /// How long a connection may stay open while the client sends nothing at all. Default 60 s.
+    /// How long a connection may stay open with no bytes moving in either direction. Default 60 s.
     ///
-    /// HTTP/1 waits for a next request head only `header_read_timeout`, but HTTP/2 has no such limit
-    /// of its own: without this, a client that completes the handshake and then goes quiet holds a
-    /// connection and a file descriptor forever. Checked once per period, so an idle connection is
-    /// closed between one and two periods after its last byte: gracefully (`GOAWAY`, requests in
-    /// flight finish), then dropped if it is still open `shutdown_grace` later.
+    /// A client still reading a long response is not idle: every read and every write of a byte
+    /// counts. The server sees a client's reads only when it can write again, so a client that
+    /// takes longer than this to read what the kernel's socket buffers hold of a response (from
+    /// kilobytes to a few megabytes) looks idle, as under nginx's `send_timeout`.
+    ///
+    /// HTTP/2 has no idle limit of its own: without this, a client that completes the handshake and
+    /// then goes quiet holds a connection and a file descriptor forever. An HTTP/1 connection
+    /// waiting for its next request is closed sooner if
+    /// [`header_read_timeout`](Self::header_read_timeout) is shorter (see there).
+    ///
+    /// Checked once per period, so an idle connection is closed between one and two periods after
+    /// its last byte, never sooner: gracefully (`GOAWAY`, or `connection: close` on an HTTP/1
+    /// response in flight; requests in flight finish), then dropped if it is still open
+    /// `shutdown_grace` later.
     pub idle_timeout: Duration,
+    /// How many connections may be open at once. Default 10,000.
+    ///
+    /// With this many open, [`serve`] accepts no more until one closes: new clients wait in the
+    /// kernel's listen backlog (and are refused or time out once it is full), so memory and file
+    /// descriptors stay bounded whatever the number of clients. A connection holds its place from
+    /// its accept until it is closed, whichever way it ends. Values above tokio's
+    /// `Semaphore::MAX_PERMITS` (over 2^60 on 64-bit targets) count as that.
+    pub max_connections: NonZeroUsize,
 }
+
+/// The default of [`ServeOptions::max_connections`].
+const DEFAULT_MAX_CONNECTIONS: NonZeroUsize = NonZeroUsize::new(10_000).unwrap();
 
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(15),
-            idle_timeout: Duration::from_millis(100),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -66,11 +96,18 @@ impl Default for ServeOptions {
 pub enum ServeOutcome {
     /// Every connection finished within the grace period.
     Drained,
-    /// The grace period ran out with connections still open; they were dropped.
+    /// The grace period ran out with connections still open: they were closed before [`serve`]
+    /// returned, and the request handlers still running on them dropped (an HTTP/1 handler before
+    /// `serve` returns; an HTTP/2 one, which runs on a task of its own, as soon as that task sees
+    /// its connection gone).
     GraceExpired,
 }
 
 /// Serves `service` on `listener` until `shutdown` completes, then drains.
+///
+/// Accepts a connection only when fewer than `options.max_connections` are open. Once `shutdown`
+/// completes, the listener is closed, connections finish what they have in flight, and those still
+/// open after `options.shutdown_grace` are closed ([`ServeOutcome::GraceExpired`]).
 ///
 /// The service is cloned per request (hyper-util's `TowerToHyperService` does clone-and-oneshot),
 /// so its `poll_ready` is awaited per request, as tower services expect.
@@ -98,14 +135,31 @@ where
     let builder = Arc::new(builder);
     // Dropped when shutdown begins: every connection task then closes its connection gracefully.
     let (stopping_tx, stopping) = watch::channel(());
-    // Every connection task holds a clone; the drain ends when the last one is dropped.
-    let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    // Owns every connection task, so that those still open when the grace ends can be aborted.
+    let mut connections = JoinSet::new();
+    // One permit per open connection, held by its task until the connection is gone.
+    let places = Arc::new(Semaphore::new(
+        options.max_connections.get().min(Semaphore::MAX_PERMITS),
+    ));
     let mut shutdown = std::pin::pin!(shutdown);
 
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+        let next_connection = async {
+            // Taken before accepting: at the cap, new clients wait in the kernel's listen backlog
+            // rather than in this process's memory.
+            let place = Arc::clone(&places).acquire_owned().await;
+            (place, listener.accept().await)
+        };
+        let (place, stream, peer) = tokio::select! {
+            // Collects finished connections as they go, so a long-running server does not keep a
+            // handle for every connection it ever served.
+            Some(finished) = connections.join_next() => {
+                report_panic(finished);
+                continue;
+            }
+            // (The semaphore is never closed, so the permit is always there.)
+            (Ok(place), accepted) = next_connection => match accepted {
+                Ok((stream, peer)) => (place, stream, peer),
                 Err(error) => {
                     // Running out of file descriptors must not end the server: back off briefly
                     // so the failure cannot spin the accept loop.
@@ -121,13 +175,12 @@ where
             inner: service.clone(),
             peer,
         });
-        // Taken here, before shutdown can begin, so the drain waits for this connection too.
-        let alive = alive.clone();
         let builder = Arc::clone(&builder);
         let mut stopping = stopping.clone();
         let options = options.clone();
-        tokio::spawn(async move {
-            let _alive = alive;
+        connections.spawn(async move {
+            // Freed however the task ends: finished, failed, closed for idling, or aborted.
+            let _place = place;
             let mut stream = stream;
             // hyper-util's version detection waits for these bytes with no deadline: a client that
             // connects and sends nothing, or a few bytes of the HTTP/2 preface, would hold its
@@ -147,17 +200,20 @@ where
                     return;
                 }
             };
-            let reads = Arc::new(AtomicU64::new(0));
+            let activity = Arc::new(AtomicU64::new(0));
             let io = TokioIo::new(Prefixed {
                 prefix,
                 stream,
-                reads: Arc::clone(&reads),
+                activity: Arc::clone(&activity),
             });
             let connection = builder.serve_connection(io, service);
             let mut connection = std::pin::pin!(connection);
             let period = options.idle_timeout;
             let mut idle_check = tokio::time::interval_at(Instant::now() + period, period);
-            let mut reads_seen = 0;
+            // After a late tick (a busy runtime), the next one must still be a whole period later:
+            // two ticks in a row would see no activity between them and close a busy connection.
+            idle_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut activity_seen = 0;
             let mut closing = false;
             // Set when the connection is closed for idling: it then has this long to finish. (On
             // shutdown, `serve`'s own grace period decides.)
@@ -171,14 +227,14 @@ where
                         closing = true;
                     }
                     _ = idle_check.tick(), if !closing => {
-                        let now = reads.load(Ordering::Relaxed);
-                        if now == reads_seen {
+                        let now = activity.load(Ordering::Relaxed);
+                        if now == activity_seen {
                             tracing::debug!(%peer, "closing a connection idle for the idle timeout");
                             connection.as_mut().graceful_shutdown();
                             closing = true;
                             idle_deadline = Some(Instant::now() + options.shutdown_grace);
                         }
-                        reads_seen = now;
+                        activity_seen = now;
                     }
                     () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                         // A client that never acknowledges the close (an HTTP/2 peer that ignores
@@ -195,11 +251,30 @@ where
     }
     drop(listener);
     drop(stopping_tx);
-    drop(alive);
 
-    tokio::select! {
-        _ = all_closed.recv() => ServeOutcome::Drained,
-        () = tokio::time::sleep(options.shutdown_grace) => ServeOutcome::GraceExpired,
+    let drain = async {
+        while let Some(finished) = connections.join_next().await {
+            report_panic(finished);
+        }
+    };
+    if tokio::time::timeout(options.shutdown_grace, drain)
+        .await
+        .is_ok()
+    {
+        return ServeOutcome::Drained;
+    }
+    // Aborting drops each connection, closing its socket and dropping the HTTP/1 request it
+    // serves (HTTP/2 requests run on tasks of their own, which then see their connection gone);
+    // the wait makes sure no connection task still runs when `serve` returns.
+    connections.shutdown().await;
+    ServeOutcome::GraceExpired
+}
+
+/// Logs a connection task that panicked. Not the panic's message: a handler's panic can carry
+/// anything, a secret included.
+fn report_panic(finished: Result<(), JoinError>) {
+    if matches!(finished, Err(error) if error.is_panic()) {
+        tracing::error!("a connection task panicked");
     }
 }
 
@@ -228,8 +303,17 @@ async fn read_preface(stream: &mut TcpStream) -> io::Result<Bytes> {
 struct Prefixed {
     prefix: Bytes,
     stream: TcpStream,
-    /// Counts reads that returned bytes, for the idle check.
-    reads: Arc<AtomicU64>,
+    /// Counts reads and writes that moved bytes, for the idle check: a client still downloading a
+    /// long response sends nothing, yet is not idle.
+    activity: Arc<AtomicU64>,
+}
+
+impl Prefixed {
+    fn count_written(&self, polled: &Poll<io::Result<usize>>) {
+        if matches!(polled, Poll::Ready(Ok(written)) if *written > 0) {
+            self.activity.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl AsyncRead for Prefixed {
@@ -242,7 +326,7 @@ impl AsyncRead for Prefixed {
             let filled = buf.filled().len();
             let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
             if buf.filled().len() > filled {
-                self.reads.fetch_add(1, Ordering::Relaxed);
+                self.activity.fetch_add(1, Ordering::Relaxed);
             }
             return polled;
         }
@@ -263,7 +347,9 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.count_written(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -271,7 +357,9 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.count_written(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
