@@ -48,6 +48,10 @@
 //!
 //! # Choices where the contract is silent
 //!
+//! - Arrays and objects may nest at most [`MAX_NESTING_DEPTH`] (128) levels deep, the outermost
+//!   value being level 1; a deeper text is [`ConfigError::TooDeep`], also in a section that is
+//!   otherwise ignored. The check is a scan before parsing, so no file can overflow the parser's
+//!   stack, at startup or on a reload.
 //! - Disabled routes are validated like enabled ones (a typo is caught before the route is switched
 //!   on), but do not take part in the duplicate-path check and are never resolved.
 //! - Duplicate paths are checked when loading, among enabled routes, before secrets are resolved: a
@@ -114,6 +118,7 @@
 
 mod error;
 mod limits;
+mod nesting;
 mod path;
 mod routes;
 mod secrets;
@@ -125,6 +130,7 @@ use std::path::Path;
 use serde_json::Value;
 
 pub use error::ConfigError;
+pub use nesting::MAX_NESTING_DEPTH;
 pub use limits::{AuthFailureSettings, BodySettings, InFlightSettings, Limits, RateLimitSettings};
 pub use path::normalize_webhook_path;
 pub(crate) use path::normalized_tail;
@@ -171,21 +177,21 @@ impl ResolvedConfig {
 
 impl WebhooksConfig {
     /// Parses and validates JSON5 text in either shape (see the [module docs](self)).
+    ///
+    /// Text nested deeper than [`MAX_NESTING_DEPTH`] levels is refused before it is parsed.
     pub fn from_json5(text: &str) -> Result<Self, ConfigError> {
-        let value: Value = json5::from_str(text).map_err(|e| ConfigError::from_json5(e, None))?;
-        Self::from_value(&value)
+        Self::from_value(&parse_json5(text, None)?)
     }
 
-    /// Reads, parses and validates a JSON5 file in either shape.
+    /// Reads, parses and validates a JSON5 file in either shape, refusing one nested deeper than
+    /// [`MAX_NESTING_DEPTH`] levels before it is parsed.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_owned(),
             source,
         })?;
-        let value: Value = json5::from_str(&text)
-            .map_err(|e| ConfigError::from_json5(e, Some(path.to_owned())))?;
-        Self::from_value(&value)
+        Self::from_value(&parse_json5(&text, Some(path))?)
     }
 
     /// Validates an already parsed value in either shape.
@@ -355,6 +361,16 @@ impl WebhooksConfig {
         }
         Ok(secrets)
     }
+}
+
+/// Parses JSON5 text, refusing first what nests too deep for the parser's recursion.
+fn parse_json5(text: &str, file: Option<&Path>) -> Result<Value, ConfigError> {
+    nesting::check_nesting(text, MAX_NESTING_DEPTH).map_err(|at| ConfigError::TooDeep {
+        file: file.map(Path::to_owned),
+        line: at.line,
+        column: at.column,
+    })?;
+    json5::from_str(text).map_err(|e| ConfigError::from_json5(e, file.map(Path::to_owned)))
 }
 
 fn providers_from_secrets(secrets: &Value) -> Result<SecretProviders, ConfigError> {

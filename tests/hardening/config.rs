@@ -634,6 +634,17 @@ fn check_resolved(
 
 /// Loads `text` and checks everything above; `canaries` must appear in no output.
 pub fn check_text(text: &str, canaries: &[&str]) -> Outcome {
+    let loaded = WebhooksConfig::from_json5(text);
+    // Too deep for the loader is refused before parsing; parsing it here could overflow the stack.
+    if let Err(error @ ConfigError::TooDeep { .. }) = &loaded {
+        return no_leak(
+            "a nesting error",
+            &error_text(error),
+            canaries,
+            &[],
+            &mut String::new,
+        );
+    }
     let parsed: Option<Value> = json5::from_str(text).ok();
     let secrets = parsed
         .clone()
@@ -644,7 +655,7 @@ pub fn check_text(text: &str, canaries: &[&str]) -> Outcome {
             v
         })
     };
-    match WebhooksConfig::from_json5(text) {
+    match loaded {
         Err(error) => {
             ensure!(
                 matches!(error, ConfigError::Syntax { .. }) == parsed.is_none(),

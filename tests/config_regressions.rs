@@ -1,0 +1,275 @@
+//! Regressions in config loading and secret resolution:
+//!
+//! - a deeply nested JSON5 config used to overflow the parser's stack: the gateway aborted at start
+//!   instead of exiting 2, and died on a reload instead of keeping its routes (SPEC §1);
+//! - a timed-out `exec` helper used to leave the processes it started running (SPEC §1.2);
+//! - a byte-order mark around a resolved secret used to be kept, and U+0085 was trimmed, where
+//!   JavaScript's `trim` does the opposite (SPEC §1, §1.2).
+//!
+//! Unix only: helpers are `#!/bin/sh` scripts, processes are looked up in `/proc`, and the gateway
+//! is reloaded with `SIGHUP`.
+#![cfg(unix)]
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use support::gateway_process::{Subprocess, gateway_binary, run_to_exit};
+use support::{post_bytes, raw};
+use tower_webhooks::{ConfigError, WebhooksConfig};
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "tower-webhooks-config-regressions-{}-{tag}-{n}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `content` through a temporary name and a rename, so a reader never sees half of it.
+    fn file(&self, name: &str, content: impl AsRef<[u8]>, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.0.join(name);
+        let staging = self.0.join(format!("{name}.staging"));
+        fs::write(&staging, content).unwrap();
+        fs::set_permissions(&staging, fs::Permissions::from_mode(mode)).unwrap();
+        fs::rename(&staging, &path).unwrap();
+        path
+    }
+
+    /// A `#!/bin/sh` helper. Helpers run with an empty environment (no `PATH`), so only builtins
+    /// and absolute paths are used.
+    fn script(&self, name: &str, body: &str) -> PathBuf {
+        self.file(name, format!("#!/bin/sh\n{body}\n"), 0o700)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Test-only: every test uses its own variable names, so parallel tests never share one.
+fn set_env(name: &str, value: &str) {
+    // SAFETY: names are unique per test and no test reads another's variables.
+    unsafe { std::env::set_var(name, value) }
+}
+
+/// `{ plugins: {}, nested: [[…]] }`: a whole OpenClaw file (so the ignored `nested` section may hold
+/// anything) whose deepest value sits `depth` levels down, the root object being level 1.
+fn nested_config(depth: usize) -> String {
+    let arrays = depth - 1;
+    format!(
+        "{{ plugins: {{}}, nested: {}{} }}",
+        "[".repeat(arrays),
+        "]".repeat(arrays)
+    )
+}
+
+/// One route `r` whose `secret` is `secret_json5`, with `providers_json5` as `secrets.providers`.
+fn one_route(secret_json5: &str, providers_json5: &str) -> String {
+    format!(
+        "{{ routes: {{ r: {{ sessionKey: 'agent:main:main', secret: {secret_json5} }} }}, \
+         secrets: {{ providers: {providers_json5} }} }}"
+    )
+}
+
+/// The secrets of the single route `r`, or its skip warning.
+fn resolve_one(text: &str) -> Result<Vec<String>, String> {
+    let config = WebhooksConfig::from_json5(text).unwrap_or_else(|e| panic!("{e}"));
+    let resolved = config.resolve();
+    match (resolved.routes.as_slice(), resolved.skipped.as_slice()) {
+        ([route], []) => Ok(route
+            .secrets
+            .iter()
+            .map(|s| s.expose().to_owned())
+            .collect()),
+        ([], [skip]) => Err(skip.to_string()),
+        other => panic!("expected exactly one route, got {other:?}"),
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. nesting depth
+
+const TOO_DEEP: &str = "too deeply nested: more than 128 levels of arrays and objects";
+
+#[test]
+fn a_config_nested_deeper_than_128_levels_is_a_config_error() {
+    assert!(WebhooksConfig::from_json5(&nested_config(128)).is_ok());
+
+    let error = WebhooksConfig::from_json5(&nested_config(129)).unwrap_err();
+    // Level 129 is the 128th `[`: after `{ plugins: {}, nested: ` (23 characters) and 127 more.
+    assert_eq!(
+        error.to_string(),
+        format!("{TOO_DEEP} (at line 1, column {})", 23 + 128)
+    );
+}
+
+#[test]
+fn a_config_nested_1000_to_100_000_levels_is_a_config_error_not_a_stack_overflow() {
+    // Before the depth check, 1,000 levels overflowed this thread's stack and aborted the test
+    // binary; deeper texts met the parser's own stack guard, a syntax error.
+    for depth in [1_000, 4_000, 100_000] {
+        let error = WebhooksConfig::from_json5(&nested_config(depth)).unwrap_err();
+        assert!(matches!(error, ConfigError::TooDeep { .. }), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            format!("{TOO_DEEP} (at line 1, column 151)")
+        );
+    }
+
+    // Unclosed brackets too: the check stops at the first level too many.
+    let error = WebhooksConfig::from_json5(&"{".repeat(100_000)).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("{TOO_DEEP} (at line 1, column 129)")
+    );
+}
+
+#[test]
+fn a_config_file_nested_too_deep_is_named_in_the_error() {
+    let dir = TempDir::new("deep-file");
+    let file = dir.file("deep.json5", format!("\n\n{}", nested_config(4_000)), 0o600);
+    let error = WebhooksConfig::load(&file).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("{}: {TOO_DEEP} (at line 3, column 151)", file.display())
+    );
+}
+
+#[test]
+fn brackets_inside_strings_and_comments_do_not_count_as_nesting() {
+    let deep = "[{".repeat(200);
+    let text = format!(
+        r#"// {deep}
+/* {deep}
+   still a comment: */
+{{
+  routes: {{
+    zap: {{
+      sessionKey: "agent:main:main",
+      secret: 'it\'s {deep} \\',
+      description: "quote \" {deep} backslash \\ continued \
+{deep}",
+      controllerId: 'crlf continuation \{}{deep}',
+    }},
+  }},
+  // {deep} /* a block opener inside a line comment opens nothing
+  limits: {{ rateLimit: {{ maxRequests: 5 }} }}, /* {deep} // */
+}}
+"#,
+        "\r\n"
+    );
+    let config = WebhooksConfig::from_json5(&text).unwrap_or_else(|e| panic!("{e}"));
+    let route = &config.routes()[0];
+    assert!(route.description.as_deref().unwrap().contains(&deep));
+    assert!(route.controller_id.contains(&deep));
+    assert_eq!(config.limits().rate_limit.max_requests, 5);
+
+    // The same 200 levels outside a string are refused.
+    let error = WebhooksConfig::from_json5(&format!(
+        "{{ plugins: {{}}, nested: {deep}{} }}",
+        "}]".repeat(200)
+    ))
+    .unwrap_err();
+    assert!(error.to_string().starts_with(TOO_DEEP), "{error}");
+}
+
+const SECRET: &str = "deep-config-inline-secret";
+const ROUTE: &str = "/plugins/webhooks/zap";
+
+fn good_gateway_config() -> String {
+    format!("{{ routes: {{ zap: {{ sessionKey: 'agent:main:main', secret: '{SECRET}' }} }} }}")
+}
+
+async fn list_flows(addr: std::net::SocketAddr) -> u16 {
+    let auth = format!("Bearer {SECRET}");
+    raw(
+        addr,
+        &post_bytes(
+            ROUTE,
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &auth),
+            ],
+            br#"{"action":"list_flows"}"#,
+        ),
+    )
+    .await
+    .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_exits_2_on_a_config_nested_4000_deep() {
+    tokio::task::spawn_blocking(gateway_binary).await.unwrap();
+    let dir = TempDir::new("deep-start");
+    let config = dir.file("webhooks.json5", nested_config(4_000), 0o600);
+
+    let (status, output) = run_to_exit(Subprocess::command(Some(&config))).await;
+    // Before the depth check the json5 parser overflowed its stack: SIGABRT, no message.
+    assert_eq!(status.code(), Some(2), "{status}: {output}");
+    assert!(
+        output.contains(&format!("gateway: {}: {TOO_DEEP}", config.display())),
+        "{output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_onto_a_config_nested_1000_deep_or_more_keeps_the_gateway_and_its_routes() {
+    tokio::task::spawn_blocking(gateway_binary).await.unwrap();
+    let dir = TempDir::new("deep-reload");
+    let config = dir.file("webhooks.json5", good_gateway_config(), 0o600);
+
+    let mut gateway = Subprocess::start(Subprocess::command(Some(&config)));
+    let addr = gateway.listening().await;
+    assert_eq!(list_flows(addr).await, 200);
+
+    // Before the depth check, 1,000 levels overflowed the reload thread's stack (SIGABRT, no
+    // outcome logged); from about 1,050 the parser's own stack guard answered a syntax error.
+    for depth in [1_000, 4_000, 100_000] {
+        dir.file("webhooks.json5", nested_config(depth), 0o600);
+        let outcome = gateway.reload().await;
+        let message = outcome["fields"]["message"].as_str().unwrap();
+        assert_eq!(
+            message,
+            format!(
+                "reload failed, old routes kept: {}: {TOO_DEEP} (at line 1, column 151)",
+                config.display()
+            ),
+            "{depth} levels"
+        );
+        assert!(
+            gateway.child.try_wait().unwrap().is_none(),
+            "the gateway exited"
+        );
+        assert_eq!(list_flows(addr).await, 200, "the old route is gone");
+    }
+
+    let output = gateway.stop().await;
+    assert!(!output.contains(SECRET), "{output}");
+}
