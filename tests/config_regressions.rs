@@ -273,3 +273,71 @@ async fn a_reload_onto_a_config_nested_1000_deep_or_more_keeps_the_gateway_and_i
     let output = gateway.stop().await;
     assert!(!output.contains(SECRET), "{output}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 2. exec helpers that time out
+
+/// Whether process `pid` is gone: no `/proc` entry, or a zombie (killed, waiting for a parent to
+/// reap it; the container's PID 1 may never do so).
+fn process_is_gone(pid: &str) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // `pid (comm) S …`: the state follows the last `)`, since `comm` may itself hold one.
+        Ok(stat) => matches!(
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()),
+            Some('Z' | 'X')
+        ),
+    }
+}
+
+#[test]
+fn an_exec_helper_that_times_out_is_killed_with_every_process_it_started() {
+    let dir = TempDir::new("exec-group");
+    let pid_file = dir.path().join("sleep.pid");
+    // The shell starts a child that inherits stdout, records its PID, and waits for it: killing
+    // only the shell leaves the `sleep` running and holding the pipe the reader thread blocks on.
+    let helper = dir.script(
+        "slow",
+        &format!(
+            "/bin/sleep 300 &\necho $! > '{}.tmp'\n/bin/mv '{0}.tmp' '{0}'\nwait",
+            path_str(&pid_file)
+        ),
+    );
+    let text = one_route(
+        "{ source: 'exec', provider: 'x', id: 'k' }",
+        &format!(
+            "{{ x: {{ source: 'exec', command: '{}', timeoutMs: 2000 }} }}",
+            path_str(&helper)
+        ),
+    );
+
+    let (done, returned) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(resolve_one(&text));
+    });
+    let outcome = returned
+        .recv_timeout(Duration::from_secs(60))
+        .expect("resolution did not return");
+    let reason = outcome.expect_err("the route must be skipped");
+    assert!(
+        reason.ends_with(&format!(
+            "exec provider {} timed out after 2000 ms",
+            helper.display()
+        )),
+        "{reason}"
+    );
+
+    let pid = fs::read_to_string(&pid_file)
+        .expect("the helper never recorded its child's PID within its 2 s")
+        .trim()
+        .to_owned();
+    assert!(!pid.is_empty());
+    // SIGKILL is asynchronous: poll, bounded, for the kernel to finish the process.
+    for _ in 0..1_000 {
+        if process_is_gone(&pid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the helper's child {pid} is still running after the timeout");
+}

@@ -72,7 +72,9 @@
 //!   file, only when the plugin has a config and is not disabled).
 //! - `exec` helpers run with an empty environment plus the provider's `env`, without a shell, with
 //!   stderr discarded (it may echo secrets). One ref used by several routes runs its helper once per
-//!   resolve.
+//!   resolve. On Unix a helper leads a process group of its own; one that times out (or whose
+//!   output is unreadable or too large) is killed with that whole group, so a shell wrapper's
+//!   children die with it.
 //!
 //! # Example
 //!
