@@ -284,7 +284,8 @@ fn process_is_gone(pid: &str) -> bool {
         Err(_) => true,
         // `pid (comm) S …`: the state follows the last `)`, since `comm` may itself hold one.
         Ok(stat) => matches!(
-            stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()),
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next()),
             Some('Z' | 'X')
         ),
     }
@@ -340,4 +341,111 @@ fn an_exec_helper_that_times_out_is_killed_with_every_process_it_started() {
         std::thread::sleep(Duration::from_millis(10));
     }
     panic!("the helper's child {pid} is still running after the timeout");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. trimming as JavaScript does
+
+const BOM: char = '\u{feff}';
+/// NEXT LINE: White_Space in Unicode (so Rust's `str::trim` removes it), but neither WhiteSpace nor
+/// LineTerminator in ECMAScript (§12.2, §12.3), so `String.prototype.trim` keeps it.
+const NEL: char = '\u{85}';
+
+/// A secret `value` through every kind of ref: env, file (json and singleValue) and exec.
+fn resolve_through_every_source(tag: &str, value: &str) -> Vec<(&'static str, String)> {
+    let dir = TempDir::new(tag);
+    let env_var = format!(
+        "TW_CONFIG_REGRESSIONS_{}",
+        tag.to_uppercase().replace('-', "_")
+    );
+    set_env(&env_var, value);
+    let json_file = dir.file(
+        "secrets.json",
+        serde_json::json!({ "hooks": { "zap": value } }).to_string(),
+        0o600,
+    );
+    // An editor that saves with a BOM puts it before everything, a trailing newline after.
+    let single_file = dir.file("secret.txt", format!("{value}\n"), 0o600);
+    let helper = dir.script(
+        "helper",
+        &format!(
+            "printf '%s' '{}'",
+            serde_json::json!({ "protocolVersion": 1, "values": { "k": value } })
+        ),
+    );
+    let providers = format!(
+        "{{ json: {{ source: 'file', path: '{}' }}, \
+            single: {{ source: 'file', path: '{}', mode: 'singleValue' }}, \
+            helper: {{ source: 'exec', command: '{}' }} }}",
+        path_str(&json_file),
+        path_str(&single_file),
+        path_str(&helper),
+    );
+    [
+        (
+            "env",
+            format!("{{ source: 'env', provider: 'default', id: '{env_var}' }}"),
+        ),
+        (
+            "file json",
+            "{ source: 'file', provider: 'json', id: '/hooks/zap' }".to_owned(),
+        ),
+        (
+            "file singleValue",
+            "{ source: 'file', provider: 'single', id: 'value' }".to_owned(),
+        ),
+        (
+            "exec",
+            "{ source: 'exec', provider: 'helper', id: 'k' }".to_owned(),
+        ),
+    ]
+    .into_iter()
+    .map(|(source, reference)| {
+        let secrets = resolve_one(&one_route(&reference, &providers))
+            .unwrap_or_else(|skip| panic!("{source}: {skip}"));
+        (source, secrets.concat())
+    })
+    .collect()
+}
+
+#[test]
+fn a_byte_order_mark_is_trimmed_from_every_resolved_secret() {
+    let resolved = resolve_through_every_source("bom", &format!("{BOM}bom-secret{BOM} "));
+    for (source, secret) in resolved {
+        assert_eq!(secret, "bom-secret", "{source}: {secret:?}");
+    }
+}
+
+#[test]
+fn next_line_u0085_is_kept_around_a_resolved_secret_as_javascript_trim_keeps_it() {
+    let value = format!("{NEL}nel-secret{NEL}");
+    let resolved = resolve_through_every_source("nel", &format!("\t{value} "));
+    for (source, secret) in resolved {
+        assert_eq!(secret, value, "{source}: {secret:?}");
+    }
+}
+
+#[test]
+fn config_strings_are_trimmed_as_javascript_trims_them() {
+    let text = format!(
+        "{{ routes: {{ '{BOM}zap\u{3000}': {{ sessionKey: '{BOM}agent:main:main{NEL}', \
+         secret: '\\u2028{BOM}inline-secret\u{a0}', description: '{NEL}' }} }} }}"
+    );
+    let config = WebhooksConfig::from_json5(&text).unwrap_or_else(|e| panic!("{e}"));
+    let route = &config.routes()[0];
+    assert_eq!(route.id, "zap");
+    assert_eq!(route.path, "/plugins/webhooks/zap");
+    assert_eq!(route.session_key, format!("agent:main:main{NEL}"));
+    assert_eq!(route.description.as_deref(), Some("\u{85}"));
+    let resolved = config.resolve();
+    assert_eq!(resolved.routes[0].secrets[0].expose(), "inline-secret");
+
+    // Nothing but JavaScript whitespace is empty.
+    let blank = format!(
+        "{{ routes: {{ zap: {{ sessionKey: 'k', secret: '{BOM}\\u2029\u{202f}\u{1680}\u{b}' }} }} }}"
+    );
+    assert_eq!(
+        WebhooksConfig::from_json5(&blank).unwrap_err().to_string(),
+        "webhooks.routes.zap.secret: must not be empty"
+    );
 }

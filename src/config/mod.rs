@@ -59,6 +59,9 @@
 //!   the file alone, and reloading cannot turn a valid file into an invalid one.
 //! - An explicit `path` must be non-empty after trimming, although normalisation would make `""` into
 //!   `/`: serving the root by accident is worse than a startup error.
+//! - "Trimmed" means as JavaScript's `String.prototype.trim` trims, since the original is
+//!   JavaScript: a byte-order mark (U+FEFF) is removed, U+0085 (NEXT LINE) is kept, unlike Rust's
+//!   `str::trim`. This holds for every configured string and every resolved secret.
 //! - Route ids are trimmed; two keys that trim to the same id are an error. A key written twice in
 //!   one object keeps its last value, as `JSON.parse` does (the json5 parser gives no way to tell).
 //! - With several secrets, the route is skipped if **any** of them does not resolve: a route serves
@@ -132,8 +135,8 @@ use std::path::Path;
 use serde_json::Value;
 
 pub use error::ConfigError;
-pub use nesting::MAX_NESTING_DEPTH;
 pub use limits::{AuthFailureSettings, BodySettings, InFlightSettings, Limits, RateLimitSettings};
+pub use nesting::MAX_NESTING_DEPTH;
 pub use path::normalize_webhook_path;
 pub(crate) use path::normalized_tail;
 pub use routes::{ChildSessions, ResolvedRoute, RouteConfig, SkippedRoute};
@@ -143,6 +146,7 @@ pub use secrets::{
 };
 
 use crate::secret::Secret;
+pub(crate) use value::js_trim;
 use value::{deny_unknown, join, object, opt_bool};
 
 /// Where the plugin config sits in a whole OpenClaw file; also the prefix of skip reasons.

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::ConfigError;
-use super::value::{Object, deny_unknown, index, join, object, positive_int, req_string, string};
+use super::value::{
+    Object, deny_unknown, index, join, js_trim, object, positive_int, req_string, string,
+};
 use crate::secret::Secret;
 
 /// The most a secret file may hold, and the most an `exec` provider may print: 1 MiB.
@@ -54,7 +56,7 @@ impl SecretSource {
     }
 
     fn parse(value: &Value, path: &str) -> Result<Self, ConfigError> {
-        match value.as_str().map(str::trim) {
+        match value.as_str().map(js_trim) {
             Some("env") => Ok(Self::Env),
             Some("file") => Ok(Self::File),
             Some("exec") => Ok(Self::Exec),
@@ -242,7 +244,7 @@ impl SecretProvider {
                 let file = absolute(map, "path", path)?;
                 let mode = match map.get("mode") {
                     None => FileMode::Json,
-                    Some(v) => match v.as_str().map(str::trim) {
+                    Some(v) => match v.as_str().map(js_trim) {
                         Some("json") => FileMode::Json,
                         Some("singleValue") => FileMode::SingleValue,
                         _ => {
@@ -405,7 +407,7 @@ impl SecretProviders {
         let mut providers = BTreeMap::new();
         for (name, provider) in map {
             let p = join(path, name);
-            let trimmed = name.trim();
+            let trimmed = js_trim(name);
             if trimmed.is_empty() {
                 return Err(ConfigError::invalid(
                     path,
@@ -422,7 +424,8 @@ impl SecretProviders {
 
     /// Resolves `reference` now: reads the variable or file, or runs the helper.
     ///
-    /// The value is trimmed; an empty one is unresolved.
+    /// The value is trimmed as JavaScript's `trim` does (a byte-order mark goes, U+0085 stays); an
+    /// empty one is unresolved.
     pub fn resolve(&self, reference: &SecretRef) -> Result<Secret, UnresolvedSecret> {
         let provider = self.providers.get(&reference.provider);
         if let Some(provider) = provider {
