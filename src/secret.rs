@@ -7,15 +7,16 @@ use std::sync::Arc;
 ///
 /// `Debug` and `Display` print `[redacted]`, never the value; the value is reachable only through
 /// [`expose`](Secret::expose), so every place that reads it is easy to find. Cloning shares the value.
-/// Values are trimmed when built, as the contract asks of every resolved secret.
+/// Values are trimmed when built, as the contract asks of every resolved secret: as JavaScript's
+/// `String.prototype.trim` does, so a byte-order mark (U+FEFF) goes and U+0085 stays.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Arc<str>);
 
 impl Secret {
-    /// A secret holding `value`, trimmed. `None` when nothing is left after trimming: an empty secret
+    /// A secret holding `value`, trimmed as JavaScript trims. `None` when nothing is left after trimming: an empty secret
     /// would authenticate nobody, and the contract treats it as unresolved.
     pub fn new(value: impl AsRef<str>) -> Option<Self> {
-        let trimmed = value.as_ref().trim();
+        let trimmed = crate::config::js_trim(value.as_ref());
         (!trimmed.is_empty()).then(|| Self(Arc::from(trimmed)))
     }
 
@@ -71,6 +72,17 @@ mod tests {
         assert_eq!(a.expose().len(), 64);
         assert!(a.expose().bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn trimmed_as_javascript_trims() {
+        let saved_with_bom = Secret::new("\u{feff}s3cret\r\n").unwrap();
+        assert_eq!(saved_with_bom.expose(), "s3cret");
+        assert_eq!(
+            Secret::new("\u{85}s3cret").unwrap().expose(),
+            "\u{85}s3cret"
+        );
+        assert!(Secret::new("\u{feff}").is_none());
     }
 
     #[test]

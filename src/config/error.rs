@@ -4,6 +4,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use super::MAX_NESTING_DEPTH;
+
 /// A configuration that cannot be loaded.
 ///
 /// `Display` gives the message an operator should see. No variant ever carries a secret value: IO
@@ -29,6 +31,19 @@ pub enum ConfigError {
         column: Option<usize>,
         /// What the parser expected or rejected (never a quote of the source).
         message: String,
+    },
+    /// Arrays and objects nest deeper than
+    /// [`MAX_NESTING_DEPTH`](crate::config::MAX_NESTING_DEPTH) (128) levels.
+    ///
+    /// Found by a scan before parsing, which would otherwise recurse once per level and could
+    /// overflow the stack.
+    TooDeep {
+        /// The file, when loading from one.
+        file: Option<PathBuf>,
+        /// One-based line of the first bracket too many.
+        line: usize,
+        /// One-based column (in characters) of the first bracket too many.
+        column: usize,
     },
     /// A value is missing, of the wrong type, out of range, or an unknown key is present.
     ///
@@ -108,6 +123,16 @@ impl fmt::Display for ConfigError {
                     _ => {}
                 }
                 write!(f, ": {message}")
+            }
+            Self::TooDeep { file, line, column } => {
+                if let Some(file) = file {
+                    write!(f, "{}: ", file.display())?;
+                }
+                write!(
+                    f,
+                    "too deeply nested: more than {MAX_NESTING_DEPTH} levels of arrays and objects \
+                     (at line {line}, column {column})"
+                )
             }
             Self::Invalid { path, message } if path.is_empty() => f.write_str(message),
             Self::Invalid { path, message } => write!(f, "{path}: {message}"),

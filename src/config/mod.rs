@@ -48,6 +48,10 @@
 //!
 //! # Choices where the contract is silent
 //!
+//! - Arrays and objects may nest at most [`MAX_NESTING_DEPTH`] (128) levels deep, the outermost
+//!   value being level 1; a deeper text is [`ConfigError::TooDeep`], also in a section that is
+//!   otherwise ignored. The check is a scan before parsing, so no file can overflow the parser's
+//!   stack, at startup or on a reload.
 //! - Disabled routes are validated like enabled ones (a typo is caught before the route is switched
 //!   on), but do not take part in the duplicate-path check and are never resolved.
 //! - Duplicate paths are checked when loading, among enabled routes, before secrets are resolved: a
@@ -55,6 +59,9 @@
 //!   the file alone, and reloading cannot turn a valid file into an invalid one.
 //! - An explicit `path` must be non-empty after trimming, although normalisation would make `""` into
 //!   `/`: serving the root by accident is worse than a startup error.
+//! - "Trimmed" means as JavaScript's `String.prototype.trim` trims, since the original is
+//!   JavaScript: a byte-order mark (U+FEFF) is removed, U+0085 (NEXT LINE) is kept, unlike Rust's
+//!   `str::trim`. This holds for every configured string and every resolved secret.
 //! - Route ids are trimmed; two keys that trim to the same id are an error. A key written twice in
 //!   one object keeps its last value, as `JSON.parse` does (the json5 parser gives no way to tell).
 //! - With several secrets, the route is skipped if **any** of them does not resolve: a route serves
@@ -68,7 +75,9 @@
 //!   file, only when the plugin has a config and is not disabled).
 //! - `exec` helpers run with an empty environment plus the provider's `env`, without a shell, with
 //!   stderr discarded (it may echo secrets). One ref used by several routes runs its helper once per
-//!   resolve.
+//!   resolve. On Unix a helper leads a process group of its own; one that times out (or whose
+//!   output is unreadable or too large) is killed with that whole group, so a shell wrapper's
+//!   children die with it.
 //!
 //! # Example
 //!
@@ -114,6 +123,7 @@
 
 mod error;
 mod limits;
+mod nesting;
 mod path;
 mod routes;
 mod secrets;
@@ -126,6 +136,7 @@ use serde_json::Value;
 
 pub use error::ConfigError;
 pub use limits::{AuthFailureSettings, BodySettings, InFlightSettings, Limits, RateLimitSettings};
+pub use nesting::MAX_NESTING_DEPTH;
 pub use path::{normalize_webhook_path, request_route_path};
 pub use routes::{ChildSessions, ResolvedRoute, RouteConfig, SkippedRoute};
 pub use secrets::{
@@ -134,6 +145,7 @@ pub use secrets::{
 };
 
 use crate::secret::Secret;
+pub(crate) use value::js_trim;
 use value::{deny_unknown, join, object, opt_bool};
 
 /// Where the plugin config sits in a whole OpenClaw file; also the prefix of skip reasons.
@@ -170,21 +182,21 @@ impl ResolvedConfig {
 
 impl WebhooksConfig {
     /// Parses and validates JSON5 text in either shape (see the [module docs](self)).
+    ///
+    /// Text nested deeper than [`MAX_NESTING_DEPTH`] levels is refused before it is parsed.
     pub fn from_json5(text: &str) -> Result<Self, ConfigError> {
-        let value: Value = json5::from_str(text).map_err(|e| ConfigError::from_json5(e, None))?;
-        Self::from_value(&value)
+        Self::from_value(&parse_json5(text, None)?)
     }
 
-    /// Reads, parses and validates a JSON5 file in either shape.
+    /// Reads, parses and validates a JSON5 file in either shape, refusing one nested deeper than
+    /// [`MAX_NESTING_DEPTH`] levels before it is parsed.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_owned(),
             source,
         })?;
-        let value: Value = json5::from_str(&text)
-            .map_err(|e| ConfigError::from_json5(e, Some(path.to_owned())))?;
-        Self::from_value(&value)
+        Self::from_value(&parse_json5(&text, Some(path))?)
     }
 
     /// Validates an already parsed value in either shape.
@@ -354,6 +366,16 @@ impl WebhooksConfig {
         }
         Ok(secrets)
     }
+}
+
+/// Parses JSON5 text, refusing first what nests too deep for the parser's recursion.
+fn parse_json5(text: &str, file: Option<&Path>) -> Result<Value, ConfigError> {
+    nesting::check_nesting(text, MAX_NESTING_DEPTH).map_err(|at| ConfigError::TooDeep {
+        file: file.map(Path::to_owned),
+        line: at.line,
+        column: at.column,
+    })?;
+    json5::from_str(text).map_err(|e| ConfigError::from_json5(e, file.map(Path::to_owned)))
 }
 
 fn providers_from_secrets(secrets: &Value) -> Result<SecretProviders, ConfigError> {

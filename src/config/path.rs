@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 /// Normalises a webhook path the way the original plugin does \[compat\].
 ///
-/// Trims surrounding whitespace; an empty path becomes `/`; a missing leading `/` is added; a path
+/// Trims surrounding whitespace (as JavaScript's `trim` does, like every config string); an empty path becomes `/`; a missing leading `/` is added; a path
 /// longer than one character loses exactly one trailing `/`. Nothing else changes: case is kept, `//`
 /// is not collapsed and nothing is percent-decoded, so two paths that differ in any of those ways are
 /// two different routes.
@@ -21,7 +21,7 @@ use std::borrow::Cow;
 /// assert!(matches!(normalize_webhook_path("/hooks/zap"), std::borrow::Cow::Borrowed(_)));
 /// ```
 pub fn normalize_webhook_path(path: &str) -> Cow<'_, str> {
-    let trimmed = path.trim();
+    let trimmed = super::js_trim(path);
     if trimmed.is_empty() {
         return Cow::Borrowed("/");
     }
@@ -76,6 +76,13 @@ mod tests {
         assert_eq!(normalize_webhook_path("/"), "/");
         // "//" is longer than 1: exactly one slash goes.
         assert_eq!(normalize_webhook_path("//"), "/");
+    }
+
+    #[test]
+    fn a_configured_path_is_trimmed_as_javascript_trims() {
+        assert_eq!(normalize_webhook_path("\u{feff} /a/ \u{3000}"), "/a");
+        // U+0085 is no whitespace to JavaScript's trim.
+        assert_eq!(normalize_webhook_path("/a\u{85}"), "/a\u{85}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::ConfigError;
 use super::path::normalize_webhook_path;
 use super::secrets::SecretInput;
-use super::value::{deny_unknown, index, join, object, opt_bool, opt_string, string};
+use super::value::{deny_unknown, index, join, js_trim, object, opt_bool, opt_string, string};
 use crate::secret::Secret;
 
 /// Which `childSessionKey`s a route's `run_task` may name (our extension; SPEC §3).
@@ -32,7 +32,7 @@ impl ChildSessions {
         const EXPECTED: &str =
             r#"must be "same-agent", "descendant", "any" or an array of prefixes"#;
         match value {
-            Value::String(s) => match s.trim() {
+            Value::String(s) => match js_trim(s) {
                 "same-agent" => Ok(Self::SameAgent),
                 "descendant" => Ok(Self::Descendant),
                 "any" => Ok(Self::Any),
@@ -123,7 +123,7 @@ pub(crate) fn parse_routes(value: &Value, path: &str) -> Result<Vec<RouteConfig>
     let map = object(value, path)?;
     let mut routes: Vec<RouteConfig> = Vec::with_capacity(map.len());
     for (raw_id, route) in map {
-        let id = raw_id.trim();
+        let id = js_trim(raw_id);
         if id.is_empty() {
             return Err(ConfigError::invalid(path, "route ids must not be empty"));
         }

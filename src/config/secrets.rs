@@ -4,6 +4,11 @@
 //! API is the easiest to call from a signal handler loop or a `spawn_blocking`. An `exec` provider is
 //! run with [`std::process::Command`] (no shell), fed on stdin from a thread and read from a thread,
 //! so a helper that never reads its input or never closes its output cannot outlive `timeoutMs`.
+//!
+//! On Unix the helper leads a process group of its own, and a helper that fails (timeout, unreadable
+//! or oversized output) is killed with that whole group: a shell wrapper's children share its stdout,
+//! and killing the shell alone would leave them running and the reader thread blocked on the pipe
+//! they hold open. A process that leaves the group on purpose (`setsid`) is out of reach.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,7 +23,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::ConfigError;
-use super::value::{Object, deny_unknown, index, join, object, positive_int, req_string, string};
+use super::value::{
+    Object, deny_unknown, index, join, js_trim, object, positive_int, req_string, string,
+};
 use crate::secret::Secret;
 
 /// The most a secret file may hold, and the most an `exec` provider may print: 1 MiB.
@@ -49,7 +56,7 @@ impl SecretSource {
     }
 
     fn parse(value: &Value, path: &str) -> Result<Self, ConfigError> {
-        match value.as_str().map(str::trim) {
+        match value.as_str().map(js_trim) {
             Some("env") => Ok(Self::Env),
             Some("file") => Ok(Self::File),
             Some("exec") => Ok(Self::Exec),
@@ -161,7 +168,8 @@ pub struct ExecProvider {
     pub command: PathBuf,
     /// Its arguments, passed literally (no shell).
     pub args: Vec<String>,
-    /// How long it may run. Default [`DEFAULT_EXEC_TIMEOUT`].
+    /// How long it may run. Default [`DEFAULT_EXEC_TIMEOUT`]. Past it, the helper is killed, on Unix
+    /// with every process of its process group (it leads one of its own).
     pub timeout: Duration,
     /// Its whole environment: nothing else of this process's environment is passed on, so the
     /// gateway's other credentials do not leak into the helper. Set `PATH` here if the helper needs it.
@@ -236,7 +244,7 @@ impl SecretProvider {
                 let file = absolute(map, "path", path)?;
                 let mode = match map.get("mode") {
                     None => FileMode::Json,
-                    Some(v) => match v.as_str().map(str::trim) {
+                    Some(v) => match v.as_str().map(js_trim) {
                         Some("json") => FileMode::Json,
                         Some("singleValue") => FileMode::SingleValue,
                         _ => {
@@ -399,7 +407,7 @@ impl SecretProviders {
         let mut providers = BTreeMap::new();
         for (name, provider) in map {
             let p = join(path, name);
-            let trimmed = name.trim();
+            let trimmed = js_trim(name);
             if trimmed.is_empty() {
                 return Err(ConfigError::invalid(
                     path,
@@ -416,7 +424,8 @@ impl SecretProviders {
 
     /// Resolves `reference` now: reads the variable or file, or runs the helper.
     ///
-    /// The value is trimmed; an empty one is unresolved.
+    /// The value is trimmed as JavaScript's `trim` does (a byte-order mark goes, U+0085 stays); an
+    /// empty one is unresolved.
     pub fn resolve(&self, reference: &SecretRef) -> Result<Secret, UnresolvedSecret> {
         let provider = self.providers.get(&reference.provider);
         if let Some(provider) = provider {
@@ -609,6 +618,12 @@ fn resolve_exec(exec: &ExecProvider, provider: &str, id: &str) -> Result<Secret,
         .stdout(Stdio::piped())
         // Helper diagnostics may echo the secret; they are not ours to log.
         .stderr(Stdio::null());
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // A group of its own, so `kill` reaches every process the helper starts.
+        cmd.process_group(0);
+    }
     // `ExecProvider` can be built by hand with any timeout; an unrepresentable deadline means "never".
     let started = Instant::now();
     let deadline = started
@@ -727,7 +742,19 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Result<ExitStatus, Option
     }
 }
 
+/// Kills the helper with every process of its group, then reaps it.
 fn kill(child: &mut Child) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Pid, Signal, kill_process_group};
+        // Signalled before the helper is reaped: until then its PID, which names the group, cannot
+        // be reused. `kill(-1)` would signal every process we may signal, so PID 1 is never passed
+        // (a child of ours cannot be PID 1 anyway).
+        let group = Pid::from_child(child);
+        if !group.is_init() {
+            let _ = kill_process_group(group, Signal::KILL);
+        }
+    }
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -36,12 +36,38 @@ pub(crate) fn deny_unknown(map: &Object, path: &str, allowed: &[&str]) -> Result
     }
 }
 
-/// A trimmed, non-empty string.
+/// Whether JavaScript's `String.prototype.trim` removes `c`: ECMAScript's WhiteSpace (tab, VT, FF,
+/// space, U+00A0, U+FEFF and every Space_Separator) or LineTerminator (LF, CR, U+2028, U+2029).
+///
+/// Unicode's White_Space, which `str::trim` uses, differs twice: it holds U+0085 (NEXT LINE), which
+/// JavaScript keeps, and lacks U+FEFF (the byte-order mark), which JavaScript removes.
+pub(crate) fn is_js_whitespace(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\u{b}' | '\u{c}' | ' ' | '\u{a0}' | '\u{feff}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}'
+                | '\u{202f}'
+                | '\u{205f}'
+                | '\u{3000}'
+                | '\n'
+                | '\r'
+                | '\u{2028}'
+                | '\u{2029}'
+    )
+}
+
+/// `s` trimmed as JavaScript's `trim` trims it: what the contract means by "trimmed" (SPEC §1, §1.2),
+/// since the original is JavaScript.
+pub(crate) fn js_trim(s: &str) -> &str {
+    s.trim_matches(is_js_whitespace)
+}
+
+/// A non-empty string, trimmed as JavaScript does ([`js_trim`]).
 pub(crate) fn string(value: &Value, path: &str) -> Result<String, ConfigError> {
     let s = value
         .as_str()
         .ok_or_else(|| ConfigError::invalid(path, "must be a string"))?;
-    let trimmed = s.trim();
+    let trimmed = js_trim(s);
     if trimmed.is_empty() {
         return Err(ConfigError::invalid(path, "must not be empty"));
     }
@@ -97,5 +123,25 @@ pub(crate) fn positive_int(value: &Value, path: &str, max: u64) -> Result<u64, C
             format!("must be an integer from 1 to {max}"),
         )),
         None => Err(ConfigError::invalid(path, "must be an integer >= 1")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn js_whitespace_is_unicode_white_space_without_next_line_plus_the_byte_order_mark() {
+        for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
+            let expected = (c.is_whitespace() && c != '\u{85}') || c == '\u{feff}';
+            assert_eq!(is_js_whitespace(c), expected, "U+{:04X}", u32::from(c));
+        }
+    }
+
+    #[test]
+    fn js_trim_removes_a_byte_order_mark_and_keeps_next_line() {
+        assert_eq!(js_trim("\u{feff} \u{3000}s\u{2029}\u{feff}"), "s");
+        assert_eq!(js_trim("\u{85}s\u{85} "), "\u{85}s\u{85}");
+        assert_eq!(js_trim("\u{feff}\u{a0}\u{b}"), "");
     }
 }

@@ -415,16 +415,22 @@ fn plain_secrets(value: &mut Value, replace: bool) -> Vec<String> {
         };
         for slot in slots {
             if let Value::String(s) = slot {
-                if s.trim().len() >= 6 {
-                    found.push(s.trim().to_owned());
+                if js_trim(s).len() >= 6 {
+                    found.push(js_trim(s).to_owned());
                 }
-                if replace && !s.trim().is_empty() {
+                if replace && !js_trim(s).is_empty() {
                     *s = "X".into();
                 }
             }
         }
     }
     found
+}
+
+/// Trimmed as JavaScript's `trim` does, as the loader trims (SPEC §1): Unicode White_Space without
+/// U+0085, plus the byte-order mark U+FEFF.
+fn js_trim(s: &str) -> &str {
+    s.trim_matches(|c: char| (c.is_whitespace() && c != '\u{85}') || c == '\u{feff}')
 }
 
 fn error_text(error: &ConfigError) -> String {
@@ -463,12 +469,12 @@ fn check_loaded(config: &WebhooksConfig) -> Outcome {
     let mut enabled_paths: Vec<&str> = Vec::new();
     for route in config.routes() {
         ensure!(
-            !route.id.is_empty() && route.id.trim() == route.id,
+            !route.id.is_empty() && js_trim(&route.id) == route.id,
             "route id {:?}",
             route.id
         );
         ensure!(
-            !route.session_key.is_empty() && route.session_key.trim() == route.session_key,
+            !route.session_key.is_empty() && js_trim(&route.session_key) == route.session_key,
             "session key of {}",
             route.id
         );
@@ -634,6 +640,17 @@ fn check_resolved(
 
 /// Loads `text` and checks everything above; `canaries` must appear in no output.
 pub fn check_text(text: &str, canaries: &[&str]) -> Outcome {
+    let loaded = WebhooksConfig::from_json5(text);
+    // Too deep for the loader is refused before parsing; parsing it here could overflow the stack.
+    if let Err(error @ ConfigError::TooDeep { .. }) = &loaded {
+        return no_leak(
+            "a nesting error",
+            &error_text(error),
+            canaries,
+            &[],
+            &mut String::new,
+        );
+    }
     let parsed: Option<Value> = json5::from_str(text).ok();
     let secrets = parsed
         .clone()
@@ -644,7 +661,7 @@ pub fn check_text(text: &str, canaries: &[&str]) -> Outcome {
             v
         })
     };
-    match WebhooksConfig::from_json5(text) {
+    match loaded {
         Err(error) => {
             ensure!(
                 matches!(error, ConfigError::Syntax { .. }) == parsed.is_none(),
