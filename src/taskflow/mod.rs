@@ -59,10 +59,15 @@
 //!
 //! # Choices where the SPEC is silent
 //!
-//! - **Strings** must be non-empty *after trimming* and at most [`MAX_STRING_BYTES`]; they are
-//!   stored as sent. Optional strings accept `null` as "not given" (`controllerId`, `currentStep` of
+//! - **Strings** must be non-empty after JavaScript's `trim` (so U+FEFF is white space and U+0085
+//!   is not) and at most [`MAX_STRING_BYTES`]. The SPEC trims `flowId` and the nullable strings;
+//!   every other string (`goal`, `token`, `task`, `runId`, ...) is stored as sent, so an idempotency
+//!   key or a resolve token means exactly what the caller wrote. Optional strings accept `null` as "not given" (`controllerId`, `currentStep` of
 //!   `create_flow`, the optional strings of `run_task`); `startedAt`/`lastEventAt` accept `null`
 //!   too, which still counts as "present" for the running-only rule.
+//! - **Integers** above [`MAX_SAFE_INTEGER`] (2^53 - 1) are refused: the original's `JSON.parse`
+//!   would silently round them. `1e400` is not a number serde_json reads, so that body is `400`
+//!   `invalid request body` rather than `invalid_request`.
 //! - **Ids** are matched in their canonical lower-case hyphenated form only; an upper-cased id is
 //!   "not found", like the original's exact string comparison.
 //! - **Top-level non-object** bodies (`[]`, `1`, `"x"`) are `invalid_request` with the path-less
@@ -111,7 +116,9 @@ mod policy;
 mod service;
 mod store;
 
-pub use action::{Action, MAX_STRING_BYTES, RUN_TASK_STATUS_RULE, ValidationError};
+pub use action::{
+    Action, MAX_SAFE_INTEGER, MAX_STRING_BYTES, RUN_TASK_STATUS_RULE, ValidationError,
+};
 pub use model::{Flow, FlowStatus, NotifyPolicy, Runtime, SyncMode, Task, TaskStatus, TaskSummary};
 pub use notify::{CancelHook, CancelImmediately, ChildCancel, StoreEvent};
 pub use outcome::{
