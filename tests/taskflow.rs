@@ -1454,7 +1454,7 @@ impl TaskFlowStore for BrokenStore {
     async fn get_flow(&self, o: &str, f: &str) -> Result<Option<Flow>, StoreError> {
         self.inner.get_flow(o, f).await
     }
-    async fn list_flows(&self, _: &str) -> Result<Vec<Flow>, StoreError> {
+    async fn list_flows(&self, _: &str) -> Result<Vec<Arc<Flow>>, StoreError> {
         Err(StoreError::PersistFailed("read failed".into()))
     }
     async fn find_latest_flow(&self, o: &str) -> Result<Option<Flow>, StoreError> {

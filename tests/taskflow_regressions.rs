@@ -1,7 +1,11 @@
 //! Regressions of the TaskFlow store and action parsing: the per-owner byte cap, `limits.store`,
 //! trimmed nullable strings and integral numbers written as floats (SPEC §2.5, §3).
 
-use std::sync::Arc;
+mod support;
+
+use std::io::{self, Write};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
@@ -9,14 +13,15 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use tower_webhooks::{
-    BufferedBody, CancelImmediately, ManualClock, MemoryStore, MemoryStoreConfig,
-    TaskFlowActionService, TaskFlowRoute, TaskFlowStore,
+    BufferedBody, CancelImmediately, Limits, ManualClock, MemoryStore, MemoryStoreConfig,
+    ResolvedRoute, Secret, TaskFlowActionService, TaskFlowRoute, TaskFlowStore, WebhookPipeline,
+    WebhooksConfig,
 };
 
 const OWNER: &str = "agent:main:hooks";
 const T0: u64 = 1_700_000_000_000;
+const WEEK_MS: u64 = 604_800_000;
 
-#[allow(dead_code)] // the clock is used by the byte-cap tests of a later commit
 struct Harness {
     store: MemoryStore,
     clock: Arc<ManualClock>,
@@ -87,6 +92,496 @@ async fn stored(store: &MemoryStore) -> Value {
         out.push(json!({"flow": flow.to_json(), "tasks": tasks}));
     }
     Value::Array(out)
+}
+
+fn capacity_envelope(result: Value) -> Value {
+    json!({
+        "ok": false,
+        "routeId": "r1",
+        "code": "capacity_exceeded",
+        "error": "TaskFlow store is full.",
+        "result": result,
+    })
+}
+
+// ---------------------------------------------------------------- the byte cap
+
+#[tokio::test]
+async fn one_owner_cannot_store_more_than_64_mib_of_flows_by_default() {
+    let h = harness();
+    // Eight mebibytes of state per flow: seven fit under the 64 MiB default, the eighth does not.
+    let state = "x".repeat(8 << 20);
+    for _ in 0..7 {
+        create(&h, json!({"stateJson": state})).await;
+    }
+    let before = stored(&h.store).await;
+    let (status, envelope) = send(
+        &h,
+        json!({"action": "create_flow", "goal": "g", "stateJson": state}),
+    )
+    .await;
+    assert_eq!(status, 507);
+    assert_eq!(
+        envelope,
+        capacity_envelope(json!({"created": false, "reason": "TaskFlow store is full."}))
+    );
+    assert_eq!(
+        stored(&h.store).await,
+        before,
+        "a refused create changes nothing"
+    );
+    assert_eq!(h.store.flow_count(), 7);
+
+    // Ending a flow and letting its retention pass makes room again.
+    let first = before[0]["flow"]["flowId"].as_str().unwrap().to_owned();
+    let (status, _) = send(&h, json!({"action": "cancel_flow", "flowId": first})).await;
+    assert_eq!(status, 200);
+    h.clock.advance(WEEK_MS);
+    create(&h, json!({"stateJson": state})).await;
+    assert_eq!(h.store.flow_count(), 7);
+}
+
+/// The JSON size of a flow with `"stateJson":""` and nothing else set, on a fresh store at `T0`:
+/// every such flow has the same size (same clock, same id length).
+async fn bare_flow_bytes() -> usize {
+    let probe = harness_with(MemoryStoreConfig::new().max_bytes_per_owner(None));
+    create(&probe, json!({"stateJson": ""})).await;
+    probe.store.stored_bytes(OWNER)
+}
+
+#[tokio::test]
+async fn the_byte_cap_counts_json_size_and_admits_a_write_that_lands_exactly_on_it() {
+    let bare = bare_flow_bytes().await;
+    let h = harness_with(MemoryStoreConfig::new().max_bytes_per_owner(Some(2 * bare + 100)));
+    create(&h, json!({"stateJson": "x".repeat(100)})).await;
+    assert_eq!(h.store.stored_bytes(OWNER), bare + 100);
+    create(&h, json!({"stateJson": ""})).await;
+    assert_eq!(
+        h.store.stored_bytes(OWNER),
+        2 * bare + 100,
+        "exactly at the cap"
+    );
+
+    let before = stored(&h.store).await;
+    let (status, envelope) = send(&h, json!({"action": "create_flow", "goal": "g"})).await;
+    assert_eq!(status, 507);
+    assert_eq!(
+        envelope,
+        capacity_envelope(json!({"created": false, "reason": "TaskFlow store is full."}))
+    );
+    assert_eq!(stored(&h.store).await, before);
+    assert_eq!(h.store.stored_bytes(OWNER), 2 * bare + 100);
+}
+
+#[tokio::test]
+async fn a_mutation_that_grows_state_past_the_byte_cap_is_refused_and_changes_nothing() {
+    let bare = bare_flow_bytes().await;
+    let h = harness_with(MemoryStoreConfig::new().max_bytes_per_owner(Some(bare + 1_000)));
+    let flow_id = id(&create(&h, json!({"stateJson": ""})).await);
+    let before = stored(&h.store).await;
+    let bytes_before = h.store.stored_bytes(OWNER);
+
+    for body in [
+        json!({"action": "set_waiting", "flowId": flow_id, "expectedRevision": 0,
+            "stateJson": "x".repeat(1_001)}),
+        json!({"action": "set_waiting", "flowId": flow_id, "expectedRevision": 0,
+            "waitJson": "x".repeat(1_001)}),
+        json!({"action": "resume_flow", "flowId": flow_id, "expectedRevision": 0,
+            "currentStep": "x".repeat(1_001)}),
+        json!({"action": "finish_flow", "flowId": flow_id, "expectedRevision": 0,
+            "stateJson": "x".repeat(1_001)}),
+        json!({"action": "fail_flow", "flowId": flow_id, "expectedRevision": 0,
+            "blockedSummary": "x".repeat(1_001)}),
+    ] {
+        let (status, envelope) = send(&h, body.clone()).await;
+        assert_eq!(status, 507, "{body}");
+        assert_eq!(
+            envelope,
+            capacity_envelope(json!({"applied": false, "code": "capacity_exceeded"})),
+            "{body}"
+        );
+        assert_eq!(stored(&h.store).await, before, "{body}");
+        assert_eq!(h.store.stored_bytes(OWNER), bytes_before);
+    }
+
+    // Growing within the cap is fine, and shrinking is always fine.
+    let (status, _) = send(
+        &h,
+        json!({"action": "set_waiting", "flowId": flow_id, "expectedRevision": 0,
+            "stateJson": "x".repeat(900)}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        h.store.stored_bytes(OWNER),
+        bytes_before + 900 + r#","status":"waiting""#.len() - r#","status":"queued""#.len()
+    );
+    let (status, _) = send(
+        &h,
+        json!({"action": "finish_flow", "flowId": flow_id, "expectedRevision": 1, "stateJson": ""}),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn run_task_past_the_byte_cap_is_refused_but_an_idempotent_repeat_is_answered() {
+    let bare = bare_flow_bytes().await;
+    let h = harness_with(MemoryStoreConfig::new().max_bytes_per_owner(Some(bare + 2_000)));
+    let flow_id = id(&create(&h, json!({"stateJson": ""})).await);
+    let task = json!({"action": "run_task", "flowId": flow_id, "runtime": "acp",
+        "task": "x".repeat(1_000), "runId": "run-1"});
+    let (status, first) = send(&h, task.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    let before = stored(&h.store).await;
+    let bytes_before = h.store.stored_bytes(OWNER);
+
+    let mut second = task.clone();
+    second["runId"] = json!("run-2");
+    let (status, envelope) = send(&h, second).await;
+    assert_eq!(status, 507);
+    assert_eq!(
+        envelope,
+        capacity_envelope(json!({"created": false, "reason": "TaskFlow store is full."}))
+    );
+    assert_eq!(stored(&h.store).await, before);
+    assert_eq!(h.store.stored_bytes(OWNER), bytes_before);
+    assert_eq!(h.store.task_count(), 1);
+
+    // The repeat stores nothing new, so a full owner still gets its answer.
+    let (status, repeat) = send(&h, task).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        repeat["result"]["task"]["taskId"],
+        first["result"]["task"]["taskId"]
+    );
+}
+
+#[tokio::test]
+async fn a_full_owner_can_cancel_and_pruning_gives_the_bytes_back() {
+    let bare = bare_flow_bytes().await;
+    let h = harness_with(MemoryStoreConfig::new().max_bytes_per_owner(Some(2 * bare)));
+    let first = id(&create(&h, json!({"stateJson": ""})).await);
+    create(&h, json!({"stateJson": ""})).await;
+    let (status, _) = send(&h, json!({"action": "create_flow", "goal": "g"})).await;
+    assert_eq!(status, 507);
+
+    // Cancelling adds a status and timestamps: it is how a full owner ends flows, never refused.
+    let (status, envelope) = send(&h, json!({"action": "cancel_flow", "flowId": first})).await;
+    assert_eq!(status, 200, "{envelope}");
+    assert!(h.store.stored_bytes(OWNER) > 2 * bare);
+
+    // Retention passes: the cancelled flow goes, and with it its bytes.
+    h.clock.advance(WEEK_MS);
+    assert_eq!(h.store.prune_expired(), 1);
+    assert_eq!(h.store.stored_bytes(OWNER), bare);
+    create(&h, json!({"stateJson": ""})).await;
+    assert_eq!(h.store.stored_bytes(OWNER), 2 * bare);
+}
+
+/// The running total is the JSON size of what is stored, whatever changed it.
+#[tokio::test]
+async fn stored_bytes_follow_every_kind_of_write() {
+    let h = harness_with(MemoryStoreConfig::new().max_bytes_per_owner(None));
+    let measured = |value: &Value| -> usize {
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| {
+                let flow = serde_json::to_vec(&entry["flow"]).unwrap().len();
+                let tasks: usize = entry["tasks"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| serde_json::to_vec(t).unwrap().len())
+                    .sum();
+                flow + tasks
+            })
+            .sum()
+    };
+    let check = |what: &'static str| {
+        let store = h.store.clone();
+        async move {
+            assert_eq!(
+                store.stored_bytes(OWNER),
+                measured(&stored(&store).await),
+                "{what}"
+            );
+        }
+    };
+    let a = id(&create(
+        &h,
+        json!({"stateJson": {"k": [1, 2, 3]}, "currentStep": "s"}),
+    )
+    .await);
+    let b = id(&create(&h, json!({})).await);
+    check("create").await;
+    send(
+        &h,
+        json!({"action": "set_waiting", "flowId": a, "expectedRevision": 0,
+        "waitJson": {"until": "later"}, "blockedSummary": "why"}),
+    )
+    .await;
+    check("mutation").await;
+    let (_, envelope) = send(
+        &h,
+        json!({"action": "run_task", "flowId": b, "runtime": "acp",
+        "task": "t", "status": "running", "progressSummary": "p"}),
+    )
+    .await;
+    let task_id = envelope["result"]["task"]["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    send(
+        &h,
+        json!({"action": "run_task", "flowId": b, "runtime": "subagent", "task": "u"}),
+    )
+    .await;
+    check("run_task").await;
+    h.store
+        .report_progress(&task_id, Some("much further along".into()))
+        .await
+        .unwrap();
+    check("embedding-side task update").await;
+    send(&h, json!({"action": "cancel_flow", "flowId": b})).await;
+    check("cancel_flow").await;
+    h.store
+        .end_flow(&a, tower_webhooks::FlowEnd::Failed, Some(json!("gone")))
+        .await
+        .unwrap();
+    check("end_flow").await;
+    h.clock.advance(WEEK_MS);
+    assert_eq!(h.store.prune_expired(), 2);
+    check("prune").await;
+    assert_eq!(h.store.stored_bytes(OWNER), 0);
+}
+
+// ---------------------------------------------------------------- lists and the owner lock
+
+#[tokio::test]
+async fn list_flows_shares_the_stored_records_instead_of_copying_them() {
+    let h = harness();
+    let state = "x".repeat(100_000);
+    let flow_id = id(&create(&h, json!({"stateJson": state})).await);
+    let first = h.store.list_flows(OWNER).await.unwrap();
+    let second = h.store.list_flows(OWNER).await.unwrap();
+    assert!(
+        Arc::ptr_eq(&first[0], &second[0]),
+        "two lists point at one record: nothing is copied under the owner's lock"
+    );
+
+    // A write after the list leaves the list as it was (the store copies that one flow).
+    let (status, _) = send(
+        &h,
+        json!({"action": "finish_flow", "flowId": flow_id, "expectedRevision": 0}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(first[0].revision, 0);
+    assert_eq!(first[0].state_json, Some(json!(state)));
+    let now = h.store.list_flows(OWNER).await.unwrap();
+    assert_eq!(now[0].revision, 1);
+    assert!(!Arc::ptr_eq(&first[0], &now[0]));
+}
+
+/// Asks the store for a flow of the same owner from another thread the first time the list's
+/// bytes are written, and waits for the answer: if serialising held the owner's lock, the other
+/// thread could not answer and the hang guard would fail the test.
+struct ReadWhileWriting {
+    store: MemoryStore,
+    flow_id: String,
+    answered: Option<bool>,
+    written: usize,
+}
+
+impl Write for ReadWhileWriting {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.answered.is_none() {
+            let (tx, rx) = mpsc::channel();
+            let store = self.store.clone();
+            let flow_id = self.flow_id.clone();
+            std::thread::spawn(move || {
+                let flow = futures_util::FutureExt::now_or_never(store.get_flow(OWNER, &flow_id));
+                let _ = tx.send(matches!(flow, Some(Ok(Some(_)))));
+            });
+            self.answered = Some(
+                rx.recv_timeout(Duration::from_secs(30))
+                    .expect("a read of the same owner hung while a list was being serialised"),
+            );
+        }
+        self.written += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_reader_of_the_same_owner_is_answered_while_a_big_list_is_serialised() {
+    let h = harness();
+    let state = "x".repeat(1 << 20);
+    let mut flow_id = String::new();
+    for _ in 0..8 {
+        flow_id = id(&create(&h, json!({"stateJson": state})).await);
+    }
+    let request = Request::post("/hook")
+        .header("content-type", "application/json")
+        .body(BufferedBody::from(r#"{"action":"list_flows"}"#))
+        .unwrap();
+    let response = h.service.clone().oneshot(request).await.unwrap();
+    let document = response.body().json_document().expect("a structured body");
+    let mut writer = ReadWhileWriting {
+        store: h.store.clone(),
+        flow_id,
+        answered: None,
+        written: 0,
+    };
+    serde_json::to_writer(&mut writer, document).unwrap();
+    assert_eq!(writer.answered, Some(true));
+    assert!(writer.written > 8 << 20, "the whole list was written");
+}
+
+// ---------------------------------------------------------------- limits.store
+
+fn config_error(text: &str) -> String {
+    match WebhooksConfig::from_json5(text) {
+        Ok(config) => panic!("expected an error for {text}, got {config:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn limits_store_accepts_every_documented_key() {
+    let config = WebhooksConfig::from_json5(
+        "{ limits: { store: { maxFlowsPerOwner: 5, maxTasksPerFlow: 6, maxBytesPerOwner: 7e3, \
+         retentionMs: 8000.0 } } }",
+    );
+    assert!(config.is_ok(), "{:?}", config.err().map(|e| e.to_string()));
+    assert!(WebhooksConfig::from_json5("{ limits: { store: {} } }").is_ok());
+}
+
+#[test]
+fn limits_store_bad_values_name_their_path() {
+    for field in [
+        "maxFlowsPerOwner",
+        "maxTasksPerFlow",
+        "maxBytesPerOwner",
+        "retentionMs",
+    ] {
+        for bad in [
+            "0",
+            "-1",
+            "1.5",
+            "'10'",
+            "true",
+            "null",
+            "[]",
+            "{}",
+            "-Infinity",
+            "NaN",
+        ] {
+            assert_eq!(
+                config_error(&format!("{{ limits: {{ store: {{ {field}: {bad} }} }} }}")),
+                format!("webhooks.limits.store.{field}: must be an integer >= 1"),
+                "{field} = {bad}"
+            );
+        }
+    }
+    assert_eq!(
+        config_error("{ limits: { store: { maxBytesPerOwner: 1, bogus: 1 } } }"),
+        "webhooks.limits.store.bogus: unknown key"
+    );
+    assert_eq!(
+        config_error("{ limits: { store: 1 } }"),
+        "webhooks.limits.store: must be an object"
+    );
+    for field in ["maxFlowsPerOwner", "maxTasksPerFlow", "maxBytesPerOwner"] {
+        assert_eq!(
+            config_error(&format!(
+                "{{ limits: {{ store: {{ {field}: 4294967296 }} }} }}"
+            )),
+            format!("webhooks.limits.store.{field}: must be an integer from 1 to 4294967295")
+        );
+    }
+    assert_eq!(
+        config_error("{ limits: { store: { retentionMs: 9007199254740992 } } }"),
+        "webhooks.limits.store.retentionMs: must be an integer from 1 to 9007199254740991"
+    );
+}
+
+#[test]
+fn limits_store_values_reach_the_store_configuration() {
+    let config = WebhooksConfig::from_json5(
+        "{ limits: { store: { maxFlowsPerOwner: 5, maxTasksPerFlow: 6, maxBytesPerOwner: 7e3, \
+         retentionMs: 9007199254740991 } } }",
+    )
+    .unwrap();
+    assert_eq!(
+        config.limits().store,
+        MemoryStoreConfig::new()
+            .max_flows_per_owner(Some(5))
+            .max_tasks_per_flow(Some(6))
+            .max_bytes_per_owner(Some(7_000))
+            .retention(Some(Duration::from_millis(9_007_199_254_740_991)))
+    );
+    // Only what is given changes; the defaults are the SPEC's.
+    let partial =
+        WebhooksConfig::from_json5("{ limits: { store: { maxBytesPerOwner: 1 } } }").unwrap();
+    assert_eq!(
+        partial.limits().store,
+        MemoryStoreConfig::new().max_bytes_per_owner(Some(1))
+    );
+    assert_eq!(
+        Limits::default().store,
+        MemoryStoreConfig::new()
+            .max_flows_per_owner(Some(10_000))
+            .max_tasks_per_flow(Some(1_000))
+            .max_bytes_per_owner(Some(67_108_864))
+            .retention(Some(Duration::from_millis(604_800_000)))
+    );
+}
+
+#[tokio::test]
+async fn the_configured_byte_cap_answers_507_over_http() {
+    const SECRET: &str = "store-regression-secret";
+    let config =
+        WebhooksConfig::from_json5("{ limits: { store: { maxBytesPerOwner: 2000 } } }").unwrap();
+    let pipeline = WebhookPipeline::in_memory(config.limits().clone());
+    let route = ResolvedRoute::new("zap", OWNER, [Secret::new(SECRET).unwrap()]);
+    let server = support::serve(pipeline.router(&[route])).await;
+    let auth = format!("Bearer {SECRET}");
+    let headers = [
+        ("content-type", "application/json"),
+        ("authorization", auth.as_str()),
+    ];
+    let post = |body: Value| {
+        support::post_bytes(
+            "/plugins/webhooks/zap",
+            &headers,
+            body.to_string().as_bytes(),
+        )
+    };
+
+    let small = support::raw(
+        server.addr,
+        &post(json!({"action": "create_flow", "goal": "g"})),
+    )
+    .await;
+    assert_eq!(small.status, 200, "{}", small.text());
+    let big = json!({"action": "create_flow", "goal": "g", "stateJson": "x".repeat(2_000)});
+    let response = support::raw(server.addr, &post(big)).await;
+    assert_eq!(response.status, 507);
+    assert_eq!(
+        response.json(),
+        json!({"ok": false, "routeId": "zap", "code": "capacity_exceeded",
+            "error": "TaskFlow store is full.",
+            "result": {"created": false, "reason": "TaskFlow store is full."}})
+    );
+    assert_eq!(pipeline.store().flow_count(), 1);
 }
 
 // ---------------------------------------------------------------- trimmed strings

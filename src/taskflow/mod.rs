@@ -95,7 +95,12 @@
 //!   applied lazily per owner (every call that touches an owner, webhook or embedding side, first
 //!   drops that owner's expired flows), plus [`MemoryStore::prune_expired`] on demand. Caps count
 //!   terminal flows and ended tasks until they are pruned; an idempotent `run_task` repeat is not a
-//!   new task and succeeds at the cap. Owner entries themselves are never removed (they are route
+//!   new task and succeeds at the cap.
+//! - **The byte cap** ([`MemoryStoreConfig::max_bytes_per_owner`], `limits.store.maxBytesPerOwner`)
+//!   counts each record's JSON text, `ownerKey` included, measured once per write. A write that
+//!   lands exactly on the cap is allowed. `create_flow`, the mutations and `run_task` are refused
+//!   (`507`, nothing changed) when they would grow the owner past it; a change that does not grow
+//!   the owner, `cancel_flow` and the embedding-side calls are always applied. Owner entries themselves are never removed (they are route
 //!   session keys, bounded by configuration).
 //! - **`run_task` without `childSessionKey`** is always allowed: the policy governs only the
 //!   sessions a caller names.

@@ -399,7 +399,7 @@ impl Harness {
                     .map_err(|e| e.to_string())?
                     .unwrap_or_default();
                 let tasks = tasks.into_iter().map(|t| t.into_json()).collect();
-                flows.insert(id, (flow.into_json(), tasks));
+                flows.insert(id, (flow.to_json(), tasks));
             }
         }
         Ok(Snapshot { flows })

@@ -26,7 +26,8 @@ use super::model::{Flow, FlowStatus, NotifyPolicy, Runtime, SyncMode, Task, Task
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// A configured cap (flows per owner, tasks per flow) is reached: `507` `capacity_exceeded`.
+    /// A configured cap (flows per owner, tasks per flow, bytes per owner) is reached: `507`
+    /// `capacity_exceeded`.
     CapacityExceeded,
     /// The backend could not persist the change: `503` `persist_failed`. The text is for logs only;
     /// it never reaches the client.
@@ -501,8 +502,14 @@ pub trait TaskFlowStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send;
 
     /// `owner`'s flows, newest `createdAt` first; ties newest created first.
-    fn list_flows(&self, owner: &str)
-    -> impl Future<Output = Result<Vec<Flow>, StoreError>> + Send;
+    ///
+    /// Shared records rather than copies: a list of many large flows is answered by serialising
+    /// the records themselves, after the store has let go of any lock (SPEC §2.5). A backend that
+    /// builds records per call wraps each in a fresh `Arc`.
+    fn list_flows(
+        &self,
+        owner: &str,
+    ) -> impl Future<Output = Result<Vec<Arc<Flow>>, StoreError>> + Send;
 
     /// The first flow of [`list_flows`](Self::list_flows).
     fn find_latest_flow(
