@@ -1,8 +1,12 @@
 //! The storage contract of the TaskFlow actions, and its in-memory default.
 //!
 //! [`TaskFlowStore`] is async (return-position `impl Future + Send`) so a durable backend can
-//! implement it without changing [`TaskFlowActionService`](crate::TaskFlowActionService), and the
-//! service is generic over it, so the in-memory path is never boxed or dynamically dispatched.
+//! implement it without changing [`TaskFlowActionService`](crate::TaskFlowActionService). The
+//! service is generic over the store, so store calls are statically dispatched, and
+//! [`MemoryStore`]'s futures are `std::future::Ready` (no state machine, no allocation). One box
+//! remains per request: the service's future, [`TaskFlowFuture`](crate::taskflow::TaskFlowFuture),
+//! is a boxed `dyn Future` because it holds the store's future, whose `impl Future` type cannot be
+//! named in a concrete future type on stable Rust.
 //!
 //! Operations named after an action take the owner session key first: a flow owned by another
 //! session is reported exactly like a missing one. The embedding-side operations
