@@ -16,6 +16,9 @@
 //! assert_eq!(document.to_value(), json!({"ok": true, "result": {"n": 1}}));
 //! ```
 
+use std::io;
+use std::sync::Arc;
+
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -33,7 +36,9 @@ pub(crate) enum Node {
     Value(Value),
     Object(Vec<(&'static str, JsonDocument)>),
     Array(Vec<JsonDocument>),
-    Flow(Box<Flow>, Omitted),
+    // Shared, not boxed: a `list_flows` answer points at the store's own records instead of copying
+    // them, and scrubbing never edits a record (it only sets `Omitted` bits).
+    Flow(Arc<Flow>, Omitted),
     Task(Box<Task>, Omitted),
 }
 
@@ -157,7 +162,14 @@ impl From<String> for JsonDocument {
 
 impl From<Flow> for JsonDocument {
     fn from(flow: Flow) -> Self {
-        Self(Node::Flow(Box::new(flow), Omitted::default()))
+        Self::from(Arc::new(flow))
+    }
+}
+
+impl From<Arc<Flow>> for JsonDocument {
+    /// The record itself, not a copy: it is serialised when the body is written.
+    fn from(flow: Arc<Flow>) -> Self {
+        Self(Node::Flow(flow, Omitted::default()))
     }
 }
 
@@ -300,6 +312,29 @@ pub(crate) fn record_to_value<R: Record>(record: &R, omitted: Omitted) -> Value 
     Value::Object(map)
 }
 
+/// The length of a record's JSON text, `ownerKey` and all, without building it: what the store's
+/// per-owner byte cap counts.
+pub(crate) fn json_size<R: Record>(record: &R) -> usize {
+    struct Counter(usize);
+    impl io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Counting cannot fail and every key is a string, so serialisation cannot either.
+    let _ = serialize_record(
+        record,
+        Omitted::default(),
+        &mut serde_json::Serializer::new(&mut counter),
+    );
+    counter.0
+}
+
 fn serialize_record<R: Record, S: Serializer>(
     record: &R,
     omitted: Omitted,
@@ -400,6 +435,20 @@ mod tests {
         assert!(value.get("ownerKey").is_none());
         assert_eq!(value["stateJson"]["ownerKey"], 1);
         assert_eq!(document.to_vec(), serde_json::to_vec(&value).unwrap());
+    }
+
+    #[test]
+    fn json_size_is_the_length_of_the_serialised_record() {
+        let flow = flow();
+        assert_eq!(
+            json_size(&flow),
+            serde_json::to_vec(&flow.to_json()).unwrap().len()
+        );
+        let task = NewTask::new(Runtime::Acp, "t\u{e9}\"").into_task(flow.flow_id, "o".into(), 5);
+        assert_eq!(
+            json_size(&task),
+            serde_json::to_vec(&task.to_json()).unwrap().len()
+        );
     }
 
     #[test]

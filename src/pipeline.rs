@@ -101,14 +101,16 @@ impl<St> fmt::Debug for WebhookPipeline<St> {
 }
 
 impl WebhookPipeline<MemoryStore> {
-    /// A pipeline over a fresh in-memory store, on the system clock.
+    /// A pipeline over a fresh in-memory store configured by `limits.store`, on the system clock.
     pub fn in_memory(limits: Limits) -> Self {
-        Self::new(MemoryStore::new(), limits)
+        Self::new(MemoryStore::with_config(limits.store.clone()), limits)
     }
 }
 
 impl<St: TaskFlowStore> WebhookPipeline<St> {
     /// A pipeline over `store` (a store or an `Arc` of one) with `limits`, on the system clock.
+    /// `store` keeps its own configuration: `limits.store` configures only the store that
+    /// [`in_memory`](WebhookPipeline::in_memory) builds.
     pub fn new(store: impl Into<Arc<St>>, limits: Limits) -> Self {
         Self::with_clock(store, limits, SystemClock::shared())
     }

@@ -438,7 +438,7 @@ async fn final_state(store: &MemoryStore) -> Final {
                 .await
                 .unwrap()
                 .unwrap();
-            let previous = flows.insert(flow.id_string(), (owner, flow, tasks));
+            let previous = flows.insert(flow.id_string(), (owner, Flow::clone(&flow), tasks));
             assert!(previous.is_none(), "a flow listed under two owners");
         }
     }

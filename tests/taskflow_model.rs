@@ -133,8 +133,11 @@ impl TaskFlowStore for RefStore {
         Ok(Self::find(&mut self.locked(), owner, id).map(|f| f.flow.clone()))
     }
 
-    async fn list_flows(&self, owner: &str) -> Result<Vec<Flow>, StoreError> {
-        Ok(Self::newest(&self.locked(), owner))
+    async fn list_flows(&self, owner: &str) -> Result<Vec<Arc<Flow>>, StoreError> {
+        Ok(Self::newest(&self.locked(), owner)
+            .into_iter()
+            .map(Arc::new)
+            .collect())
     }
 
     async fn find_latest_flow(&self, owner: &str) -> Result<Option<Flow>, StoreError> {

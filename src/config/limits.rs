@@ -1,10 +1,13 @@
 //! The `limits` section (SPEC §2.5): every number of the request pipeline, overridable.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use super::ConfigError;
 use super::value::{Object, deny_unknown, index, join, object, positive_int};
 use crate::client_ip::TrustedProxies;
+use crate::taskflow::MemoryStoreConfig;
 
 /// Every tunable number of the request pipeline, plus the trusted proxies.
 ///
@@ -22,6 +25,11 @@ pub struct Limits {
     pub auth_failures: AuthFailureSettings,
     /// `limits.trustedProxies`: proxies whose `X-Forwarded-For` is believed. Default: none.
     pub trusted_proxies: TrustedProxies,
+    /// `limits.store`: caps and retention of the in-memory TaskFlow store that
+    /// [`WebhookPipeline::in_memory`](crate::WebhookPipeline::in_memory) builds (§2.5):
+    /// `maxFlowsPerOwner` (10,000), `maxTasksPerFlow` (1,000), `maxBytesPerOwner` (67,108,864, the
+    /// JSON size of an owner's flows and tasks) and `retentionMs` (604,800,000, 7 days).
+    pub store: MemoryStoreConfig,
 }
 
 /// `limits.rateLimit`.
@@ -107,6 +115,10 @@ impl Default for AuthFailureSettings {
 // and small enough that no layer can overflow an `Instant` by adding one.
 const MAX_COUNT: u64 = u32::MAX as u64;
 const MAX_MS: u64 = u32::MAX as u64;
+// Retention is added to epoch milliseconds with saturating arithmetic, never to an `Instant`, so it
+// needs no such cap; weeks or months are sensible. 2^53 - 1 is the largest integer a JSON5 number
+// holds exactly.
+const MAX_RETENTION_MS: u64 = (1 << 53) - 1;
 
 impl Limits {
     /// Reads a `limits` value; `path` is where it sits (for error messages).
@@ -121,6 +133,7 @@ impl Limits {
                 "body",
                 "authFailures",
                 "trustedProxies",
+                "store",
             ],
         )?;
         let mut limits = Limits::default();
@@ -154,6 +167,33 @@ impl Limits {
             set(m, "windowMs", &p, MAX_MS, &mut a.window_ms)?;
             set(m, "lockoutMs", &p, MAX_MS, &mut a.lockout_ms)?;
         }
+        if let Some((m, p)) = section(map, "store", path)? {
+            deny_unknown(
+                m,
+                &p,
+                &[
+                    "maxFlowsPerOwner",
+                    "maxTasksPerFlow",
+                    "maxBytesPerOwner",
+                    "retentionMs",
+                ],
+            )?;
+            let mut store = limits.store.clone();
+            if let Some(cap) = count(m, "maxFlowsPerOwner", &p)? {
+                store = store.max_flows_per_owner(Some(cap));
+            }
+            if let Some(cap) = count(m, "maxTasksPerFlow", &p)? {
+                store = store.max_tasks_per_flow(Some(cap));
+            }
+            if let Some(cap) = count(m, "maxBytesPerOwner", &p)? {
+                store = store.max_bytes_per_owner(Some(cap));
+            }
+            if let Some(v) = m.get("retentionMs") {
+                let ms = positive_int(v, &join(&p, "retentionMs"), MAX_RETENTION_MS)?;
+                store = store.retention(Some(Duration::from_millis(ms)));
+            }
+            limits.store = store;
+        }
         if let Some(value) = map.get("trustedProxies") {
             let p = join(path, "trustedProxies");
             limits.trusted_proxies = trusted_proxies(value, &p)?;
@@ -183,13 +223,22 @@ fn set(map: &Object, key: &str, path: &str, max: u64, slot: &mut u64) -> Result<
 }
 
 fn set_usize(map: &Object, key: &str, path: &str, slot: &mut usize) -> Result<(), ConfigError> {
-    if let Some(v) = map.get(key) {
-        let n = positive_int(v, &join(path, key), MAX_COUNT)?;
-        *slot = usize::try_from(n).map_err(|_| {
-            ConfigError::invalid(join(path, key), format!("must be at most {}", usize::MAX))
-        })?;
+    if let Some(n) = count(map, key, path)? {
+        *slot = n;
     }
     Ok(())
+}
+
+/// A count or byte size, if the key is there.
+fn count(map: &Object, key: &str, path: &str) -> Result<Option<usize>, ConfigError> {
+    map.get(key)
+        .map(|v| {
+            let n = positive_int(v, &join(path, key), MAX_COUNT)?;
+            usize::try_from(n).map_err(|_| {
+                ConfigError::invalid(join(path, key), format!("must be at most {}", usize::MAX))
+            })
+        })
+        .transpose()
 }
 
 fn trusted_proxies(value: &Value, path: &str) -> Result<TrustedProxies, ConfigError> {

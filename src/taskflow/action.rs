@@ -5,9 +5,17 @@
 //! the `action` key, then unknown keys (in document order), then each field in the order of the
 //! SPEC table, then the `run_task` cross-field rule. The first failure is reported.
 //!
-//! Strings must be non-empty after trimming (they are stored as sent) and at most
-//! [`MAX_STRING_BYTES`] long. Optional strings accept `null` as "not given"; *nullable* strings of
-//! the mutations take `null` as "clear".
+//! Strings must be non-empty after JavaScript's `trim` and at most [`MAX_STRING_BYTES`] long.
+//! `flowId` and the nullable strings (`currentStep`, `blockedTaskId`, `blockedSummary`,
+//! `progressSummary`) are stored trimmed, as the original stores them; every other string is stored
+//! as sent. Optional strings accept `null` as "not given"; *nullable* strings of the mutations take
+//! `null` as "clear".
+//!
+//! Integer fields (`expectedRevision`, `startedAt`, `lastEventAt`) read a number as `JSON.parse`
+//! does: `0.0`, `1.7e12` and `-0` are the integers `0`, `1700000000000` and `0`. Anything with a
+//! fraction or below zero is `must be an integer >= 0`; above [`MAX_SAFE_INTEGER`], where
+//! JavaScript stops holding every integer exactly, it is `must be an integer from 0 to
+//! 9007199254740991`.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -28,6 +36,9 @@ const MAX_ECHOED_KEY: usize = 64;
 /// The exact text of the `run_task` cross-field rule (SPEC §3).
 pub const RUN_TASK_STATUS_RULE: &str =
     "status must be running when startedAt, lastEventAt, or progressSummary is provided";
+
+/// JavaScript's `Number.MAX_SAFE_INTEGER`, the largest integer field value accepted.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 const ACTIONS: &str = "create_flow, get_flow, list_flows, find_latest_flow, resolve_flow, \
 get_task_summary, set_waiting, resume_flow, finish_flow, fail_flow, request_cancel, cancel_flow, \
@@ -133,6 +144,31 @@ pub enum Action {
     },
 }
 
+/// Whether a string field is stored trimmed (SPEC §3: `flowId` and the nullable strings) or as sent.
+#[derive(Clone, Copy)]
+enum Text {
+    Trimmed,
+    AsSent,
+}
+
+/// JavaScript's `String.prototype.trim`: white space (including the byte-order mark and every
+/// `Zs` space) and line terminators. Not Rust's `trim`, which also removes U+0085 and keeps U+FEFF.
+fn js_trim(text: &str) -> &str {
+    text.trim_matches(|c: char| {
+        matches!(
+            c,
+            '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+                ..='\u{200a}'
+                    | '\u{2028}'
+                    | '\u{2029}'
+                    | '\u{202f}'
+                    | '\u{205f}'
+                    | '\u{3000}'
+                    | '\u{feff}'
+        )
+    })
+}
+
 struct Fields<'a> {
     object: &'a Map<String, Value>,
 }
@@ -158,41 +194,55 @@ impl<'a> Fields<'a> {
         Ok(())
     }
 
-    fn string_value(key: &str, value: &Value) -> Result<String, ValidationError> {
-        match value {
-            Value::String(s) if s.trim().is_empty() => {
-                Err(ValidationError::at(key, "must be a non-empty string"))
-            }
-            Value::String(s) if s.len() > MAX_STRING_BYTES => Err(ValidationError::at(
+    /// A string that is non-empty after JavaScript's `trim`, at most [`MAX_STRING_BYTES`] as kept:
+    /// trimmed for the fields the SPEC trims, as sent otherwise.
+    fn string_value(key: &str, value: &Value, text: Text) -> Result<String, ValidationError> {
+        let Value::String(sent) = value else {
+            return Err(ValidationError::at(key, "must be a non-empty string"));
+        };
+        let trimmed = js_trim(sent);
+        if trimmed.is_empty() {
+            return Err(ValidationError::at(key, "must be a non-empty string"));
+        }
+        let kept = match text {
+            Text::Trimmed => trimmed,
+            Text::AsSent => sent,
+        };
+        if kept.len() > MAX_STRING_BYTES {
+            return Err(ValidationError::at(
                 key,
                 format!("must be at most {MAX_STRING_BYTES} bytes"),
-            )),
-            Value::String(s) => Ok(s.clone()),
-            _ => Err(ValidationError::at(key, "must be a non-empty string")),
+            ));
+        }
+        Ok(kept.to_owned())
+    }
+
+    fn required_string(&self, key: &str, text: Text) -> Result<String, ValidationError> {
+        match self.object.get(key) {
+            None => Err(ValidationError::at(key, "required")),
+            Some(value) => Self::string_value(key, value, text),
         }
     }
 
-    fn required_string(&self, key: &str) -> Result<String, ValidationError> {
-        match self.object.get(key) {
-            None => Err(ValidationError::at(key, "required")),
-            Some(value) => Self::string_value(key, value),
-        }
+    /// `flowId`, trimmed like the original does before looking it up.
+    fn flow_id(&self) -> Result<String, ValidationError> {
+        self.required_string("flowId", Text::Trimmed)
     }
 
     /// Absent or `null`: not given.
-    fn optional_string(&self, key: &str) -> Result<Option<String>, ValidationError> {
+    fn optional_string(&self, key: &str, text: Text) -> Result<Option<String>, ValidationError> {
         match self.object.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(value) => Self::string_value(key, value).map(Some),
+            Some(value) => Self::string_value(key, value, text).map(Some),
         }
     }
 
-    /// Absent: keep; `null`: clear; a value: set.
+    /// Absent: keep; `null`: clear; a value: set, trimmed (every nullable string of SPEC §3 is).
     fn nullable_string(&self, key: &str) -> Result<Patch<String>, ValidationError> {
         match self.object.get(key) {
             None => Ok(Patch::Keep),
             Some(Value::Null) => Ok(Patch::Clear),
-            Some(value) => Self::string_value(key, value).map(Patch::Set),
+            Some(value) => Self::string_value(key, value, Text::Trimmed).map(Patch::Set),
         }
     }
 
@@ -200,10 +250,38 @@ impl<'a> Fields<'a> {
         self.object.get(key).cloned()
     }
 
+    /// An integer `>= 0` as `JSON.parse` sees it: `0.0`, `1.7e12` and `-0` are integers (`-0` is
+    /// `0`), `0.5` and `-1` are not. Above [`MAX_SAFE_INTEGER`] JavaScript no longer holds every
+    /// integer exactly, so such a number is refused rather than silently rounded.
     fn integer(key: &str, value: &Value) -> Result<u64, ValidationError> {
-        value
-            .as_u64()
-            .ok_or_else(|| ValidationError::at(key, "must be an integer >= 0"))
+        let not_integer = || ValidationError::at(key, "must be an integer >= 0");
+        let Value::Number(number) = value else {
+            return Err(not_integer());
+        };
+        let n = match number.as_u64() {
+            Some(n) => n,
+            None => {
+                // serde_json keeps a negative integer as `i64` and anything written with a fraction
+                // or an exponent as `f64`; both are finite here.
+                let f = number.as_f64().ok_or_else(not_integer)?;
+                if f.fract() != 0.0 || f < 0.0 {
+                    return Err(not_integer());
+                }
+                if f > MAX_SAFE_INTEGER as f64 {
+                    u64::MAX
+                } else {
+                    // Integral, non-negative and at most 2^53 - 1: exact.
+                    f as u64
+                }
+            }
+        };
+        if n > MAX_SAFE_INTEGER {
+            return Err(ValidationError::at(
+                key,
+                format!("must be an integer from 0 to {MAX_SAFE_INTEGER}"),
+            ));
+        }
+        Ok(n)
     }
 
     fn expected_revision(&self) -> Result<u64, ValidationError> {
@@ -287,8 +365,8 @@ impl Action {
                     "stateJson",
                     "waitJson",
                 ])?;
-                let goal = fields.required_string("goal")?;
-                let controller_id = fields.optional_string("controllerId")?;
+                let goal = fields.required_string("goal", Text::AsSent)?;
+                let controller_id = fields.optional_string("controllerId", Text::AsSent)?;
                 let status = fields.choice(
                     "status",
                     &[
@@ -301,7 +379,7 @@ impl Action {
                     FlowStatus::Queued,
                 )?;
                 let notify_policy = fields.notify_policy(NotifyPolicy::DoneOnly)?;
-                let current_step = fields.optional_string("currentStep")?;
+                let current_step = fields.optional_string("currentStep", Text::Trimmed)?;
                 Ok(Self::CreateFlow {
                     controller_id,
                     goal,
@@ -314,7 +392,7 @@ impl Action {
             }
             "get_flow" | "get_task_summary" | "cancel_flow" => {
                 fields.reject_unknown(&["flowId"])?;
-                let flow_id = fields.required_string("flowId")?;
+                let flow_id = fields.flow_id()?;
                 Ok(match action {
                     "get_flow" => Self::GetFlow { flow_id },
                     "get_task_summary" => Self::GetTaskSummary { flow_id },
@@ -332,7 +410,7 @@ impl Action {
             "resolve_flow" => {
                 fields.reject_unknown(&["token"])?;
                 Ok(Self::ResolveFlow {
-                    token: fields.required_string("token")?,
+                    token: fields.required_string("token", Text::AsSent)?,
                 })
             }
             "set_waiting" => {
@@ -437,10 +515,7 @@ impl Action {
     }
 
     fn target(fields: &Fields<'_>) -> Result<(String, u64), ValidationError> {
-        Ok((
-            fields.required_string("flowId")?,
-            fields.expected_revision()?,
-        ))
+        Ok((fields.flow_id()?, fields.expected_revision()?))
     }
 
     fn run_task(fields: &Fields<'_>) -> Result<Self, ValidationError> {
@@ -461,7 +536,7 @@ impl Action {
             "lastEventAt",
             "progressSummary",
         ])?;
-        let flow_id = fields.required_string("flowId")?;
+        let flow_id = fields.flow_id()?;
         let runtime = match fields.object.get("runtime") {
             None => return Err(ValidationError::at("runtime", "required")),
             Some(_) => fields.choice(
@@ -471,13 +546,13 @@ impl Action {
                 Runtime::Subagent,
             )?,
         };
-        let mut task = NewTask::new(runtime, fields.required_string("task")?);
-        task.source_id = fields.optional_string("sourceId")?;
-        task.child_session_key = fields.optional_string("childSessionKey")?;
-        task.parent_task_id = fields.optional_string("parentTaskId")?;
-        task.agent_id = fields.optional_string("agentId")?;
-        task.run_id = fields.optional_string("runId")?;
-        task.label = fields.optional_string("label")?;
+        let mut task = NewTask::new(runtime, fields.required_string("task", Text::AsSent)?);
+        task.source_id = fields.optional_string("sourceId", Text::AsSent)?;
+        task.child_session_key = fields.optional_string("childSessionKey", Text::AsSent)?;
+        task.parent_task_id = fields.optional_string("parentTaskId", Text::AsSent)?;
+        task.agent_id = fields.optional_string("agentId", Text::AsSent)?;
+        task.run_id = fields.optional_string("runId", Text::AsSent)?;
+        task.label = fields.optional_string("label", Text::AsSent)?;
         task.prefer_metadata = fields.optional_bool("preferMetadata")?;
         task.notify_policy = fields.notify_policy(NotifyPolicy::StateChanges)?;
         task.status = fields.choice(

@@ -59,10 +59,15 @@
 //!
 //! # Choices where the SPEC is silent
 //!
-//! - **Strings** must be non-empty *after trimming* and at most [`MAX_STRING_BYTES`]; they are
-//!   stored as sent. Optional strings accept `null` as "not given" (`controllerId`, `currentStep` of
+//! - **Strings** must be non-empty after JavaScript's `trim` (so U+FEFF is white space and U+0085
+//!   is not) and at most [`MAX_STRING_BYTES`]. The SPEC trims `flowId` and the nullable strings;
+//!   every other string (`goal`, `token`, `task`, `runId`, ...) is stored as sent, so an idempotency
+//!   key or a resolve token means exactly what the caller wrote. Optional strings accept `null` as "not given" (`controllerId`, `currentStep` of
 //!   `create_flow`, the optional strings of `run_task`); `startedAt`/`lastEventAt` accept `null`
 //!   too, which still counts as "present" for the running-only rule.
+//! - **Integers** above [`MAX_SAFE_INTEGER`] (2^53 - 1) are refused: the original's `JSON.parse`
+//!   would silently round them. `1e400` is not a number serde_json reads, so that body is `400`
+//!   `invalid request body` rather than `invalid_request`.
 //! - **Ids** are matched in their canonical lower-case hyphenated form only; an upper-cased id is
 //!   "not found", like the original's exact string comparison.
 //! - **Top-level non-object** bodies (`[]`, `1`, `"x"`) are `invalid_request` with the path-less
@@ -90,7 +95,12 @@
 //!   applied lazily per owner (every call that touches an owner, webhook or embedding side, first
 //!   drops that owner's expired flows), plus [`MemoryStore::prune_expired`] on demand. Caps count
 //!   terminal flows and ended tasks until they are pruned; an idempotent `run_task` repeat is not a
-//!   new task and succeeds at the cap. Owner entries themselves are never removed (they are route
+//!   new task and succeeds at the cap.
+//! - **The byte cap** ([`MemoryStoreConfig::max_bytes_per_owner`], `limits.store.maxBytesPerOwner`)
+//!   counts each record's JSON text, `ownerKey` included, measured once per write. A write that
+//!   lands exactly on the cap is allowed. `create_flow`, the mutations and `run_task` are refused
+//!   (`507`, nothing changed) when they would grow the owner past it; a change that does not grow
+//!   the owner, `cancel_flow` and the embedding-side calls are always applied. Owner entries themselves are never removed (they are route
 //!   session keys, bounded by configuration).
 //! - **`run_task` without `childSessionKey`** is always allowed: the policy governs only the
 //!   sessions a caller names.
@@ -111,7 +121,9 @@ mod policy;
 mod service;
 mod store;
 
-pub use action::{Action, MAX_STRING_BYTES, RUN_TASK_STATUS_RULE, ValidationError};
+pub use action::{
+    Action, MAX_SAFE_INTEGER, MAX_STRING_BYTES, RUN_TASK_STATUS_RULE, ValidationError,
+};
 pub use model::{Flow, FlowStatus, NotifyPolicy, Runtime, SyncMode, Task, TaskStatus, TaskSummary};
 pub use notify::{CancelHook, CancelImmediately, ChildCancel, StoreEvent};
 pub use outcome::{

@@ -148,27 +148,66 @@ fn schema(action: &str) -> Option<&'static [(&'static str, Kind)]> {
     })
 }
 
-fn check_string(value: &Value) -> Result<(), String> {
-    match value {
-        Value::String(s) if s.trim().is_empty() => Err("must be a non-empty string".into()),
-        Value::String(s) if s.len() > MAX_STRING => {
-            Err(format!("must be at most {MAX_STRING} bytes"))
-        }
-        Value::String(_) => Ok(()),
-        _ => Err("must be a non-empty string".into()),
+/// The fields the SPEC trims before use (§3); every other string is kept as sent.
+const TRIMMED: &[&str] = &[
+    "flowId",
+    "currentStep",
+    "blockedTaskId",
+    "blockedSummary",
+    "progressSummary",
+];
+
+/// JavaScript's `String.prototype.trim`: white space, the byte-order mark, every `Zs` space and the
+/// line terminators (not U+0085).
+fn js_trim(text: &str) -> &str {
+    const JS_WHITE_SPACE: &[char] = &[
+        '\t', '\n', '\u{b}', '\u{c}', '\r', ' ', '\u{a0}', '\u{1680}', '\u{2000}', '\u{2001}',
+        '\u{2002}', '\u{2003}', '\u{2004}', '\u{2005}', '\u{2006}', '\u{2007}', '\u{2008}',
+        '\u{2009}', '\u{200a}', '\u{2028}', '\u{2029}', '\u{202f}', '\u{205f}', '\u{3000}',
+        '\u{feff}',
+    ];
+    text.trim_matches(JS_WHITE_SPACE)
+}
+
+fn check_string(name: &str, value: &Value) -> Result<(), String> {
+    let Value::String(sent) = value else {
+        return Err("must be a non-empty string".into());
+    };
+    let trimmed = js_trim(sent);
+    let kept = if TRIMMED.contains(&name) {
+        trimmed
+    } else {
+        sent
+    };
+    if trimmed.is_empty() {
+        Err("must be a non-empty string".into())
+    } else if kept.len() > MAX_STRING {
+        Err(format!("must be at most {MAX_STRING} bytes"))
+    } else {
+        Ok(())
     }
 }
 
-fn check_field(kind: Kind, value: Option<&Value>) -> Result<(), String> {
+/// An integer as `JSON.parse` sees it (`1.0` and `-0` are integers), up to 2^53 - 1.
+fn integer(value: &Value) -> Result<u64, String> {
+    const MAX_SAFE: u64 = 9_007_199_254_740_991;
+    let n = value.as_f64().ok_or("must be an integer >= 0")?;
+    if n.fract() != 0.0 || n < 0.0 {
+        Err("must be an integer >= 0".into())
+    } else if n > MAX_SAFE as f64 || value.as_u64().is_some_and(|n| n > MAX_SAFE) {
+        Err("must be an integer from 0 to 9007199254740991".into())
+    } else {
+        Ok(n as u64)
+    }
+}
+
+fn check_field(name: &str, kind: Kind, value: Option<&Value>) -> Result<(), String> {
     match (kind, value) {
         (Str | Int | ReqChoice(_), None) => Err("required".into()),
         (_, None) | (Json, _) => Ok(()),
         (OptStr | OptInt | OptBool, Some(Value::Null)) => Ok(()),
-        (Str | OptStr, Some(v)) => check_string(v),
-        (Int | OptInt, Some(v)) => match v.as_u64() {
-            Some(_) => Ok(()),
-            None => Err("must be an integer >= 0".into()),
-        },
+        (Str | OptStr, Some(v)) => check_string(name, v),
+        (Int | OptInt, Some(v)) => integer(v).map(|_| ()),
         (OptBool, Some(v)) => match v {
             Value::Bool(_) => Ok(()),
             _ => Err("must be a boolean".into()),
@@ -218,7 +257,7 @@ pub fn validate(body: &Value) -> Result<(), String> {
         return Err(format!("{}: unknown field", echoed(key)));
     }
     for (name, kind) in fields {
-        check_field(*kind, map.get(*name)).map_err(|message| format!("{name}: {message}"))?;
+        check_field(name, *kind, map.get(*name)).map_err(|message| format!("{name}: {message}"))?;
     }
     if action == "run_task"
         && ["startedAt", "lastEventAt", "progressSummary"]
@@ -360,7 +399,7 @@ impl Harness {
                     .map_err(|e| e.to_string())?
                     .unwrap_or_default();
                 let tasks = tasks.into_iter().map(|t| t.into_json()).collect();
-                flows.insert(id, (flow.into_json(), tasks));
+                flows.insert(id, (flow.to_json(), tasks));
             }
         }
         Ok(Snapshot { flows })
@@ -866,7 +905,7 @@ impl Expect {
 /// choices: the child-session policy before the store, then exists, managed, cancel, terminal).
 fn predict(request: &Value, before: &Snapshot, seeds: &Seeds) -> Expect {
     let action = request["action"].as_str().unwrap_or("");
-    let id = request["flowId"].as_str().unwrap_or("");
+    let id = js_trim(request["flowId"].as_str().unwrap_or(""));
     let owned = before.owned(id);
     let managed = owned.is_some_and(|f| f["syncMode"] == "managed");
     let terminal = owned.is_some_and(|f| {
@@ -883,7 +922,7 @@ fn predict(request: &Value, before: &Snapshot, seeds: &Seeds) -> Expect {
                 Expect::Refused(404, "not_found")
             } else if !managed {
                 Expect::Refused(409, "not_managed")
-            } else if request["expectedRevision"].as_u64() != Some(before.revision(id)) {
+            } else if integer(&request["expectedRevision"]).ok() != Some(before.revision(id)) {
                 Expect::Refused(409, "revision_conflict")
             } else {
                 Expect::Mutated(id.to_owned())

@@ -18,6 +18,7 @@ use super::{
     StoreError, TaskFlowStore, TaskUpdate, TaskUpdateOutcome,
 };
 use crate::clock::{SharedClock, SystemClock};
+use crate::json::json_size;
 use crate::taskflow::model::{Flow, FlowStatus, SyncMode, Task, TaskSummary, parse_id};
 use crate::taskflow::notify::{CancelHook, CancelImmediately, ChildCancel, Notifier, StoreEvent};
 
@@ -26,6 +27,7 @@ use crate::taskflow::notify::{CancelHook, CancelImmediately, ChildCancel, Notifi
 pub struct MemoryStoreConfig {
     max_flows_per_owner: Option<usize>,
     max_tasks_per_flow: Option<usize>,
+    max_bytes_per_owner: Option<usize>,
     retention: Option<Duration>,
     event_capacity: usize,
 }
@@ -35,6 +37,7 @@ impl Default for MemoryStoreConfig {
         Self {
             max_flows_per_owner: Some(10_000),
             max_tasks_per_flow: Some(1_000),
+            max_bytes_per_owner: Some(64 << 20),
             retention: Some(Duration::from_secs(7 * 24 * 60 * 60)),
             event_capacity: 1_024,
         }
@@ -42,8 +45,9 @@ impl Default for MemoryStoreConfig {
 }
 
 impl MemoryStoreConfig {
-    /// Defaults: 10,000 flows per owner, 1,000 tasks per flow, 7 days of retention for terminal
-    /// flows, 1,024 buffered events per subscriber.
+    /// Defaults: 10,000 flows per owner, 1,000 tasks per flow, 64 MiB (67,108,864 bytes) of flows
+    /// and tasks per owner, 7 days of retention for terminal flows, 1,024 buffered events per
+    /// subscriber.
     pub fn new() -> Self {
         Self::default()
     }
@@ -57,6 +61,17 @@ impl MemoryStoreConfig {
     /// Most tasks one flow may hold (ended ones count); `None` for no cap.
     pub fn max_tasks_per_flow(mut self, cap: Option<usize>) -> Self {
         self.max_tasks_per_flow = cap;
+        self
+    }
+
+    /// Most bytes one owner's flows and tasks may take, measured as their JSON text (`ownerKey`
+    /// included); `None` for no cap.
+    ///
+    /// JSON size is deterministic and cheap to keep up to date (each record is measured once per
+    /// write), but it is not heap size: parsed caller JSON takes more memory than its text, up to
+    /// tens of times more for an array of one-digit numbers. Size the cap with that in mind.
+    pub fn max_bytes_per_owner(mut self, cap: Option<usize>) -> Self {
+        self.max_bytes_per_owner = cap;
         self
     }
 
@@ -81,8 +96,17 @@ impl MemoryStoreConfig {
 /// routes map to a handful of owners, and critical sections are a hash lookup and a few field
 /// writes, so the lock is not a bottleneck in practice.
 ///
-/// Memory is bounded by [`MemoryStoreConfig`]: caps answer `507` `capacity_exceeded`, and terminal
-/// flows are pruned after the retention period. Pruning is lazy (an owner's expired flows go the
+/// Memory is bounded by [`MemoryStoreConfig`]: caps on flows per owner, tasks per flow and bytes
+/// per owner answer `507` `capacity_exceeded`, and terminal flows are pruned after the retention
+/// period. The byte cap refuses `create_flow`, the mutations and `run_task` when they would grow
+/// an owner past it; `cancel_flow` and the embedding-side calls are always applied (they add only a
+/// status and timestamps, and ending flows is how a full owner makes room), so they may take an
+/// owner slightly past the cap.
+///
+/// Flows are kept in `Arc`s: [`list_flows`](TaskFlowStore::list_flows) copies pointers under the
+/// owner's lock and the records are serialised after it is released, so a list of many large flows
+/// never holds up the owner's other requests. A write to a flow that a list still holds copies
+/// that one flow first. Pruning is lazy (an owner's expired flows go the
 /// next time that owner is touched, an O(1) check otherwise) and can be forced with
 /// [`prune_expired`](Self::prune_expired), e.g. from an interval task.
 #[derive(Clone)]
@@ -105,19 +129,63 @@ struct Inner {
 struct OwnerState {
     key: Arc<str>,
     flows: HashMap<Uuid, FlowEntry>,
+    // JSON size of every flow and task above: the sum of the entries' `bytes()`.
+    bytes: usize,
     // Earliest moment a flow of this owner may expire; `None` when nothing can. May be early
     // (a flow left its terminal status), never late.
     next_expiry: Option<u64>,
 }
 
 struct FlowEntry {
-    flow: Flow,
+    flow: Arc<Flow>,
+    flow_bytes: usize,
     seq: u64,
     tasks: Vec<Task>,
+    task_bytes: usize,
     run_ids: HashMap<String, Vec<usize>>,
     // `cancel_flow` answered `cancel_pending`: the flow becomes `cancelled` when its last active
     // task ends.
     cancel_pending: bool,
+}
+
+/// A [`MutationOutcome`] whose flow is still the store's record, so the caller's copy is made
+/// after the owner's lock is released.
+enum SharedMutation {
+    Applied(Arc<Flow>),
+    NotFound,
+    NotManaged(Arc<Flow>),
+    RevisionConflict(Arc<Flow>),
+}
+
+impl From<SharedMutation> for MutationOutcome {
+    fn from(outcome: SharedMutation) -> Self {
+        match outcome {
+            SharedMutation::Applied(flow) => Self::Applied(Arc::unwrap_or_clone(flow)),
+            SharedMutation::NotFound => Self::NotFound,
+            SharedMutation::NotManaged(flow) => Self::NotManaged(Arc::unwrap_or_clone(flow)),
+            SharedMutation::RevisionConflict(flow) => {
+                Self::RevisionConflict(Arc::unwrap_or_clone(flow))
+            }
+        }
+    }
+}
+
+impl FlowEntry {
+    fn bytes(&self) -> usize {
+        self.flow_bytes + self.task_bytes
+    }
+
+    /// Measures the flow again after a change; returns the change in bytes for the owner's total.
+    fn remeasure_flow(&mut self) -> (usize, usize) {
+        let old = self.flow_bytes;
+        self.flow_bytes = json_size(&*self.flow);
+        (old, self.flow_bytes)
+    }
+}
+
+/// `total` with a record of `old` bytes replaced by one of `new` bytes.
+fn resized(total: usize, (old, new): (usize, usize)) -> usize {
+    total.saturating_sub(old).saturating_add(new)
 }
 
 impl fmt::Debug for MemoryStore {
@@ -197,6 +265,12 @@ impl MemoryStore {
         owners.iter().map(|o| o.lock().flows.len()).sum()
     }
 
+    /// Bytes `owner`'s flows and tasks take, measured as their JSON text: what
+    /// [`max_bytes_per_owner`](MemoryStoreConfig::max_bytes_per_owner) caps.
+    pub fn stored_bytes(&self, owner: &str) -> usize {
+        self.owner(owner).map_or(0, |state| state.lock().bytes)
+    }
+
     /// Number of tasks stored, all flows.
     pub fn task_count(&self) -> usize {
         self.inner.task_index.len()
@@ -215,7 +289,7 @@ impl MemoryStore {
         Some(f(&mut state, now))
     }
 
-    fn create(&self, owner: &str, new: NewFlow) -> Result<Flow, StoreError> {
+    fn create(&self, owner: &str, new: NewFlow) -> Result<Arc<Flow>, StoreError> {
         let state = match self.owner(owner) {
             Some(state) => state,
             None => Arc::clone(
@@ -226,6 +300,7 @@ impl MemoryStore {
                         Arc::new(Mutex::new(OwnerState {
                             key: Arc::from(owner),
                             flows: HashMap::new(),
+                            bytes: 0,
                             next_expiry: None,
                         }))
                     })
@@ -260,21 +335,29 @@ impl MemoryStore {
             updated_at: now,
             ended_at: terminal.then_some(now),
         };
+        let flow_bytes = json_size(&flow);
+        if !self.inner.fits(state.bytes, (0, flow_bytes)) {
+            return Err(StoreError::CapacityExceeded);
+        }
         let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
         self.inner.note_terminal(&mut state, &flow);
+        let flow = Arc::new(flow);
+        state.bytes += flow_bytes;
         state.flows.insert(
             flow.flow_id,
             FlowEntry {
-                flow: flow.clone(),
+                flow: Arc::clone(&flow),
+                flow_bytes,
                 seq,
                 tasks: Vec::new(),
+                task_bytes: 0,
                 run_ids: HashMap::new(),
                 cancel_pending: false,
             },
         );
-        self.inner
-            .events
-            .send(|| StoreEvent::FlowCreated { flow: flow.clone() });
+        self.inner.events.send(|| StoreEvent::FlowCreated {
+            flow: Flow::clone(&flow),
+        });
         Ok(flow)
     }
 
@@ -284,17 +367,20 @@ impl MemoryStore {
         entries
     }
 
-    fn latest(state: &OwnerState, filter: impl Fn(&Flow) -> bool) -> Option<Flow> {
+    fn latest(state: &OwnerState, filter: impl Fn(&Flow) -> bool) -> Option<Arc<Flow>> {
         state
             .flows
             .values()
             .filter(|e| filter(&e.flow))
             .max_by_key(|e| (e.flow.created_at, e.seq))
-            .map(|e| e.flow.clone())
+            .map(|e| Arc::clone(&e.flow))
     }
 
-    fn entry<'a>(state: &'a mut OwnerState, flow_id: &str) -> Option<&'a mut FlowEntry> {
-        state.flows.get_mut(&parse_id(flow_id)?)
+    fn entry<'a>(
+        flows: &'a mut HashMap<Uuid, FlowEntry>,
+        flow_id: &str,
+    ) -> Option<&'a mut FlowEntry> {
+        flows.get_mut(&parse_id(flow_id)?)
     }
 
     fn mutate(
@@ -303,37 +389,46 @@ impl MemoryStore {
         flow_id: &str,
         expected_revision: u64,
         mutation: Mutation,
-    ) -> MutationOutcome {
+    ) -> Result<SharedMutation, StoreError> {
         self.with_owner(owner, |state, now| {
-            let Some(entry) = Self::entry(state, flow_id) else {
-                return MutationOutcome::NotFound;
+            let Some(entry) = Self::entry(&mut state.flows, flow_id) else {
+                return Ok(SharedMutation::NotFound);
             };
             if entry.flow.sync_mode != SyncMode::Managed {
-                return MutationOutcome::NotManaged(entry.flow.clone());
+                return Ok(SharedMutation::NotManaged(Arc::clone(&entry.flow)));
             }
             if entry.flow.revision != expected_revision {
-                return MutationOutcome::RevisionConflict(entry.flow.clone());
+                return Ok(SharedMutation::RevisionConflict(Arc::clone(&entry.flow)));
             }
             let old_status = entry.flow.status;
-            mutation.apply(&mut entry.flow, now);
-            let flow = entry.flow.clone();
+            // Applied to a copy first: a change the byte cap refuses must leave the flow as it was.
+            let mut changed = Flow::clone(&entry.flow);
+            mutation.apply(&mut changed, now);
+            let sizes = (entry.flow_bytes, json_size(&changed));
+            if !self.inner.fits(state.bytes, sizes) {
+                return Err(StoreError::CapacityExceeded);
+            }
+            let flow = Arc::new(changed);
+            entry.flow = Arc::clone(&flow);
+            entry.flow_bytes = sizes.1;
+            state.bytes = resized(state.bytes, sizes);
             self.inner.events.send(|| StoreEvent::FlowUpdated {
                 old_status,
-                flow: flow.clone(),
+                flow: Flow::clone(&flow),
             });
             self.inner.note_terminal(state, &flow);
-            MutationOutcome::Applied(flow)
+            Ok(SharedMutation::Applied(flow))
         })
-        .unwrap_or(MutationOutcome::NotFound)
+        .unwrap_or(Ok(SharedMutation::NotFound))
     }
 
     fn run(&self, owner: &str, flow_id: &str, new: NewTask) -> Result<RunTaskOutcome, StoreError> {
         self.with_owner(owner, |state, now| {
             let owner_key = Arc::clone(&state.key);
-            let Some(entry) = Self::entry(state, flow_id) else {
+            let Some(entry) = Self::entry(&mut state.flows, flow_id) else {
                 return Ok(RunTaskOutcome::NotFound);
             };
-            let flow = &entry.flow;
+            let flow = &*entry.flow;
             if flow.sync_mode != SyncMode::Managed {
                 return Ok(RunTaskOutcome::NotManaged(flow.clone()));
             }
@@ -363,6 +458,12 @@ impl MemoryStore {
                 }
             }
             let task = new.into_task(flow.flow_id, Arc::clone(&owner_key), now);
+            let task_bytes = json_size(&task);
+            if !self.inner.fits(state.bytes, (0, task_bytes)) {
+                return Err(StoreError::CapacityExceeded);
+            }
+            entry.task_bytes += task_bytes;
+            state.bytes += task_bytes;
             if let Some(run_id) = &task.run_id {
                 entry
                     .run_ids
@@ -383,7 +484,7 @@ impl MemoryStore {
                 .events
                 .send(|| StoreEvent::TaskCreated { task: task.clone() });
             Ok(RunTaskOutcome::Created {
-                flow: entry.flow.clone(),
+                flow: Flow::clone(&entry.flow),
                 task,
             })
         })
@@ -392,27 +493,32 @@ impl MemoryStore {
 
     fn cancel(&self, owner: &str, flow_id: &str) -> CancelOutcome {
         let outcome = self.with_owner(owner, |state, now| {
-            let Some(entry) = Self::entry(state, flow_id) else {
+            let Some(entry) = Self::entry(&mut state.flows, flow_id) else {
                 return CancelOutcome::NotFound;
             };
             if entry.flow.status.is_terminal() {
                 return CancelOutcome::Terminal {
-                    flow: entry.flow.clone(),
+                    flow: Flow::clone(&entry.flow),
                     tasks: entry.tasks.clone(),
                 };
             }
-            let old_status = entry.flow.status;
-            if entry.flow.cancel_requested_at.is_none() {
-                entry.flow.cancel_requested_at = Some(now);
-                entry.flow.revision = entry.flow.revision.saturating_add(1);
-                entry.flow.updated_at = now;
+            let bytes_before = entry.bytes();
+            let flow = Arc::make_mut(&mut entry.flow);
+            let old_status = flow.status;
+            if flow.cancel_requested_at.is_none() {
+                flow.cancel_requested_at = Some(now);
+                flow.revision = flow.revision.saturating_add(1);
+                flow.updated_at = now;
             }
             let mut still_active = false;
             for task in entry.tasks.iter_mut().filter(|t| t.status.is_active()) {
                 match self.inner.hook.cancel_task(task) {
                     ChildCancel::Cancelled => {
                         let old = task.status;
+                        let old_bytes = json_size(&*task);
                         TaskUpdate::Cancel.apply(task, now);
+                        let sizes = (old_bytes, json_size(&*task));
+                        entry.task_bytes = resized(entry.task_bytes, sizes);
                         self.inner.events.send(|| StoreEvent::TaskUpdated {
                             old_status: old,
                             task: task.clone(),
@@ -421,20 +527,21 @@ impl MemoryStore {
                     ChildCancel::StillActive => still_active = true,
                 }
             }
-            if still_active {
-                entry.cancel_pending = true;
-            } else {
-                entry.cancel_pending = false;
-                entry.flow.status = FlowStatus::Cancelled;
-                entry.flow.ended_at = Some(now);
-                entry.flow.revision = entry.flow.revision.saturating_add(1);
-                entry.flow.updated_at = now;
+            entry.cancel_pending = still_active;
+            if !still_active {
+                let flow = Arc::make_mut(&mut entry.flow);
+                flow.status = FlowStatus::Cancelled;
+                flow.ended_at = Some(now);
+                flow.revision = flow.revision.saturating_add(1);
+                flow.updated_at = now;
             }
+            entry.remeasure_flow();
+            state.bytes = resized(state.bytes, (bytes_before, entry.bytes()));
             self.inner.events.send(|| StoreEvent::FlowUpdated {
                 old_status,
-                flow: entry.flow.clone(),
+                flow: Flow::clone(&entry.flow),
             });
-            let (flow, tasks) = (entry.flow.clone(), entry.tasks.clone());
+            let (flow, tasks) = (Flow::clone(&entry.flow), entry.tasks.clone());
             if still_active {
                 CancelOutcome::Pending { flow, tasks }
             } else {
@@ -456,9 +563,10 @@ impl MemoryStore {
         let Some(state) = self.owner(&owner) else {
             return TaskUpdateOutcome::NotFound;
         };
-        let mut state = state.lock();
+        let mut guard = state.lock();
+        let state = &mut *guard;
         let now = self.inner.clock.epoch_millis();
-        self.inner.prune(&mut state, now, false);
+        self.inner.prune(state, now, false);
         let Some(entry) = state.flows.get_mut(&flow_id) else {
             return TaskUpdateOutcome::NotFound;
         };
@@ -466,9 +574,13 @@ impl MemoryStore {
             return TaskUpdateOutcome::NotFound;
         };
         let old_status = task.status;
+        let old_bytes = json_size(&*task);
         if !update.apply(task, now) {
             return TaskUpdateOutcome::Rejected(task.clone());
         }
+        let sizes = (old_bytes, json_size(&*task));
+        entry.task_bytes = resized(entry.task_bytes, sizes);
+        state.bytes = resized(state.bytes, sizes);
         let task = task.clone();
         self.inner.events.send(|| StoreEvent::TaskUpdated {
             old_status,
@@ -480,16 +592,19 @@ impl MemoryStore {
         {
             let old_status = entry.flow.status;
             entry.cancel_pending = false;
-            entry.flow.status = FlowStatus::Cancelled;
-            entry.flow.ended_at = Some(now);
-            entry.flow.revision = entry.flow.revision.saturating_add(1);
-            entry.flow.updated_at = now;
-            let flow = entry.flow.clone();
+            let flow = Arc::make_mut(&mut entry.flow);
+            flow.status = FlowStatus::Cancelled;
+            flow.ended_at = Some(now);
+            flow.revision = flow.revision.saturating_add(1);
+            flow.updated_at = now;
+            let sizes = entry.remeasure_flow();
+            state.bytes = resized(state.bytes, sizes);
+            let flow = Flow::clone(&entry.flow);
             self.inner.events.send(|| StoreEvent::FlowUpdated {
                 old_status,
                 flow: flow.clone(),
             });
-            self.inner.note_terminal(&mut state, &flow);
+            self.inner.note_terminal(state, &flow);
         }
         TaskUpdateOutcome::Updated(task)
     }
@@ -505,14 +620,15 @@ impl MemoryStore {
             .map(|e| Arc::clone(e.value()))
             .collect();
         for owner in owners {
-            let mut state = owner.lock();
+            let mut guard = owner.lock();
+            let state = &mut *guard;
             let now = self.inner.clock.epoch_millis();
-            self.inner.prune(&mut state, now, false);
+            self.inner.prune(state, now, false);
             let Some(entry) = state.flows.get_mut(&id) else {
                 continue;
             };
             let old_status = entry.flow.status;
-            let flow = &mut entry.flow;
+            let flow = Arc::make_mut(&mut entry.flow);
             flow.status = match end {
                 FlowEnd::Succeeded => FlowStatus::Succeeded,
                 FlowEnd::Failed => FlowStatus::Failed,
@@ -526,12 +642,14 @@ impl MemoryStore {
             flow.revision = flow.revision.saturating_add(1);
             flow.updated_at = now;
             entry.cancel_pending = false;
-            let flow = flow.clone();
+            let sizes = entry.remeasure_flow();
+            state.bytes = resized(state.bytes, sizes);
+            let flow = Flow::clone(&entry.flow);
             self.inner.events.send(|| StoreEvent::FlowUpdated {
                 old_status,
                 flow: flow.clone(),
             });
-            self.inner.note_terminal(&mut state, &flow);
+            self.inner.note_terminal(state, &flow);
             return Some(flow);
         }
         None
@@ -539,6 +657,17 @@ impl MemoryStore {
 }
 
 impl Inner {
+    /// Whether an owner holding `stored` bytes may replace a record of `old` bytes with one of
+    /// `new` bytes (`old` is 0 for a new record). A change that does not grow is always allowed,
+    /// even above the cap, so an owner pushed past it by embedding-side changes can still shrink.
+    fn fits(&self, stored: usize, (old, new): (usize, usize)) -> bool {
+        new <= old
+            || self
+                .config
+                .max_bytes_per_owner
+                .is_none_or(|cap| resized(stored, (old, new)) <= cap)
+    }
+
     fn note_terminal(&self, state: &mut OwnerState, flow: &Flow) {
         if let (Some(retention), true) = (self.config.retention, flow.status.is_terminal()) {
             let at = expiry(flow, retention);
@@ -565,6 +694,7 @@ impl Inner {
             .collect();
         for id in &expired {
             if let Some(entry) = state.flows.remove(id) {
+                state.bytes = state.bytes.saturating_sub(entry.bytes());
                 for task in &entry.tasks {
                     self.task_index.remove(&task.task_id);
                     self.events.send(|| StoreEvent::TaskPruned {
@@ -603,7 +733,7 @@ impl TaskFlowStore for MemoryStore {
         owner: &str,
         new: NewFlow,
     ) -> impl Future<Output = Result<Flow, StoreError>> + Send {
-        ready(self.create(owner, new))
+        ready(self.create(owner, new).map(Arc::unwrap_or_clone))
     }
 
     fn get_flow(
@@ -611,22 +741,25 @@ impl TaskFlowStore for MemoryStore {
         owner: &str,
         flow_id: &str,
     ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send {
+        // The copy for the caller is made once the lock is released.
         ready(Ok(self
             .with_owner(owner, |state, _| {
-                Self::entry(state, flow_id).map(|e| e.flow.clone())
+                Self::entry(&mut state.flows, flow_id).map(|e| Arc::clone(&e.flow))
             })
-            .flatten()))
+            .flatten()
+            .map(Arc::unwrap_or_clone)))
     }
 
     fn list_flows(
         &self,
         owner: &str,
-    ) -> impl Future<Output = Result<Vec<Flow>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Vec<Arc<Flow>>, StoreError>> + Send {
+        // Pointers only under the lock; the records are serialised after it is released.
         ready(Ok(self
             .with_owner(owner, |state, _| {
                 Self::sorted(state)
                     .into_iter()
-                    .map(|e| e.flow.clone())
+                    .map(|e| Arc::clone(&e.flow))
                     .collect()
             })
             .unwrap_or_default()))
@@ -638,7 +771,8 @@ impl TaskFlowStore for MemoryStore {
     ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send {
         ready(Ok(self
             .with_owner(owner, |state, _| Self::latest(state, |_| true))
-            .flatten()))
+            .flatten()
+            .map(Arc::unwrap_or_clone)))
     }
 
     fn resolve_flow(
@@ -648,8 +782,8 @@ impl TaskFlowStore for MemoryStore {
     ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send {
         ready(Ok(self
             .with_owner(owner, |state, _| {
-                if let Some(entry) = Self::entry(state, token) {
-                    return Some(entry.flow.clone());
+                if let Some(entry) = Self::entry(&mut state.flows, token) {
+                    return Some(Arc::clone(&entry.flow));
                 }
                 if token != owner {
                     return None;
@@ -657,7 +791,8 @@ impl TaskFlowStore for MemoryStore {
                 Self::latest(state, |f| !f.status.is_terminal())
                     .or_else(|| Self::latest(state, |_| true))
             })
-            .flatten()))
+            .flatten()
+            .map(Arc::unwrap_or_clone)))
     }
 
     fn mutate_flow(
@@ -667,7 +802,10 @@ impl TaskFlowStore for MemoryStore {
         expected_revision: u64,
         mutation: Mutation,
     ) -> impl Future<Output = Result<MutationOutcome, StoreError>> + Send {
-        ready(Ok(self.mutate(owner, flow_id, expected_revision, mutation)))
+        ready(
+            self.mutate(owner, flow_id, expected_revision, mutation)
+                .map(MutationOutcome::from),
+        )
     }
 
     fn run_task(
@@ -694,7 +832,7 @@ impl TaskFlowStore for MemoryStore {
     ) -> impl Future<Output = Result<Option<TaskSummary>, StoreError>> + Send {
         ready(Ok(self
             .with_owner(owner, |state, _| {
-                Self::entry(state, flow_id).map(|e| TaskSummary::from_tasks(&e.tasks))
+                Self::entry(&mut state.flows, flow_id).map(|e| TaskSummary::from_tasks(&e.tasks))
             })
             .flatten()))
     }
@@ -706,7 +844,7 @@ impl TaskFlowStore for MemoryStore {
     ) -> impl Future<Output = Result<Option<Vec<Task>>, StoreError>> + Send {
         ready(Ok(self
             .with_owner(owner, |state, _| {
-                Self::entry(state, flow_id).map(|e| e.tasks.clone())
+                Self::entry(&mut state.flows, flow_id).map(|e| e.tasks.clone())
             })
             .flatten()))
     }

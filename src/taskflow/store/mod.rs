@@ -1,8 +1,12 @@
 //! The storage contract of the TaskFlow actions, and its in-memory default.
 //!
 //! [`TaskFlowStore`] is async (return-position `impl Future + Send`) so a durable backend can
-//! implement it without changing [`TaskFlowActionService`](crate::TaskFlowActionService), and the
-//! service is generic over it, so the in-memory path is never boxed or dynamically dispatched.
+//! implement it without changing [`TaskFlowActionService`](crate::TaskFlowActionService). The
+//! service is generic over the store, so store calls are statically dispatched, and
+//! [`MemoryStore`]'s futures are `std::future::Ready` (no state machine, no allocation). One box
+//! remains per request: the service's future, [`TaskFlowFuture`](crate::taskflow::TaskFlowFuture),
+//! is a boxed `dyn Future` because it holds the store's future, whose `impl Future` type cannot be
+//! named in a concrete future type on stable Rust.
 //!
 //! Operations named after an action take the owner session key first: a flow owned by another
 //! session is reported exactly like a missing one. The embedding-side operations
@@ -26,7 +30,8 @@ use super::model::{Flow, FlowStatus, NotifyPolicy, Runtime, SyncMode, Task, Task
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// A configured cap (flows per owner, tasks per flow) is reached: `507` `capacity_exceeded`.
+    /// A configured cap (flows per owner, tasks per flow, bytes per owner) is reached: `507`
+    /// `capacity_exceeded`.
     CapacityExceeded,
     /// The backend could not persist the change: `503` `persist_failed`. The text is for logs only;
     /// it never reaches the client.
@@ -501,8 +506,14 @@ pub trait TaskFlowStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send;
 
     /// `owner`'s flows, newest `createdAt` first; ties newest created first.
-    fn list_flows(&self, owner: &str)
-    -> impl Future<Output = Result<Vec<Flow>, StoreError>> + Send;
+    ///
+    /// Shared records rather than copies: a list of many large flows is answered by serialising
+    /// the records themselves, after the store has let go of any lock (SPEC §2.5). A backend that
+    /// builds records per call wraps each in a fresh `Arc`.
+    fn list_flows(
+        &self,
+        owner: &str,
+    ) -> impl Future<Output = Result<Vec<Arc<Flow>>, StoreError>> + Send;
 
     /// The first flow of [`list_flows`](Self::list_flows).
     fn find_latest_flow(
