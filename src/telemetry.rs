@@ -330,7 +330,8 @@ struct Watch {
     start: Instant,
     observation: Observation,
     access: Option<AccessFields>,
-    settings: Arc<Settings>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<WebhookMetrics>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Telemetry<S>
@@ -372,7 +373,8 @@ where
                 start,
                 observation,
                 access,
-                settings: Arc::clone(settings),
+                #[cfg(feature = "metrics")]
+                metrics: settings.metrics.clone(),
             }),
         }
     }
@@ -428,7 +430,7 @@ impl Watch {
             action,
         } = self.observation;
         #[cfg(feature = "metrics")]
-        if let Some(metrics) = &self.settings.metrics {
+        if let Some(metrics) = &self.metrics {
             metrics.record_request(route.as_ref(), status, elapsed, reason, action);
         }
         if let Some(access) = self.access {
