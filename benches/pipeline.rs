@@ -27,8 +27,10 @@ use dashmap::DashMap;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
+use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
+use tower::Layer;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_governor::GovernorLayer;
@@ -37,9 +39,10 @@ use tower_governor::key_extractor::PeerIpKeyExtractor;
 use tower_http::limit::RequestBodyLimitLayer;
 #[allow(deprecated)]
 use tower_http::validate_request::ValidateRequestHeaderLayer;
+use tower_webhooks::metrics::WebhookMetrics;
 use tower_webhooks::{
     Limits, MemoryStore, MemoryStoreConfig, RateLimitSettings, ResolvedRoute, Secret,
-    WebhookPipeline,
+    TelemetryLayer, WebhookPipeline,
 };
 
 const SECRET: &str = "whsec_4f1c2b7e9a0d3c5b8e6f1a2d4c7b9e0f";
@@ -236,6 +239,7 @@ fn pipeline(c: &mut Criterion) {
         route.clone(),
         json!({"action":"get_flow","flowId":ids[0]}),
     );
+    telemetry(c, &rt, &ours, &ids[0]);
     bench::<_, axum::body::Body, _>(
         c,
         &rt,
@@ -272,6 +276,51 @@ fn pipeline(c: &mut Criterion) {
         "peer create_flow",
         peer,
         json!({"action":"create_flow","goal":"bench"}),
+    );
+}
+
+/// What the telemetry layer adds to a `get_flow` through the router: off (no metrics, no access
+/// log subscriber), metrics only, and metrics plus an access log formatted into a sink.
+fn telemetry(c: &mut Criterion, rt: &Runtime, ours: &WebhookPipeline<MemoryStore>, flow_id: &str) {
+    let route = ResolvedRoute::new("bench", "agent:main:main", [Secret::new(SECRET).unwrap()])
+        .with_path(PATH);
+    let router = ours.router(&[route]);
+    let body = json!({"action":"get_flow","flowId":flow_id});
+    bench::<_, Full<Bytes>, _>(c, rt, "ours get_flow, router", router.clone(), body.clone());
+    let off = TelemetryLayer::new().layer(router.clone());
+    bench::<_, Full<Bytes>, _>(
+        c,
+        rt,
+        "ours get_flow, router + telemetry off",
+        off,
+        body.clone(),
+    );
+    let mut registry = Registry::default();
+    let metrics = WebhookMetrics::new(&mut registry);
+    let counted = TelemetryLayer::new()
+        .access_log(false)
+        .metrics(metrics.clone())
+        .layer(router.clone());
+    bench::<_, Full<Bytes>, _>(
+        c,
+        rt,
+        "ours get_flow, router + metrics",
+        counted,
+        body.clone(),
+    );
+    // The bench runtime is current-thread: a thread-local subscriber sees every event.
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::sink)
+        .with_ansi(false)
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let logged = TelemetryLayer::new().metrics(metrics).layer(router);
+    bench::<_, Full<Bytes>, _>(
+        c,
+        rt,
+        "ours get_flow, router + metrics + access log",
+        logged,
+        body,
     );
 }
 

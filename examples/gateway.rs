@@ -2,73 +2,115 @@
 //!
 //! ```sh
 //! cargo run --release --example gateway -- [--config FILE] [--listen ADDR] [--log-format text|json]
+//!     [--metrics-listen ADDR] [--max-connections N] [--check-config]
 //! ```
 //!
 //! - Without `--config` it serves the embedded default: route `default` at
 //!   `/plugins/webhooks/default` for session `agent:main:main`, its secret from `WEBHOOK_SECRET` or,
 //!   when that is unset, generated and printed once with a ready-to-paste `curl` command.
-//! - `--listen` defaults to `127.0.0.1:18790`.
+//! - `--listen` defaults to `127.0.0.1:18790`. `GET /healthz` answers `ok`, `GET /readyz` `ready`
+//!   (or `503` while no route is served), before route lookup and without a secret.
+//! - `--metrics-listen ADDR` (or `metrics: { listen }` in the config file) serves Prometheus metrics
+//!   at `GET /metrics` on that separate listener; the webhook port never answers `/metrics`.
 //! - Logs go to stderr through `tracing`: readable by default, one JSON object per line with
-//!   `--log-format json` (or `LOG_FORMAT=json`); `RUST_LOG` filters them. No secret is ever logged.
+//!   `--log-format json` (or `LOG_FORMAT=json`); `RUST_LOG` filters them. Every request gets one
+//!   access-log event (target `tower_webhooks::access`). No secret is ever logged.
+//! - `--max-connections N` (default 10,000): at the cap the gateway stops accepting until a
+//!   connection closes.
+//! - `--check-config` loads the file, resolves every secret, prints the routes and exits: 0 when it
+//!   loads, 2 with the error otherwise.
 //! - `SIGHUP` re-reads the config file and re-resolves its secrets; `SIGTERM` or Ctrl-C stop
 //!   accepting and give in-flight requests up to 15 s.
-//! - A bad config or listen address exits with status 2 and a message naming the problem.
+//! - A bad config, listen address or flag exits with status 2 and a message naming the problem;
+//!   `--help` and `--version` exit 0.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use clap::{Parser, ValueEnum};
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tower_webhooks::gateway::{Gateway, LoadReport};
+use tokio::sync::watch;
+use tower_webhooks::gateway::{ConfigCheck, Gateway, LoadReport};
+use tower_webhooks::metrics::{MetricsEndpoint, TrackedKeys, WebhookMetrics};
 use tower_webhooks::serve::{ServeOptions, ServeOutcome, serve};
+use tower_webhooks::telemetry::TelemetryLayer;
 use tower_webhooks::{Secret, gateway};
 use tracing_subscriber::EnvFilter;
 
-const USAGE: &str = "usage: gateway [--config FILE] [--listen ADDR] [--log-format text|json]";
 const DEFAULT_LISTEN: &str = "127.0.0.1:18790";
 
+/// Authenticated webhook ingress for OpenClaw TaskFlows: the tower-webhooks pipeline on hyper 1.
+#[derive(Debug, Parser)]
+#[command(
+    name = "gateway",
+    version,
+    after_help = "Environment:\n  WEBHOOK_SECRET  secret of the embedded default route (without --config); \
+                  generated and printed when unset\n  LOG_FORMAT      json: the same as --log-format json\n  \
+                  RUST_LOG        log filter [default: info]\n\n\
+                  Signals: SIGHUP reloads the config file; SIGTERM or Ctrl-C drain and stop."
+)]
 struct Args {
+    /// JSON5 config: the plugin config alone, or a whole OpenClaw config file [default: the
+    /// embedded default route]
+    #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+
+    /// Address of the webhook listener
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
-    json_logs: bool,
+
+    /// Log format on stderr [default: text, or json when LOG_FORMAT=json]
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+
+    /// Serve Prometheus metrics at GET /metrics on this separate address [default: the config
+    /// file's metrics.listen, else no metrics listener]
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+
+    /// Open connections at most; at the cap the gateway stops accepting until one closes
+    #[arg(long, value_name = "N", default_value = "10000", value_parser = at_least_one)]
+    max_connections: usize,
+
+    /// Load the config, resolve every secret, print the routes and exit (0 ok, 2 error)
+    #[arg(long)]
+    check_config: bool,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut config = None;
-    let mut listen = DEFAULT_LISTEN.to_owned();
-    let mut json_logs = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
-        };
-        match arg.as_str() {
-            "--config" => config = Some(PathBuf::from(value("--config")?)),
-            "--listen" => listen = value("--listen")?,
-            "--log-format" => match value("--log-format")?.as_str() {
-                "json" => json_logs = true,
-                "text" => json_logs = false,
-                other => return Err(format!("--log-format must be text or json, not {other}")),
-            },
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("must be a whole number >= 1".into()),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Args {
+    fn json_logs(&self) -> bool {
+        match self.log_format {
+            Some(format) => format == LogFormat::Json,
+            // Any other LOG_FORMAT value means text, as before the flag parser: a variable meant
+            // for another program must not stop the gateway.
+            None => std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json")),
         }
     }
-    let listen = listen
-        .parse()
-        .map_err(|_| format!("--listen {listen}: not an address like {DEFAULT_LISTEN}"))?;
-    Ok(Args {
-        config,
-        listen,
-        json_logs,
-    })
 }
 
 fn init_logs(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: a log file or journald would keep the escape codes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -105,32 +147,78 @@ fn print_quick_start(listen: SocketAddr, secret: &Secret) {
     println!();
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGTERM or Ctrl-C. The handlers are installed here, at once, not when the future
+/// is first polled: a SIGTERM sent right after the `gateway listening` line must drain, not kill.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing the SIGTERM handler");
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    let interrupt = tokio::signal::ctrl_c();
+    async move {
+        #[cfg(unix)]
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = interrupt => {}
             _ = terminate.recv() => {}
         }
+        #[cfg(not(unix))]
+        let _ = interrupt.await;
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+}
+
+/// `--check-config`: what a start would load, printed without a secret; exit 0, or 2 with the error.
+fn check_config(args: &Args) -> ExitCode {
+    let check = match &args.config {
+        Some(path) => match ConfigCheck::of_file(path) {
+            Ok(check) => check,
+            Err(error) => {
+                eprintln!("gateway: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        None => ConfigCheck::embedded(),
+    };
+    let mut check = check;
+    if args.metrics_listen.is_some() {
+        check.metrics_listen = args.metrics_listen;
+    }
+    print!("{check}");
+    ExitCode::SUCCESS
+}
+
+/// Serves `GET /metrics` on `listen` until `stopping` turns true.
+async fn serve_metrics(
+    listen: SocketAddr,
+    endpoint: MetricsEndpoint,
+    mut stopping: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<ServeOutcome>, ExitCode> {
+    let listener = match TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("gateway: cannot listen on {listen} for metrics: {error}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    let listen = listener.local_addr().unwrap_or(listen);
+    tracing::info!(%listen, "metrics listening");
+    Ok(tokio::spawn(serve(
+        listener,
+        endpoint,
+        ServeOptions::default(),
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        },
+    )))
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::from(2);
-        }
-    };
-    init_logs(args.json_logs);
+    // Usage errors exit 2 with clap's message; --help and --version exit 0.
+    let args = Args::parse();
+    if args.check_config {
+        return check_config(&args);
+    }
+    init_logs(args.json_logs());
 
     let (gateway, report) = match &args.config {
         Some(path) => match Gateway::from_file(path) {
@@ -158,22 +246,39 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The bound address, not the requested one: with `--listen 127.0.0.1:0` this line is how a
-    // supervisor (or a test) learns the port.
-    let listen = listener.local_addr().unwrap_or(args.listen);
-    tracing::info!(%listen, "gateway listening");
 
-    let gateway = std::sync::Arc::new(gateway);
+    let (stop, stopping) = watch::channel(false);
+    let mut telemetry = TelemetryLayer::new();
+    let mut metrics = None;
+    let mut metrics_server = None;
+    if let Some(listen) = args.metrics_listen.or(gateway.metrics_settings().listen) {
+        let mut registry = Registry::default();
+        let counting = WebhookMetrics::new(&mut registry);
+        registry.register_collector(Box::new(TrackedKeys::of(gateway.pipeline())));
+        telemetry = telemetry.metrics(counting.clone());
+        metrics = Some(counting);
+        match serve_metrics(listen, MetricsEndpoint::new(registry), stopping.clone()).await {
+            Ok(server) => metrics_server = Some(server),
+            Err(code) => return code,
+        }
+    }
+
+    let shutdown = shutdown_signal();
+    let gateway = Arc::new(gateway);
     #[cfg(unix)]
     {
-        let gateway = std::sync::Arc::clone(&gateway);
+        let gateway = Arc::clone(&gateway);
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .expect("installing the SIGHUP handler");
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
                 // Secret resolution may run an exec provider: keep it off the runtime's workers.
-                let gateway = std::sync::Arc::clone(&gateway);
-                match tokio::task::spawn_blocking(move || gateway.reload()).await {
+                let reloading = Arc::clone(&gateway);
+                let outcome = tokio::task::spawn_blocking(move || reloading.reload()).await;
+                if let Some(metrics) = &metrics {
+                    metrics.record_config_reload(matches!(outcome, Ok(Ok(_))));
+                }
+                match outcome {
                     Ok(Ok(report)) => {
                         tracing::info!("configuration reloaded");
                         log_report(&report);
@@ -185,16 +290,24 @@ async fn main() -> ExitCode {
         });
     }
 
-    match serve(
-        listener,
-        gateway.router(),
-        ServeOptions::default(),
-        shutdown_signal(),
-    )
-    .await
-    {
+    // The bound address, not the requested one: with `--listen 127.0.0.1:0` this line is how a
+    // supervisor (or a test) learns the port. Every signal handler is installed by now.
+    let listen = listener.local_addr().unwrap_or(args.listen);
+    tracing::info!(%listen, max_connections = args.max_connections, "gateway listening");
+
+    // LEAD: ServeOptions { max_connections: args.max_connections, .. }
+    let options = ServeOptions::default();
+    let outcome = serve(listener, gateway.service(telemetry), options, async {
+        shutdown.await;
+        let _ = stop.send(true);
+    })
+    .await;
+    match outcome {
         ServeOutcome::Drained => tracing::info!("all connections finished"),
         ServeOutcome::GraceExpired => tracing::warn!("grace period over: open connections dropped"),
+    }
+    if let Some(server) = metrics_server {
+        let _ = server.await;
     }
     ExitCode::SUCCESS
 }

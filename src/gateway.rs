@@ -1,18 +1,23 @@
 //! [`Gateway`]: the route table the `gateway` example serves, loaded from a config file or the
-//! embedded default, and reloadable while it serves.
+//! embedded default, and reloadable while it serves; [`Gateway::service`] puts the health check and
+//! telemetry in front of it, and [`ConfigCheck`] is what `--check-config` prints.
 //!
 //! A reload re-reads the file, re-resolves every secret and swaps the whole route table at once:
 //! requests already routed finish on the old routes. The store, the limiters and the lockout are kept,
 //! so a reload loses no flow, resets no budget and lifts no lockout. Changed `limits` take effect at
 //! the next start; a reload says so in a warning.
 
+use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::config::{ConfigError, Limits, ResolvedRoute, WebhooksConfig};
+use crate::config::{ConfigError, Limits, MetricsSettings, ResolvedRoute, WebhooksConfig};
+use crate::health::{Health, Readiness, RoutesLoaded};
 use crate::pipeline::{RouteService, WebhookPipeline};
 use crate::router::WebhookRouter;
 use crate::secret::Secret;
 use crate::taskflow::MemoryStore;
+use crate::telemetry::{Telemetry, TelemetryLayer};
 
 /// The embedded default route: id, owner session and path.
 pub const DEFAULT_ROUTE_ID: &str = "default";
@@ -21,6 +26,19 @@ pub const DEFAULT_SESSION_KEY: &str = "agent:main:main";
 
 /// The router type the gateway serves.
 pub type GatewayRouter = WebhookRouter<RouteService<MemoryStore>>;
+
+/// What the gateway serves on its webhook port: probes first, then the observed router.
+pub type GatewayService = Health<Telemetry<GatewayRouter>>;
+
+/// The store kind the gateway runs on, as `--check-config` prints it.
+pub const STORE_KIND: &str = "memory";
+/// The shared-state kind the gateway runs with, as `--check-config` prints it.
+pub const SHARED_STATE_KIND: &str = "none";
+/// How every route authenticates today: a shared secret, as a bearer token or in
+/// `x-openclaw-webhook-secret` (SPEC §2.2).
+pub const AUTH_MODE_SECRET: &str = "secret";
+/// What every route does today: the TaskFlow actions of SPEC §3.
+pub const DISPATCH_TASKFLOW_ACTIONS: &str = "taskflow-actions";
 
 /// What a load or reload produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +53,7 @@ pub struct LoadReport {
 #[derive(Debug)]
 pub struct Gateway {
     config_path: Option<PathBuf>,
+    metrics: MetricsSettings,
     pipeline: WebhookPipeline<MemoryStore>,
     router: GatewayRouter,
 }
@@ -53,6 +72,7 @@ impl Gateway {
         (
             Self {
                 config_path: None,
+                metrics: MetricsSettings::default(),
                 pipeline,
                 router,
             },
@@ -71,6 +91,7 @@ impl Gateway {
         Ok((
             Self {
                 config_path: Some(path),
+                metrics: *config.metrics(),
                 pipeline,
                 router,
             },
@@ -81,6 +102,19 @@ impl Gateway {
     /// The router to serve. Clones share the route table, so a reload reaches them all.
     pub fn router(&self) -> GatewayRouter {
         self.router.clone()
+    }
+
+    /// The service for the webhook port: `/healthz` and `/readyz` (ready while at least one route is
+    /// served), then `telemetry` around the router. Its client IPs follow `limits.trustedProxies`.
+    pub fn service(&self, telemetry: TelemetryLayer) -> GatewayService {
+        let telemetry = telemetry.trusted_proxies(self.pipeline.limits().trusted_proxies.clone());
+        let readiness = Readiness::new().with(RoutesLoaded::new(self.router.table_handle()));
+        Health::new(Telemetry::new(self.router(), &telemetry), readiness)
+    }
+
+    /// The config file's `metrics` section (empty for the embedded default).
+    pub fn metrics_settings(&self) -> &MetricsSettings {
+        &self.metrics
     }
 
     /// The pipeline behind the routes: its store and shared limiter state.
@@ -113,6 +147,9 @@ impl Gateway {
         if resolved.limits != *self.pipeline.limits() {
             warnings.push("[webhooks] limits changed: they take effect at the next start".into());
         }
+        if *config.metrics() != self.metrics {
+            warnings.push("[webhooks] metrics changed: they take effect at the next start".into());
+        }
         let report = report_of(&resolved.routes, warnings);
         self.router
             .table_handle()
@@ -128,5 +165,109 @@ fn report_of(routes: &[ResolvedRoute], warnings: Vec<String>) -> LoadReport {
             .map(|route| (route.id.clone(), route.path.clone()))
             .collect(),
         warnings,
+    }
+}
+
+/// What `--check-config` prints: every served route, the skipped ones, and the kinds of store and
+/// shared state, never a secret or a session key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigCheck {
+    /// Where the routes come from: `config <file>` or `embedded default`.
+    pub source: String,
+    /// Every route that would be served, in file order.
+    pub routes: Vec<RouteSummary>,
+    /// The `[webhooks] skipping route …` warnings.
+    pub warnings: Vec<String>,
+    /// The store kind ([`STORE_KIND`]).
+    pub store: &'static str,
+    /// The shared-state kind ([`SHARED_STATE_KIND`]).
+    pub shared_state: &'static str,
+    /// The metrics listener the file asks for.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// One served route, as `--check-config` prints it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteSummary {
+    /// The route id.
+    pub id: String,
+    /// The normalised path.
+    pub path: String,
+    /// How it authenticates ([`AUTH_MODE_SECRET`]).
+    pub auth: &'static str,
+    /// How many secrets it accepts (more than one while rotating).
+    pub secrets: usize,
+    /// What it does with a request ([`DISPATCH_TASKFLOW_ACTIONS`]).
+    pub dispatch: &'static str,
+}
+
+impl RouteSummary {
+    fn of(route: &ResolvedRoute) -> Self {
+        Self {
+            id: route.id.clone(),
+            path: route.path.clone(),
+            auth: AUTH_MODE_SECRET,
+            secrets: route.secrets.len(),
+            dispatch: DISPATCH_TASKFLOW_ACTIONS,
+        }
+    }
+}
+
+impl ConfigCheck {
+    /// Loads `path` and resolves every secret, as a start would. Blocking (secret providers).
+    pub fn of_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let config = WebhooksConfig::load(path)?;
+        let resolved = config.resolve();
+        Ok(Self {
+            source: format!("config {}", path.display()),
+            routes: resolved.routes.iter().map(RouteSummary::of).collect(),
+            warnings: resolved.warnings(),
+            store: STORE_KIND,
+            shared_state: SHARED_STATE_KIND,
+            metrics_listen: config.metrics().listen,
+        })
+    }
+
+    /// The embedded default route, whose secret comes from `WEBHOOK_SECRET` or is generated.
+    pub fn embedded() -> Self {
+        let route = ResolvedRoute::new(DEFAULT_ROUTE_ID, DEFAULT_SESSION_KEY, [Secret::generate()]);
+        Self {
+            source: "embedded default".into(),
+            routes: vec![RouteSummary::of(&route)],
+            warnings: vec![],
+            store: STORE_KIND,
+            shared_state: SHARED_STATE_KIND,
+            metrics_listen: None,
+        }
+    }
+}
+
+impl fmt::Display for ConfigCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}: ok", self.source)?;
+        for route in &self.routes {
+            let plural = if route.secrets == 1 { "" } else { "s" };
+            writeln!(
+                f,
+                "route {}: path {}, auth {} ({} secret{plural}), dispatch {}",
+                route.id, route.path, route.auth, route.secrets, route.dispatch
+            )?;
+        }
+        for warning in &self.warnings {
+            writeln!(f, "warning: {warning}")?;
+        }
+        if self.routes.is_empty() {
+            writeln!(
+                f,
+                "warning: no route is served: every request will answer 404"
+            )?;
+        }
+        writeln!(f, "store: {}", self.store)?;
+        writeln!(f, "shared state: {}", self.shared_state)?;
+        match self.metrics_listen {
+            Some(listen) => writeln!(f, "metrics: {listen}"),
+            None => writeln!(f, "metrics: off"),
+        }
     }
 }

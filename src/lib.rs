@@ -59,6 +59,16 @@
 //!
 //! - `axum` (default): the limiters also read the peer address from axum's `ConnectInfo`.
 //! - `gateway` (default): [`serve`] and [`gateway`], the hyper 1 server behind the gateway example.
+//!   Turns on `metrics`.
+//! - `metrics`: [`metrics`], the Prometheus series of SPEC §6 (over `prometheus-client`), counted by
+//!   [`TelemetryLayer`]. Without it the layer writes the access log only.
+//!
+//! # Operating it
+//!
+//! [`Health`] answers `/healthz` and `/readyz` before route lookup, and [`Telemetry`] writes one
+//! access-log event per request (target `tower_webhooks::access`) and counts the metrics. The
+//! gateway stacks them as `Health ─► Telemetry ─► WebhookRouter`: probes are neither logged nor
+//! counted.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -71,13 +81,17 @@ pub mod future;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 pub mod guard;
+pub mod health;
 pub mod json;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod pipeline;
 pub mod rejection;
 pub mod router;
 pub mod secret;
 #[cfg(feature = "gateway")]
 pub mod serve;
+pub mod telemetry;
 
 pub mod auth;
 pub mod body_limit;
@@ -99,11 +113,12 @@ pub use client_ip::{InvalidCidr, TrustedProxies};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{
     AuthFailureSettings, BodySettings, ChildSessions, ConfigError, ExecProvider, FileMode,
-    InFlightSettings, Limits, RateLimitSettings, ResolvedConfig, ResolvedRoute, RouteConfig,
-    SecretInput, SecretProvider, SecretProviders, SecretRef, SecretSource, SkippedRoute,
-    UnresolvedSecret, WebhooksConfig, normalize_webhook_path,
+    InFlightSettings, Limits, MetricsSettings, RateLimitSettings, ResolvedConfig, ResolvedRoute,
+    RouteConfig, SecretInput, SecretProvider, SecretProviders, SecretRef, SecretSource,
+    SkippedRoute, UnresolvedSecret, WebhooksConfig, normalize_webhook_path,
 };
 pub use guard::{RequireJson, RequireJsonLayer, RequirePost, RequirePostLayer};
+pub use health::{Health, HealthLayer};
 pub use in_flight::{
     InFlightBody, InFlightConfig, InFlightLimit, InFlightLimitLayer, InFlightLimiter,
     InFlightPermit, InFlightResponseFuture,
@@ -113,7 +128,7 @@ pub use rate_limit::{
     FixedWindowLimiter, FixedWindowRateLimit, FixedWindowRateLimitLayer, GlobalKey, KeyExtractor,
     Limited, NormalizedPathAndPeerIp, PathAndClientIp, RateLimitConfig,
 };
-pub use rejection::Rejection;
+pub use rejection::{Rejection, RejectionReason};
 pub use router::{RouteTable, RouteTableHandle, RouterFuture, WebhookRouter};
 pub use scrub::{
     InvalidScrubPath, ScrubConfig, ScrubOwnerMetadata, ScrubOwnerMetadataLayer, ScrubPath,
@@ -127,3 +142,4 @@ pub use taskflow::{
     StoreError, StoreEvent, SyncMode, Task, TaskFlowActionService, TaskFlowFuture, TaskFlowRoute,
     TaskFlowStore, TaskStatus, TaskSummary, TaskUpdate, TaskUpdateOutcome, ValidationError,
 };
+pub use telemetry::{Telemetry, TelemetryLayer};

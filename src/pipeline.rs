@@ -56,13 +56,17 @@ use crate::scrub::{ScrubConfig, ScrubOwnerMetadata};
 use crate::taskflow::{
     ChildSessionPolicy, MemoryStore, TaskFlowActionService, TaskFlowRoute, TaskFlowStore,
 };
+use crate::telemetry::RecordRoute;
 
-/// The service of one route: every layer of the contract over the TaskFlow service.
-pub type RouteService<St> = RequirePost<
-    FixedWindowRateLimit<
-        RequireJson<
-            InFlightLimit<
-                SharedSecretAuth<BodyLimit<ScrubOwnerMetadata<TaskFlowActionService<St>>>>,
+/// The service of one route: every layer of the contract over the TaskFlow service, recording the
+/// route id for a [`Telemetry`](crate::telemetry::Telemetry) layer outside the router.
+pub type RouteService<St> = RecordRoute<
+    RequirePost<
+        FixedWindowRateLimit<
+            RequireJson<
+                InFlightLimit<
+                    SharedSecretAuth<BodyLimit<ScrubOwnerMetadata<TaskFlowActionService<St>>>>,
+                >,
             >,
         >,
     >,
@@ -212,7 +216,7 @@ impl<St: TaskFlowStore> WebhookPipeline<St> {
         let in_flight = self.in_flight.layer(auth);
         let json = RequireJson::new(in_flight);
         let rate_limited = self.rate_limit.layer(json);
-        RequirePost::new(rate_limited)
+        RecordRoute::new(RequirePost::new(rate_limited), route.id.as_str())
     }
 
     /// A route table of `routes`, for [`WebhookRouter::from_table`] or a reload through

@@ -2,6 +2,10 @@
 //!
 //! Every rejection carries `Content-Type: text/plain; charset=utf-8` and a body built from a static
 //! string, so answering one never formats or copies text.
+//!
+//! Each rejection also has a [`RejectionReason`], the fixed word metrics and the access log use
+//! (SPEC §6). Turning a rejection into a response records that word for the
+//! [`Telemetry`](crate::telemetry::Telemetry) layer observing the request, if there is one.
 
 use bytes::Bytes;
 use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
@@ -9,7 +13,8 @@ use http::{HeaderValue, Response, StatusCode};
 
 use crate::body::ResponseBody;
 
-const TEXT_PLAIN_UTF8: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+pub(crate) const TEXT_PLAIN_UTF8: HeaderValue =
+    HeaderValue::from_static("text/plain; charset=utf-8");
 
 /// `Retry-After` values up to the default window, prebuilt: a 429 is the answer a flood gets, and
 /// formatting the number would allocate on every one of them.
@@ -96,9 +101,15 @@ pub enum Rejection {
     NotFound,
     /// `405` `Method Not Allowed` with `Allow: POST`.
     MethodNotAllowed,
-    /// `429` `Too Many Requests` with `Retry-After` in seconds (at least 1).
+    /// `429` `Too Many Requests` with `Retry-After` in seconds (at least 1): a rate limit.
     TooManyRequests {
         /// Seconds until the client may try again; `0` is sent as `1`.
+        retry_after_secs: u64,
+    },
+    /// The same response as [`TooManyRequests`](Rejection::TooManyRequests), for a client IP locked
+    /// out after too many failed authentications: only its [`reason`](Rejection::reason) differs.
+    LockedOut {
+        /// Seconds until the lockout ends; `0` is sent as `1`.
         retry_after_secs: u64,
     },
     /// `415` `Unsupported Media Type`.
@@ -126,7 +137,7 @@ impl Rejection {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests { .. } | Self::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::SecretInQueryString | Self::InvalidContentLength | Self::InvalidRequestBody => {
@@ -143,7 +154,7 @@ impl Rejection {
         match self {
             Self::NotFound => "Not Found",
             Self::MethodNotAllowed => "Method Not Allowed",
-            Self::TooManyRequests { .. } => "Too Many Requests",
+            Self::TooManyRequests { .. } | Self::LockedOut { .. } => "Too Many Requests",
             Self::UnsupportedMediaType => "Unsupported Media Type",
             Self::Unauthorized => "unauthorized",
             Self::SecretInQueryString => "secret must not be sent in the query string",
@@ -152,6 +163,28 @@ impl Rejection {
             Self::RequestBodyTimeout => "Request body timeout",
             Self::InvalidRequestBody => "invalid request body",
             Self::InternalServerError => "Internal Server Error",
+        }
+    }
+
+    /// The word metrics and the access log count this rejection under; `None` for `404` (not a
+    /// refusal: the request is simply not ours) and `500` (a failure, not a refusal).
+    ///
+    /// A `429` from [`TooManyRequests`](Rejection::TooManyRequests) is `rate_limited`; the in-flight
+    /// limit records [`RejectionReason::InFlight`] in its place.
+    pub const fn reason(self) -> Option<RejectionReason> {
+        match self {
+            Self::NotFound | Self::InternalServerError => None,
+            Self::MethodNotAllowed => Some(RejectionReason::Method),
+            Self::TooManyRequests { .. } => Some(RejectionReason::RateLimited),
+            Self::LockedOut { .. } => Some(RejectionReason::LockedOut),
+            Self::UnsupportedMediaType => Some(RejectionReason::MediaType),
+            Self::Unauthorized => Some(RejectionReason::Unauthorized),
+            Self::SecretInQueryString | Self::InvalidContentLength => {
+                Some(RejectionReason::InvalidRequest)
+            }
+            Self::PayloadTooLarge => Some(RejectionReason::PayloadTooLarge),
+            Self::RequestBodyTimeout => Some(RejectionReason::BodyTimeout),
+            Self::InvalidRequestBody => Some(RejectionReason::InvalidBody),
         }
     }
 
@@ -165,8 +198,12 @@ impl Rejection {
     }
 
     /// The response: status, `Content-Type: text/plain; charset=utf-8`, the variant's headers and
-    /// its exact text.
+    /// its exact text. Records the [`reason`](Rejection::reason) for the observing
+    /// [`Telemetry`](crate::telemetry::Telemetry) layer, if any.
     pub fn into_response<B>(self) -> Response<ResponseBody<B>> {
+        if let Some(reason) = self.reason() {
+            crate::telemetry::record_rejection(reason);
+        }
         let mut response = Response::new(ResponseBody::full(Bytes::from_static(
             self.text().as_bytes(),
         )));
@@ -177,7 +214,7 @@ impl Rejection {
             Self::MethodNotAllowed => {
                 headers.insert(ALLOW, HeaderValue::from_static("POST"));
             }
-            Self::TooManyRequests { retry_after_secs } => {
+            Self::TooManyRequests { retry_after_secs } | Self::LockedOut { retry_after_secs } => {
                 headers.insert(RETRY_AFTER, retry_after(retry_after_secs));
             }
             Self::Unauthorized => {
@@ -189,6 +226,81 @@ impl Rejection {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         response
+    }
+}
+
+/// Why a request was refused, as the fixed word of SPEC §6: the `reason` label of
+/// `webhook_rejections_total` and the `reason` field of the access log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectionReason {
+    /// `method`: not `POST` (`405`).
+    Method,
+    /// `rate_limited`: the fixed-window rate limit (`429`).
+    RateLimited,
+    /// `media_type`: not JSON (`415`).
+    MediaType,
+    /// `in_flight`: the in-flight limit (`429`).
+    InFlight,
+    /// `unauthorized`: no or a wrong secret (`401`).
+    Unauthorized,
+    /// `locked_out`: the client IP is locked out after failed authentications (`429`).
+    LockedOut,
+    /// `forbidden_ip`: the client IP is outside the route's allowlist (`403`).
+    ForbiddenIp,
+    /// `payload_too_large`: the body is over the cap (`413`).
+    PayloadTooLarge,
+    /// `body_timeout`: the body did not arrive in time (`408`).
+    BodyTimeout,
+    /// `invalid_body`: the body is empty, not UTF-8 or not JSON (`400` `invalid request body`).
+    InvalidBody,
+    /// `invalid_request`: a schema violation, a secret in the query string, or a malformed
+    /// `Content-Length` (`400`).
+    InvalidRequest,
+}
+
+impl RejectionReason {
+    /// Every reason, in the order of SPEC §6.
+    pub const ALL: [Self; 11] = [
+        Self::Method,
+        Self::RateLimited,
+        Self::MediaType,
+        Self::InFlight,
+        Self::Unauthorized,
+        Self::LockedOut,
+        Self::ForbiddenIp,
+        Self::PayloadTooLarge,
+        Self::BodyTimeout,
+        Self::InvalidBody,
+        Self::InvalidRequest,
+    ];
+
+    /// The word, as metrics label it and the access log writes it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Method => "method",
+            Self::RateLimited => "rate_limited",
+            Self::MediaType => "media_type",
+            Self::InFlight => "in_flight",
+            Self::Unauthorized => "unauthorized",
+            Self::LockedOut => "locked_out",
+            Self::ForbiddenIp => "forbidden_ip",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::BodyTimeout => "body_timeout",
+            Self::InvalidBody => "invalid_body",
+            Self::InvalidRequest => "invalid_request",
+        }
+    }
+
+    /// The position in [`ALL`](Self::ALL): an index for per-reason tables.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for RejectionReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -239,6 +351,14 @@ mod tests {
                 429,
                 "Too Many Requests",
                 vec![("retry-after", "1")],
+            ),
+            (
+                Rejection::LockedOut {
+                    retry_after_secs: 42,
+                },
+                429,
+                "Too Many Requests",
+                vec![("retry-after", "42")],
             ),
             (
                 Rejection::UnsupportedMediaType,
@@ -303,5 +423,45 @@ mod tests {
                 assert_eq!(got_headers[name], value, "{rejection:?}");
             }
         }
+    }
+
+    #[test]
+    fn every_reason_is_its_spec_word_and_sits_at_its_index() {
+        let words: Vec<&str> = RejectionReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            words,
+            [
+                "method",
+                "rate_limited",
+                "media_type",
+                "in_flight",
+                "unauthorized",
+                "locked_out",
+                "forbidden_ip",
+                "payload_too_large",
+                "body_timeout",
+                "invalid_body",
+                "invalid_request",
+            ]
+        );
+        for (i, reason) in RejectionReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i);
+        }
+    }
+
+    #[test]
+    fn a_lockout_is_told_apart_from_a_rate_limit_by_its_reason_only() {
+        let limited = Rejection::TooManyRequests {
+            retry_after_secs: 5,
+        };
+        let locked = Rejection::LockedOut {
+            retry_after_secs: 5,
+        };
+        assert_eq!(limited.status(), locked.status());
+        assert_eq!(limited.text(), locked.text());
+        assert_eq!(limited.reason(), Some(RejectionReason::RateLimited));
+        assert_eq!(locked.reason(), Some(RejectionReason::LockedOut));
+        assert_eq!(Rejection::NotFound.reason(), None);
+        assert_eq!(Rejection::InternalServerError.reason(), None);
     }
 }

@@ -15,8 +15,10 @@
 //!   `plugins.entries.webhooks.enabled: false`, or no `plugins.entries.webhooks.config`, means no routes
 //!   and default limits; a disabled plugin's config is not even validated. A top-level `routes` or
 //!   `limits` beside `plugins` is an error, since it would otherwise be silently ignored.
-//! - The plugin config alone accepts `routes`, `limits`, and also `secrets: { providers }` (same
-//!   shape as in a whole file), so `file` and `exec` refs work without an OpenClaw file.
+//! - The plugin config alone accepts `routes`, `limits`, `metrics` (`{ listen }`, where the gateway
+//!   serves Prometheus metrics), and also `secrets: { providers }` (same shape as in a whole file),
+//!   so `file` and `exec` refs work without an OpenClaw file. In a whole file `metrics` sits beside
+//!   `routes` under `plugins.entries.webhooks.config`.
 //!
 //! # Loading, then resolving
 //!
@@ -123,6 +125,7 @@
 
 mod error;
 mod limits;
+mod metrics;
 mod nesting;
 mod path;
 mod routes;
@@ -136,6 +139,7 @@ use serde_json::Value;
 
 pub use error::ConfigError;
 pub use limits::{AuthFailureSettings, BodySettings, InFlightSettings, Limits, RateLimitSettings};
+pub use metrics::MetricsSettings;
 pub use nesting::MAX_NESTING_DEPTH;
 pub use path::{normalize_webhook_path, request_route_path};
 pub use routes::{ChildSessions, ResolvedRoute, RouteConfig, SkippedRoute};
@@ -159,6 +163,7 @@ pub struct WebhooksConfig {
     enabled: bool,
     routes: Vec<RouteConfig>,
     limits: Limits,
+    metrics: MetricsSettings,
     providers: SecretProviders,
 }
 
@@ -207,7 +212,11 @@ impl WebhooksConfig {
         if root.contains_key("plugins") {
             Self::from_openclaw_file(root)
         } else {
-            deny_unknown(root, PLUGIN_PATH, &["routes", "limits", "secrets"])?;
+            deny_unknown(
+                root,
+                PLUGIN_PATH,
+                &["routes", "limits", "metrics", "secrets"],
+            )?;
             let providers = match root.get("secrets") {
                 Some(secrets) => providers_from_secrets(secrets)?,
                 None => SecretProviders::default(),
@@ -244,7 +253,7 @@ impl WebhooksConfig {
             return Ok(Self::empty(true));
         };
         let config = object(config, PLUGIN_PATH)?;
-        deny_unknown(config, PLUGIN_PATH, &["routes", "limits"])?;
+        deny_unknown(config, PLUGIN_PATH, &["routes", "limits", "metrics"])?;
         let providers = match root.get("secrets") {
             Some(secrets) => providers_from_secrets(secrets)?,
             None => SecretProviders::default(),
@@ -264,10 +273,15 @@ impl WebhooksConfig {
             Some(limits) => Limits::from_value(limits, &join(PLUGIN_PATH, "limits"))?,
             None => Limits::default(),
         };
+        let metrics = match config.get("metrics") {
+            Some(metrics) => MetricsSettings::from_value(metrics, &join(PLUGIN_PATH, "metrics"))?,
+            None => MetricsSettings::default(),
+        };
         Ok(Self {
             enabled: true,
             routes,
             limits,
+            metrics,
             providers,
         })
     }
@@ -292,6 +306,11 @@ impl WebhooksConfig {
     /// The limits.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// `metrics`: where the gateway serves its metrics.
+    pub fn metrics(&self) -> &MetricsSettings {
+        &self.metrics
     }
 
     /// `secrets.providers`.

@@ -8,6 +8,7 @@ use super::ConfigError;
 use super::path::normalize_webhook_path;
 use super::secrets::SecretInput;
 use super::value::{deny_unknown, index, join, js_trim, object, opt_bool, opt_string, string};
+use crate::health::{HEALTHZ, READYZ};
 use crate::secret::Secret;
 
 /// Which `childSessionKey`s a route's `run_task` may name (our extension; SPEC §3).
@@ -56,7 +57,8 @@ pub struct RouteConfig {
     pub id: String,
     /// `enabled`: a disabled route is validated but serves nothing and reserves no path.
     pub enabled: bool,
-    /// `path`, normalised. Default `/plugins/webhooks/<id>`.
+    /// `path`, normalised. Default `/plugins/webhooks/<id>`. `/healthz` and `/readyz` are refused:
+    /// the health check answers them before route lookup.
     pub path: String,
     /// `sessionKey`: the owner of every flow this route touches.
     pub session_key: String,
@@ -91,6 +93,13 @@ impl RouteConfig {
             Some(v) => normalize_webhook_path(&string(v, &join(path, "path"))?).into_owned(),
             None => normalize_webhook_path(&format!("/plugins/webhooks/{id}")).into_owned(),
         };
+        // Checked on disabled routes too, so the mistake shows before the route is switched on.
+        if route_path == HEALTHZ || route_path == READYZ {
+            return Err(ConfigError::invalid(
+                join(path, "path"),
+                format!("{route_path} is answered by the health check and cannot be a route"),
+            ));
+        }
         let session_key = opt_string(map, "sessionKey", path)?
             .ok_or_else(|| ConfigError::invalid(join(path, "sessionKey"), "is required"))?;
         let secret = match map.get("secret") {

@@ -8,7 +8,7 @@ use pin_project_lite::pin_project;
 use super::body::InFlightBody;
 use super::limiter::InFlightPermit;
 use crate::body::ResponseBody;
-use crate::rejection::Rejection;
+use crate::rejection::{Rejection, RejectionReason};
 
 /// The in-flight rejection: the client may retry as soon as a slot frees, so say one second.
 pub(crate) const IN_FLIGHT_REJECTION: Rejection = Rejection::TooManyRequests {
@@ -80,7 +80,12 @@ where
                     response.map(|body| ResponseBody::new(InFlightBody::new(body, permit)))
                 ))
             }
-            KindProj::Rejected => Poll::Ready(Ok(IN_FLIGHT_REJECTION.into_response())),
+            KindProj::Rejected => {
+                let response = IN_FLIGHT_REJECTION.into_response();
+                // The same 429 as a rate limit's; metrics and the access log tell them apart.
+                crate::telemetry::record_rejection(RejectionReason::InFlight);
+                Poll::Ready(Ok(response))
+            }
         }
     }
 }

@@ -114,6 +114,7 @@
 //!   slowing webhook calls down.
 
 mod action;
+mod label;
 mod model;
 mod notify;
 mod outcome;
@@ -124,6 +125,7 @@ mod store;
 pub use action::{
     Action, MAX_SAFE_INTEGER, MAX_STRING_BYTES, RUN_TASK_STATUS_RULE, ValidationError,
 };
+pub use label::{ActionCode, ActionName};
 pub use model::{Flow, FlowStatus, NotifyPolicy, Runtime, SyncMode, Task, TaskStatus, TaskSummary};
 pub use notify::{CancelHook, CancelImmediately, ChildCancel, StoreEvent};
 pub use outcome::{

@@ -14,6 +14,7 @@ use crate::json::JsonDocument;
 use tower_service::Service;
 
 use super::action::Action;
+use super::label::ActionCode;
 use super::model::Flow;
 use super::outcome::{
     ActionOutcome, CANCEL_PENDING_REASON, ErrorCode, RUN_TASK_NOT_MANAGED, terminal_message,
@@ -23,7 +24,8 @@ use super::store::{
     CancelOutcome, MutationOutcome, NewFlow, RunTaskOutcome, StoreError, TaskFlowStore,
 };
 use crate::body::{BufferedBody, StandaloneBody};
-use crate::rejection::Rejection;
+use crate::rejection::{Rejection, RejectionReason};
+use crate::telemetry;
 
 /// What binds a [`TaskFlowActionService`] to one route: its id (echoed as `routeId`), the owner
 /// session key, the default controller id and the child-session policy.
@@ -402,13 +404,18 @@ impl<S: TaskFlowStore> Service<Request<BufferedBody>> for TaskFlowActionService<
         let action = match Action::parse(&body) {
             Ok(action) => action,
             Err(error) => {
+                telemetry::record_rejection(RejectionReason::InvalidRequest);
                 let response = ActionOutcome::Invalid(error).into_response(&self.route.route_id);
                 return Box::pin(std::future::ready(Ok(response)));
             }
         };
+        let name = action.name();
         let this = self.clone();
         Box::pin(async move {
             let outcome = this.execute(action).await;
+            if let Some(code) = ActionCode::of(&outcome) {
+                telemetry::record_action(name, code);
+            }
             Ok(outcome.into_response(&this.route.route_id))
         })
     }
