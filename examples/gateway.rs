@@ -26,6 +26,7 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -74,18 +75,16 @@ struct Args {
 
     /// Open connections at most; at the cap the gateway stops accepting until one closes
     #[arg(long, value_name = "N", default_value = "10000", value_parser = at_least_one)]
-    max_connections: usize,
+    max_connections: NonZeroUsize,
 
     /// Load the config, resolve every secret, print the routes and exit (0 ok, 2 error)
     #[arg(long)]
     check_config: bool,
 }
 
-fn at_least_one(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err("must be a whole number >= 1".into()),
-    }
+fn at_least_one(text: &str) -> Result<NonZeroUsize, String> {
+    text.parse::<NonZeroUsize>()
+        .map_err(|_| "must be a whole number >= 1".into())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -295,8 +294,10 @@ async fn main() -> ExitCode {
     let listen = listener.local_addr().unwrap_or(args.listen);
     tracing::info!(%listen, max_connections = args.max_connections, "gateway listening");
 
-    // LEAD: ServeOptions { max_connections: args.max_connections, .. }
-    let options = ServeOptions::default();
+    let options = ServeOptions {
+        max_connections: args.max_connections,
+        ..ServeOptions::default()
+    };
     let outcome = serve(listener, gateway.service(telemetry), options, async {
         shutdown.await;
         let _ = stop.send(true);

@@ -130,9 +130,9 @@ impl Drop for ConfigFile {
 }
 
 /// One route per outcome, so no route spends another's rate-limit budget (3 per raw path).
-const SCENARIO_ROUTES: [&str; 11] = [
+const SCENARIO_ROUTES: [&str; 12] = [
     "create", "missing", "method", "media", "unauth", "query", "big", "badjson", "schema",
-    "limited", "held",
+    "limited", "held", "locked",
 ];
 
 fn scenario_config() -> String {
@@ -142,7 +142,7 @@ fn scenario_config() -> String {
         .collect();
     format!(
         "{{ routes: {{ {} }}, limits: {{ rateLimit: {{ maxRequests: 3 }}, inFlight: {{ maxPerKey: 1 }}, \
-         body: {{ maxBytes: 1024, timeoutMs: 3000 }} }} }}",
+         body: {{ maxBytes: 1024, timeoutMs: 3000 }}, authFailures: {{ max: 2 }} }} }}",
         routes.join(" ")
     )
 }
@@ -296,6 +296,16 @@ async fn drive_every_outcome(addr: SocketAddr) -> Vec<Expected> {
     )
     .await;
     expect(r, ("GET", "", 404, None, None, None));
+
+    // Last, as the lockout holds this client on every route: two failures in a row (a success, on
+    // `big` and later, reset the count of `unauth`'s), then the right secret is refused.
+    for _ in 0..2 {
+        let r = raw(addr, &post("locked", &[JSON, (wrong.0, &wrong.1)], &create)).await;
+        expect(r, ("POST", "locked", 401, Some("unauthorized"), None, None));
+    }
+    let r = raw(addr, &post("locked", &[JSON, auth], &create)).await;
+    assert!(r.header("retry-after").is_some(), "{r:?}");
+    expect(r, ("POST", "locked", 429, Some("locked_out"), None, None));
 
     let probe = raw(addr, b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n").await;
     assert_eq!((probe.status, probe.text().as_str()), (200, "ok"));
@@ -492,7 +502,7 @@ async fn metrics_count_every_outcome_on_their_own_listener_only() {
     }
     want.insert(r#"webhook_config_reloads_total{result="ok"}"#.into(), 1.0);
     // Every path that reached the rate limiter is a key: all but the 405 (refused before it).
-    want.insert(r#"webhook_tracked_keys{limiter="rate_limit"}"#.into(), 10.0);
+    want.insert(r#"webhook_tracked_keys{limiter="rate_limit"}"#.into(), 11.0);
     for (series, value) in &want {
         assert_eq!(got.get(series), Some(value), "{series} in\n{text}");
     }
@@ -640,6 +650,31 @@ async fn max_connections_takes_a_positive_number_and_defaults_to_10000() {
     let mut gateway = gateway_default(&config);
     let listening = gateway.wait_for("gateway listening").await;
     assert_eq!(listening["fields"]["max_connections"], 10_000);
+    gateway.stop().await;
+}
+
+/// The flag reaches the accept loop: with a cap of 1, a second client is not answered while the
+/// first keeps its connection open, and is answered once it closes.
+#[tokio::test]
+async fn at_max_connections_the_gateway_answers_a_new_client_only_once_one_closes() {
+    let config = ConfigFile::new("connection-cap", &scenario_config());
+    let mut gateway = gateway(&config, &["--max-connections", "1"]);
+    let addr = gateway.listening().await;
+    let probe = b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n";
+
+    let mut first = connect(addr).await;
+    first.write_all(probe).await.unwrap();
+    assert_eq!(read_response(&mut first).await.status, 200);
+    // Kept alive: the gateway holds its one connection for it.
+    let mut second = connect(addr).await;
+    second.write_all(probe).await.unwrap();
+    let mut byte = [0u8; 1];
+    // A negative observation needs a window: nothing may arrive while the first is open.
+    let early = tokio::time::timeout(Duration::from_millis(500), second.read(&mut byte)).await;
+    assert!(early.is_err(), "answered beyond the cap: {early:?}");
+    drop(first);
+    let response = read_response(&mut second).await;
+    assert_eq!((response.status, response.text().as_str()), (200, "ok"));
     gateway.stop().await;
 }
 
