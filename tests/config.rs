@@ -3,13 +3,16 @@
 //! Unix only: file modes, symlinks and `#!/bin/sh` helpers are what is being tested.
 #![cfg(unix)]
 
+#[path = "support/temp.rs"]
+mod temp;
+
 use std::borrow::Cow;
 use std::fs;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use temp::TempDir;
 use tower_webhooks::{
     ChildSessions, ConfigError, FileMode, Limits, SecretInput, SecretProvider, SecretRef,
     SecretSource, WebhooksConfig, normalize_webhook_path,
@@ -17,47 +20,6 @@ use tower_webhooks::{
 
 // ---------------------------------------------------------------------------------------------
 // helpers
-
-/// A directory under the system temp dir, removed on drop. `tempfile` is not a dependency.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "tower-webhooks-config-{}-{tag}-{n}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn file(&self, name: &str, content: impl AsRef<[u8]>, mode: u32) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
-        let path = self.0.join(name);
-        fs::write(&path, content).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-        path
-    }
-
-    /// A `#!/bin/sh` helper. Only shell builtins and absolute paths are used: exec helpers run with
-    /// an empty environment, so there is no `PATH`.
-    fn script(&self, name: &str, body: &str) -> PathBuf {
-        self.file(name, format!("#!/bin/sh\n{body}\n"), 0o700)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 fn load(text: &str) -> WebhooksConfig {
     match WebhooksConfig::from_json5(text) {

@@ -13,61 +13,17 @@
 mod support;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use support::gateway_process::{Subprocess, gateway_binary, run_to_exit};
+use support::temp::TempDir;
 use support::{post_bytes, raw};
 use tower_webhooks::{ConfigError, WebhooksConfig};
 
 // ---------------------------------------------------------------------------------------------
 // helpers
-
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "tower-webhooks-config-regressions-{}-{tag}-{n}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// Writes `content` through a temporary name and a rename, so a reader never sees half of it.
-    fn file(&self, name: &str, content: impl AsRef<[u8]>, mode: u32) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
-        let path = self.0.join(name);
-        let staging = self.0.join(format!("{name}.staging"));
-        fs::write(&staging, content).unwrap();
-        fs::set_permissions(&staging, fs::Permissions::from_mode(mode)).unwrap();
-        fs::rename(&staging, &path).unwrap();
-        path
-    }
-
-    /// A `#!/bin/sh` helper. Helpers run with an empty environment (no `PATH`), so only builtins
-    /// and absolute paths are used.
-    fn script(&self, name: &str, body: &str) -> PathBuf {
-        self.file(name, format!("#!/bin/sh\n{body}\n"), 0o700)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Test-only: every test uses its own variable names, so parallel tests never share one.
 fn set_env(name: &str, value: &str) {

@@ -86,9 +86,7 @@ where
         if let Some((lockout, ip)) = known_client {
             match lockout.check(ip) {
                 LockState::Locked { retry_after_secs } => {
-                    return ResponseFuture::rejected(Rejection::LockedOut {
-                        retry_after_secs,
-                    });
+                    return ResponseFuture::rejected(Rejection::LockedOut { retry_after_secs });
                 }
                 other => client = Some((ip, other)),
             }

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod gateway_process;
+pub mod temp;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
