@@ -23,9 +23,11 @@ use tower_webhooks::in_flight::InFlightConfig;
 use tower_webhooks::{
     BodyLimitConfig, BodyLimitLayer, FixedWindowRateLimitLayer, InFlightLimitLayer, Limits,
     RateLimitConfig, RateLimitSettings, ResolvedRoute, ScrubConfig, ScrubOwnerMetadataLayer,
-    Secret, SharedSecretAuthConfig, SharedSecretAuthLayer, StandaloneBody, WebhookPipeline,
-    json_response,
+    MemoryStore, RouteService, Secret, SharedSecretAuthConfig, SharedSecretAuthLayer,
+    StandaloneBody, TelemetryLayer, WebhookPipeline, WebhookRouter, json_response,
 };
+use prometheus_client::registry::Registry;
+use tower_webhooks::metrics::WebhookMetrics;
 
 const SECRET: &str = "whsec_4f1c2b7e9a0d3c5b8e6f1a2d4c7b9e0f";
 const PATH: &str = "/plugins/webhooks/bench";
@@ -40,6 +42,10 @@ fn request(body: Bytes) -> Request<Full<Bytes>> {
         .extensions_mut()
         .insert(SocketAddr::from(([203, 0, 113, 7], 40000)));
     request
+}
+
+fn secret() -> Secret {
+    Secret::new(SECRET).unwrap()
 }
 
 fn handler() -> impl Service<
@@ -81,7 +87,6 @@ fn main() {
         .next()
         .and_then(|n| n.parse().ok())
         .expect("usage: instructions CASE N");
-    let secret = || Secret::new(SECRET).unwrap();
     let small = Bytes::from_static(br#"{"action":"list_flows"}"#);
     match case.as_str() {
         "baseline" => run(handler(), small, n),
@@ -123,27 +128,67 @@ fn main() {
             n,
         ),
         "pipeline_get_flow" => {
-            let limits = Limits {
-                rate_limit: RateLimitSettings {
-                    max_requests: u64::from(u32::MAX),
-                    ..Limits::default().rate_limit
-                },
-                ..Limits::default()
-            };
-            let pipeline = WebhookPipeline::in_memory(limits);
+            let (pipeline, body) = get_flow_pipeline();
             let route = pipeline
                 .route(&ResolvedRoute::new("bench", "agent:main:main", [secret()]).with_path(PATH));
-            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            let created = rt.block_on(async {
-                let body = Bytes::from_static(br#"{"action":"create_flow","goal":"bench"}"#);
-                let response = route.clone().oneshot(request(body)).await.unwrap();
-                response.into_body().collect().await.unwrap().to_bytes()
-            });
-            let created: serde_json::Value = serde_json::from_slice(&created).unwrap();
-            let id = created["result"]["flow"]["flowId"].as_str().unwrap();
-            let body = Bytes::from(json!({"action": "get_flow", "flowId": id}).to_string());
             run(route, body, n);
+        }
+        // The same `get_flow` through the router, then with the telemetry layer around it: off,
+        // counting metrics, and counting metrics and writing the access log (into a sink).
+        "router_get_flow" => {
+            let (router, body) = get_flow_router();
+            run(router, body, n);
+        }
+        "telemetry_off_get_flow" => {
+            let (router, body) = get_flow_router();
+            run(TelemetryLayer::new().layer(router), body, n);
+        }
+        "metrics_get_flow" => {
+            let (router, body) = get_flow_router();
+            let metrics = WebhookMetrics::new(&mut Registry::default());
+            let layer = TelemetryLayer::new().access_log(false).metrics(metrics);
+            run(layer.layer(router), body, n);
+        }
+        "metrics_log_get_flow" => {
+            let (router, body) = get_flow_router();
+            let metrics = WebhookMetrics::new(&mut Registry::default());
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(std::io::sink)
+                .with_max_level(tracing::Level::INFO)
+                .finish();
+            let _default = tracing::subscriber::set_default(subscriber);
+            run(TelemetryLayer::new().metrics(metrics).layer(router), body, n);
         }
         other => panic!("unknown case {other}"),
     }
+}
+
+/// A pipeline whose rate limit a run never reaches, holding one flow, and a `get_flow` body for it.
+fn get_flow_pipeline() -> (WebhookPipeline<MemoryStore>, Bytes) {
+    let limits = Limits {
+        rate_limit: RateLimitSettings {
+            max_requests: u64::from(u32::MAX),
+            ..Limits::default().rate_limit
+        },
+        ..Limits::default()
+    };
+    let pipeline = WebhookPipeline::in_memory(limits);
+    let route = pipeline
+        .route(&ResolvedRoute::new("bench", "agent:main:main", [secret()]).with_path(PATH));
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let created = rt.block_on(async {
+        let body = Bytes::from_static(br#"{"action":"create_flow","goal":"bench"}"#);
+        let response = route.oneshot(request(body)).await.unwrap();
+        response.into_body().collect().await.unwrap().to_bytes()
+    });
+    let created: serde_json::Value = serde_json::from_slice(&created).unwrap();
+    let id = created["result"]["flow"]["flowId"].as_str().unwrap();
+    let body = Bytes::from(json!({"action": "get_flow", "flowId": id}).to_string());
+    (pipeline, body)
+}
+
+fn get_flow_router() -> (WebhookRouter<RouteService<MemoryStore>>, Bytes) {
+    let (pipeline, body) = get_flow_pipeline();
+    let routes = [ResolvedRoute::new("bench", "agent:main:main", [secret()]).with_path(PATH)];
+    (pipeline.router(&routes), body)
 }
