@@ -184,13 +184,13 @@ macro_rules! keys {
     ($($key:ident => $name:literal,)+) => {
         /// A request field of some action. Its wire name is written here and nowhere else.
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        enum Key { $($key,)+ }
+        enum FieldName { $($key,)+ }
 
-        impl Key {
-            const COUNT: usize = [$(Key::$key),+].len();
+        impl FieldName {
+            const COUNT: usize = [$(FieldName::$key),+].len();
 
             const fn name(self) -> &'static str {
-                match self { $(Key::$key => $name,)+ }
+                match self { $(FieldName::$key => $name,)+ }
             }
         }
     };
@@ -250,12 +250,12 @@ enum Kind {
 /// One row of an action's schema table.
 #[derive(Clone, Copy, Debug)]
 struct Field {
-    key: Key,
+    key: FieldName,
     required: bool,
     kind: Kind,
 }
 
-const fn required(key: Key, kind: Kind) -> Field {
+const fn required(key: FieldName, kind: Kind) -> Field {
     Field {
         key,
         required: true,
@@ -263,7 +263,7 @@ const fn required(key: Key, kind: Kind) -> Field {
     }
 }
 
-const fn optional(key: Key, kind: Kind) -> Field {
+const fn optional(key: FieldName, kind: Kind) -> Field {
     Field {
         key,
         required: false,
@@ -271,18 +271,18 @@ const fn optional(key: Key, kind: Kind) -> Field {
     }
 }
 
-const FLOW_ID: Field = required(Key::FlowId, Kind::Text(Text::Trimmed));
-const EXPECTED_REVISION: Field = required(Key::ExpectedRevision, Kind::Integer);
-const STATE_JSON: Field = optional(Key::StateJson, Kind::Json);
-const BLOCKED_TASK_ID: Field = optional(Key::BlockedTaskId, Kind::Nullable);
-const BLOCKED_SUMMARY: Field = optional(Key::BlockedSummary, Kind::Nullable);
+const FLOW_ID: Field = required(FieldName::FlowId, Kind::Text(Text::Trimmed));
+const EXPECTED_REVISION: Field = required(FieldName::ExpectedRevision, Kind::Integer);
+const STATE_JSON: Field = optional(FieldName::StateJson, Kind::Json);
+const BLOCKED_TASK_ID: Field = optional(FieldName::BlockedTaskId, Kind::Nullable);
+const BLOCKED_SUMMARY: Field = optional(FieldName::BlockedSummary, Kind::Nullable);
 const AS_SENT: Kind = Kind::Text(Text::AsSent);
 
 const CREATE_FLOW: &[Field] = &[
-    required(Key::Goal, AS_SENT),
-    optional(Key::ControllerId, AS_SENT),
+    required(FieldName::Goal, AS_SENT),
+    optional(FieldName::ControllerId, AS_SENT),
     optional(
-        Key::Status,
+        FieldName::Status,
         Kind::FlowStatus(&[
             FlowStatus::Queued,
             FlowStatus::Running,
@@ -290,20 +290,20 @@ const CREATE_FLOW: &[Field] = &[
             FlowStatus::Blocked,
         ]),
     ),
-    optional(Key::NotifyPolicy, Kind::NotifyPolicy),
-    optional(Key::CurrentStep, Kind::Text(Text::Trimmed)),
+    optional(FieldName::NotifyPolicy, Kind::NotifyPolicy),
+    optional(FieldName::CurrentStep, Kind::Text(Text::Trimmed)),
     STATE_JSON,
-    optional(Key::WaitJson, Kind::Json),
+    optional(FieldName::WaitJson, Kind::Json),
 ];
 const BY_FLOW_ID: &[Field] = &[FLOW_ID];
 const NO_FIELDS: &[Field] = &[];
-const RESOLVE_FLOW: &[Field] = &[required(Key::Token, AS_SENT)];
+const RESOLVE_FLOW: &[Field] = &[required(FieldName::Token, AS_SENT)];
 const SET_WAITING: &[Field] = &[
     FLOW_ID,
     EXPECTED_REVISION,
-    optional(Key::CurrentStep, Kind::Nullable),
+    optional(FieldName::CurrentStep, Kind::Nullable),
     STATE_JSON,
-    optional(Key::WaitJson, Kind::Json),
+    optional(FieldName::WaitJson, Kind::Json),
     BLOCKED_TASK_ID,
     BLOCKED_SUMMARY,
 ];
@@ -311,10 +311,10 @@ const RESUME_FLOW: &[Field] = &[
     FLOW_ID,
     EXPECTED_REVISION,
     optional(
-        Key::Status,
+        FieldName::Status,
         Kind::FlowStatus(&[FlowStatus::Queued, FlowStatus::Running]),
     ),
-    optional(Key::CurrentStep, Kind::Nullable),
+    optional(FieldName::CurrentStep, Kind::Nullable),
     STATE_JSON,
 ];
 const FINISH_FLOW: &[Field] = &[FLOW_ID, EXPECTED_REVISION, STATE_JSON];
@@ -329,29 +329,33 @@ const REQUEST_CANCEL: &[Field] = &[FLOW_ID, EXPECTED_REVISION];
 const RUN_TASK: &[Field] = &[
     FLOW_ID,
     required(
-        Key::Runtime,
+        FieldName::Runtime,
         Kind::Runtime(&[Runtime::Subagent, Runtime::Acp]),
     ),
-    required(Key::Task, AS_SENT),
-    optional(Key::SourceId, AS_SENT),
-    optional(Key::ChildSessionKey, AS_SENT),
-    optional(Key::ParentTaskId, AS_SENT),
-    optional(Key::AgentId, AS_SENT),
-    optional(Key::RunId, AS_SENT),
-    optional(Key::Label, AS_SENT),
-    optional(Key::PreferMetadata, Kind::Bool),
-    optional(Key::NotifyPolicy, Kind::NotifyPolicy),
+    required(FieldName::Task, AS_SENT),
+    optional(FieldName::SourceId, AS_SENT),
+    optional(FieldName::ChildSessionKey, AS_SENT),
+    optional(FieldName::ParentTaskId, AS_SENT),
+    optional(FieldName::AgentId, AS_SENT),
+    optional(FieldName::RunId, AS_SENT),
+    optional(FieldName::Label, AS_SENT),
+    optional(FieldName::PreferMetadata, Kind::Bool),
+    optional(FieldName::NotifyPolicy, Kind::NotifyPolicy),
     optional(
-        Key::Status,
+        FieldName::Status,
         Kind::TaskStatus(&[TaskStatus::Queued, TaskStatus::Running]),
     ),
-    optional(Key::StartedAt, Kind::Integer),
-    optional(Key::LastEventAt, Kind::Integer),
-    optional(Key::ProgressSummary, Kind::Nullable),
+    optional(FieldName::StartedAt, Kind::Integer),
+    optional(FieldName::LastEventAt, Kind::Integer),
+    optional(FieldName::ProgressSummary, Kind::Nullable),
 ];
 
 /// The fields that only a `running` task may be created with (SPEC §3, [`RUN_TASK_STATUS_RULE`]).
-const RUNNING_ONLY: [Key; 3] = [Key::StartedAt, Key::LastEventAt, Key::ProgressSummary];
+const RUNNING_ONLY: [FieldName; 3] = [
+    FieldName::StartedAt,
+    FieldName::LastEventAt,
+    FieldName::ProgressSummary,
+];
 
 impl ActionName {
     /// The action's schema table: its fields in the SPEC table's order, the order they are checked.
@@ -385,16 +389,17 @@ impl ActionName {
     }
 }
 
-/// A field's value once checked against its [`Kind`].
-#[derive(Debug, Default)]
-enum Parsed {
-    #[default]
+/// A field's value once checked against its [`Kind`], borrowed from the request: `Copy`, so a
+/// table of them costs no drops and strings are copied once, into the action.
+#[derive(Clone, Copy, Debug)]
+enum Parsed<'a> {
     Absent,
-    Text(String),
-    Patch(Patch<String>),
+    Text(&'a str),
+    /// A nullable string that was sent: `None` for `null` (clear), or the value to set.
+    Nullable(Option<&'a str>),
     Integer(u64),
     Bool(bool),
-    Json(Value),
+    Json(&'a Value),
     FlowStatus(FlowStatus),
     TaskStatus(TaskStatus),
     NotifyPolicy(NotifyPolicy),
@@ -403,21 +408,18 @@ enum Parsed {
 
 impl Field {
     /// Checks this field of `object`: missing when required, then the value's kind.
-    fn read(self, object: &Map<String, Value>) -> Result<Parsed, ValidationError> {
+    fn read(self, object: &Map<String, Value>) -> Result<Parsed<'_>, ValidationError> {
         let name = self.key.name();
         let Some(value) = object.get(name) else {
             if self.required {
                 return Err(ValidationError::at(name, "required"));
             }
-            return Ok(match self.kind {
-                Kind::Nullable => Parsed::Patch(Patch::Keep),
-                _ => Parsed::Absent,
-            });
+            return Ok(Parsed::Absent);
         };
         if value.is_null() && !self.required {
             match self.kind {
                 Kind::Text(_) | Kind::Integer | Kind::Bool => return Ok(Parsed::Absent),
-                Kind::Nullable => return Ok(Parsed::Patch(Patch::Clear)),
+                Kind::Nullable => return Ok(Parsed::Nullable(None)),
                 // A stored `null`, or (for a choice) a value that is not allowed.
                 _ => {}
             }
@@ -427,17 +429,17 @@ impl Field {
 }
 
 impl Kind {
-    fn read(self, name: &str, value: &Value) -> Result<Parsed, ValidationError> {
+    fn read<'a>(self, name: &str, value: &'a Value) -> Result<Parsed<'a>, ValidationError> {
         Ok(match self {
             Self::Text(text) => Parsed::Text(string_value(name, value, text)?),
-            Self::Nullable => Parsed::Patch(Patch::Set(string_value(name, value, Text::Trimmed)?)),
+            Self::Nullable => Parsed::Nullable(Some(string_value(name, value, Text::Trimmed)?)),
             Self::Integer => Parsed::Integer(integer(name, value)?),
             Self::Bool => Parsed::Bool(
                 value
                     .as_bool()
                     .ok_or_else(|| ValidationError::at(name, "must be a boolean"))?,
             ),
-            Self::Json => Parsed::Json(value.clone()),
+            Self::Json => Parsed::Json(value),
             Self::FlowStatus(allowed) => {
                 Parsed::FlowStatus(choice(name, value, allowed, FlowStatus::as_str)?)
             }
@@ -459,7 +461,7 @@ impl Kind {
 
 /// A string that is non-empty after JavaScript's `trim`, at most [`MAX_STRING_BYTES`] as kept:
 /// trimmed for the fields the SPEC trims, as sent otherwise.
-fn string_value(key: &str, value: &Value, text: Text) -> Result<String, ValidationError> {
+fn string_value<'a>(key: &str, value: &'a Value, text: Text) -> Result<&'a str, ValidationError> {
     let Value::String(sent) = value else {
         return Err(ValidationError::at(key, "must be a non-empty string"));
     };
@@ -477,7 +479,7 @@ fn string_value(key: &str, value: &Value, text: Text) -> Result<String, Validati
             format!("must be at most {MAX_STRING_BYTES} bytes"),
         ));
     }
-    Ok(kept.to_owned())
+    Ok(kept)
 }
 
 /// An integer `>= 0` as `JSON.parse` sees it: `0.0`, `1.7e12` and `-0` are integers (`-0` is
@@ -532,95 +534,96 @@ fn choice<T: Copy>(
         })
 }
 
-/// The checked fields of one request, by [`Key`].
-struct Values([Parsed; Key::COUNT]);
+/// The checked fields of one request, by [`FieldName`].
+struct Values<'a>([Parsed<'a>; FieldName::COUNT]);
 
-impl Values {
+impl<'a> Values<'a> {
     /// Checks every field of `schema`, in order, and keeps the values.
-    fn read(schema: &[Field], object: &Map<String, Value>) -> Result<Self, ValidationError> {
-        let mut values = Self([const { Parsed::Absent }; Key::COUNT]);
+    fn read(schema: &[Field], object: &'a Map<String, Value>) -> Result<Self, ValidationError> {
+        let mut values = Self([Parsed::Absent; FieldName::COUNT]);
         for field in schema {
             values.0[field.key as usize] = field.read(object)?;
         }
         Ok(values)
     }
 
-    fn take(&mut self, key: Key) -> Parsed {
-        std::mem::take(&mut self.0[key as usize])
+    fn take(&self, key: FieldName) -> Parsed<'a> {
+        self.0[key as usize]
     }
 
     /// A required field. The table already refused a request without it; this error only keeps
     /// the builders total.
-    fn required_text(&mut self, key: Key) -> Result<String, ValidationError> {
+    fn required_text(&self, key: FieldName) -> Result<String, ValidationError> {
         self.text(key)
             .ok_or_else(|| ValidationError::at(key.name(), "required"))
     }
 
-    fn text(&mut self, key: Key) -> Option<String> {
+    fn text(&self, key: FieldName) -> Option<String> {
         match self.take(key) {
-            Parsed::Text(text) => Some(text),
+            Parsed::Text(text) => Some(text.to_owned()),
             _ => None,
         }
     }
 
-    fn patch(&mut self, key: Key) -> Patch<String> {
+    fn patch(&self, key: FieldName) -> Patch<String> {
         match self.take(key) {
-            Parsed::Patch(patch) => patch,
+            Parsed::Nullable(Some(text)) => Patch::Set(text.to_owned()),
+            Parsed::Nullable(None) => Patch::Clear,
             _ => Patch::Keep,
         }
     }
 
-    fn required_integer(&mut self, key: Key) -> Result<u64, ValidationError> {
+    fn required_integer(&self, key: FieldName) -> Result<u64, ValidationError> {
         self.integer(key)
             .ok_or_else(|| ValidationError::at(key.name(), "required"))
     }
 
-    fn integer(&mut self, key: Key) -> Option<u64> {
+    fn integer(&self, key: FieldName) -> Option<u64> {
         match self.take(key) {
             Parsed::Integer(n) => Some(n),
             _ => None,
         }
     }
 
-    fn bool(&mut self, key: Key) -> Option<bool> {
+    fn bool(&self, key: FieldName) -> Option<bool> {
         match self.take(key) {
             Parsed::Bool(b) => Some(b),
             _ => None,
         }
     }
 
-    fn json(&mut self, key: Key) -> Option<Value> {
+    fn json(&self, key: FieldName) -> Option<Value> {
         match self.take(key) {
-            Parsed::Json(value) => Some(value),
+            Parsed::Json(value) => Some(value.clone()),
             _ => None,
         }
     }
 
-    fn flow_status(&mut self) -> Option<FlowStatus> {
-        match self.take(Key::Status) {
+    fn flow_status(&self) -> Option<FlowStatus> {
+        match self.take(FieldName::Status) {
             Parsed::FlowStatus(status) => Some(status),
             _ => None,
         }
     }
 
-    fn task_status(&mut self) -> Option<TaskStatus> {
-        match self.take(Key::Status) {
+    fn task_status(&self) -> Option<TaskStatus> {
+        match self.take(FieldName::Status) {
             Parsed::TaskStatus(status) => Some(status),
             _ => None,
         }
     }
 
-    fn notify_policy(&mut self) -> Option<NotifyPolicy> {
-        match self.take(Key::NotifyPolicy) {
+    fn notify_policy(&self) -> Option<NotifyPolicy> {
+        match self.take(FieldName::NotifyPolicy) {
             Parsed::NotifyPolicy(policy) => Some(policy),
             _ => None,
         }
     }
 
-    fn runtime(&mut self) -> Result<Runtime, ValidationError> {
-        match self.take(Key::Runtime) {
+    fn runtime(&self) -> Result<Runtime, ValidationError> {
+        match self.take(FieldName::Runtime) {
             Parsed::Runtime(runtime) => Ok(runtime),
-            _ => Err(ValidationError::at(Key::Runtime.name(), "required")),
+            _ => Err(ValidationError::at(FieldName::Runtime.name(), "required")),
         }
     }
 }
@@ -667,97 +670,97 @@ impl Action {
         let schema = name.schema();
         reject_unknown(object, schema)?;
         let values = Values::read(schema, object)?;
-        Self::build(name, values, object)
+        Self::build(name, &values, object)
     }
 
     /// Builds the action from its checked fields; only `run_task`'s cross-field rule is left to
     /// check here.
     fn build(
         name: ActionName,
-        mut v: Values,
+        v: &Values<'_>,
         object: &Map<String, Value>,
     ) -> Result<Self, ValidationError> {
         Ok(match name {
             ActionName::CreateFlow => Self::CreateFlow {
-                controller_id: v.text(Key::ControllerId),
-                goal: v.required_text(Key::Goal)?,
+                controller_id: v.text(FieldName::ControllerId),
+                goal: v.required_text(FieldName::Goal)?,
                 status: v.flow_status().unwrap_or(FlowStatus::Queued),
                 notify_policy: v.notify_policy().unwrap_or(NotifyPolicy::DoneOnly),
-                current_step: v.text(Key::CurrentStep),
-                state_json: v.json(Key::StateJson),
-                wait_json: v.json(Key::WaitJson),
+                current_step: v.text(FieldName::CurrentStep),
+                state_json: v.json(FieldName::StateJson),
+                wait_json: v.json(FieldName::WaitJson),
             },
             ActionName::GetFlow => Self::GetFlow {
-                flow_id: v.required_text(Key::FlowId)?,
+                flow_id: v.required_text(FieldName::FlowId)?,
             },
             ActionName::ListFlows => Self::ListFlows,
             ActionName::FindLatestFlow => Self::FindLatestFlow,
             ActionName::ResolveFlow => Self::ResolveFlow {
-                token: v.required_text(Key::Token)?,
+                token: v.required_text(FieldName::Token)?,
             },
             ActionName::GetTaskSummary => Self::GetTaskSummary {
-                flow_id: v.required_text(Key::FlowId)?,
+                flow_id: v.required_text(FieldName::FlowId)?,
             },
             ActionName::CancelFlow => Self::CancelFlow {
-                flow_id: v.required_text(Key::FlowId)?,
+                flow_id: v.required_text(FieldName::FlowId)?,
             },
             ActionName::SetWaiting
             | ActionName::ResumeFlow
             | ActionName::FinishFlow
             | ActionName::FailFlow
             | ActionName::RequestCancel => Self::Mutate {
-                flow_id: v.required_text(Key::FlowId)?,
-                expected_revision: v.required_integer(Key::ExpectedRevision)?,
+                flow_id: v.required_text(FieldName::FlowId)?,
+                expected_revision: v.required_integer(FieldName::ExpectedRevision)?,
                 mutation: Self::mutation(name, v),
             },
             ActionName::RunTask => Self::RunTask {
-                flow_id: v.required_text(Key::FlowId)?,
+                flow_id: v.required_text(FieldName::FlowId)?,
                 task: Self::new_task(v, object)?,
             },
         })
     }
 
     /// The change a mutation asks for. `name` is one of the five mutations.
-    fn mutation(name: ActionName, mut v: Values) -> Mutation {
+    fn mutation(name: ActionName, v: &Values<'_>) -> Mutation {
         match name {
             ActionName::SetWaiting => Mutation::SetWaiting {
-                current_step: v.patch(Key::CurrentStep),
-                state_json: v.json(Key::StateJson),
-                wait_json: v.json(Key::WaitJson),
-                blocked_task_id: v.patch(Key::BlockedTaskId),
-                blocked_summary: v.patch(Key::BlockedSummary),
+                current_step: v.patch(FieldName::CurrentStep),
+                state_json: v.json(FieldName::StateJson),
+                wait_json: v.json(FieldName::WaitJson),
+                blocked_task_id: v.patch(FieldName::BlockedTaskId),
+                blocked_summary: v.patch(FieldName::BlockedSummary),
             },
             ActionName::ResumeFlow => Mutation::Resume {
                 status: v.flow_status().unwrap_or(FlowStatus::Queued),
-                current_step: v.patch(Key::CurrentStep),
-                state_json: v.json(Key::StateJson),
+                current_step: v.patch(FieldName::CurrentStep),
+                state_json: v.json(FieldName::StateJson),
             },
             ActionName::FinishFlow => Mutation::Finish {
-                state_json: v.json(Key::StateJson),
+                state_json: v.json(FieldName::StateJson),
             },
             ActionName::FailFlow => Mutation::Fail {
-                state_json: v.json(Key::StateJson),
-                blocked_task_id: v.patch(Key::BlockedTaskId),
-                blocked_summary: v.patch(Key::BlockedSummary),
+                state_json: v.json(FieldName::StateJson),
+                blocked_task_id: v.patch(FieldName::BlockedTaskId),
+                blocked_summary: v.patch(FieldName::BlockedSummary),
             },
             _ => Mutation::RequestCancel,
         }
     }
 
-    fn new_task(mut v: Values, object: &Map<String, Value>) -> Result<NewTask, ValidationError> {
-        let mut task = NewTask::new(v.runtime()?, v.required_text(Key::Task)?);
-        task.source_id = v.text(Key::SourceId);
-        task.child_session_key = v.text(Key::ChildSessionKey);
-        task.parent_task_id = v.text(Key::ParentTaskId);
-        task.agent_id = v.text(Key::AgentId);
-        task.run_id = v.text(Key::RunId);
-        task.label = v.text(Key::Label);
-        task.prefer_metadata = v.bool(Key::PreferMetadata);
+    fn new_task(v: &Values<'_>, object: &Map<String, Value>) -> Result<NewTask, ValidationError> {
+        let mut task = NewTask::new(v.runtime()?, v.required_text(FieldName::Task)?);
+        task.source_id = v.text(FieldName::SourceId);
+        task.child_session_key = v.text(FieldName::ChildSessionKey);
+        task.parent_task_id = v.text(FieldName::ParentTaskId);
+        task.agent_id = v.text(FieldName::AgentId);
+        task.run_id = v.text(FieldName::RunId);
+        task.label = v.text(FieldName::Label);
+        task.prefer_metadata = v.bool(FieldName::PreferMetadata);
         task.notify_policy = v.notify_policy().unwrap_or(NotifyPolicy::StateChanges);
         task.status = v.task_status().unwrap_or(TaskStatus::Queued);
-        task.started_at = v.integer(Key::StartedAt);
-        task.last_event_at = v.integer(Key::LastEventAt);
-        task.progress_summary = match v.patch(Key::ProgressSummary) {
+        task.started_at = v.integer(FieldName::StartedAt);
+        task.last_event_at = v.integer(FieldName::LastEventAt);
+        task.progress_summary = match v.patch(FieldName::ProgressSummary) {
             Patch::Set(summary) => Some(summary),
             Patch::Keep | Patch::Clear => None,
         };
