@@ -3,7 +3,9 @@
 //! Per iteration: `svc.clone().oneshot(req)` on a stack built once, then the body collected to
 //! bytes, so every variant pays for producing the bytes it would send. The handlers clone a
 //! prepared envelope: a `serde_json::Value` ("structured"), or a `JsonDocument` whose flow is a
-//! typed record, as `TaskFlowActionService` answers ("typed").
+//! typed record ("typed"). Neither is the action service's own answer, which the layer passes on
+//! unparsed (measured in the pipeline bench): from any other handler both are read, parsed,
+//! scrubbed and re-serialised like the bytes.
 //!
 //! ```text
 //! cargo bench --bench scrub -- --warm-up-time 1 --measurement-time 3
@@ -129,7 +131,10 @@ fn bench(c: &mut Criterion) {
     };
     let typed = {
         let envelope = typed_get_flow_envelope();
-        assert_eq!(envelope.to_value(), get_flow_envelope());
+        // A typed record serialises as its owner-free view: the scrubbed envelope.
+        let mut scrubbed = get_flow_envelope();
+        ScrubConfig::new().scrub(&mut scrubbed);
+        assert_eq!(envelope.to_value(), scrubbed);
         service_fn(move |_req: Request<Empty<Bytes>>| {
             let response = json_response::<Empty<Bytes>>(StatusCode::OK, envelope.clone());
             async move { Ok::<_, Infallible>(response) }
@@ -166,14 +171,14 @@ fn bench(c: &mut Criterion) {
 
     case!("bare_service_fn/structured", structured.clone());
     case!(
-        "ours/structured_in_place",
+        "ours/structured",
         ServiceBuilder::new()
             .layer(ScrubOwnerMetadataLayer::new(ScrubConfig::new()))
             .service(structured.clone())
     );
     case!("bare_service_fn/typed", typed.clone());
     case!(
-        "ours/typed_in_place",
+        "ours/typed",
         ServiceBuilder::new()
             .layer(ScrubOwnerMetadataLayer::new(ScrubConfig::new()))
             .service(typed.clone())

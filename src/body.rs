@@ -12,6 +12,7 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -25,9 +26,9 @@ pin_project! {
     /// Response body of every middleware in this crate.
     ///
     /// It is one of three things: the inner service's body, passed through untouched; a complete body
-    /// known in advance (a rejection); or a structured JSON value, kept as a value so later layers such as
-    /// [`ScrubOwnerMetadata`](crate::ScrubOwnerMetadata) can edit it in place, and serialised once when
-    /// the body is polled.
+    /// known in advance (a rejection); or a structured JSON document, kept as a value (readable with
+    /// [`json_document`](Self::json_document)) and serialised once, when the body is first asked
+    /// for its size or polled, so the response still goes out with an exact `Content-Length`.
     ///
     /// `Data` is [`Bytes`] and `Error` is the inner body's error: our own variants cannot fail.
     pub struct ResponseBody<B> {
@@ -41,16 +42,23 @@ pin_project! {
     enum Kind<B> {
         Inner { #[pin] body: B },
         Full { data: Option<Bytes> },
-        Json { document: Option<JsonDocument> },
+        // `bytes` caches the serialised document from the first `size_hint`, which takes `&self`.
+        Json { document: Option<JsonDocument>, bytes: OnceLock<Bytes> },
     }
 }
 
 /// The body of responses a service of this crate builds entirely itself, with no inner body: what
 /// [`TaskFlowActionService`](crate::TaskFlowActionService) answers with.
-///
-/// [`ScrubOwnerMetadata`](crate::ScrubOwnerMetadata) recognises this concrete type and edits its JSON
-/// value in place instead of re-parsing bytes.
 pub type StandaloneBody = ResponseBody<http_body_util::Empty<Bytes>>;
+
+/// Response extension set by this crate's own services on a JSON answer they built from
+/// allow-listed views only (no owner or session metadata at any position).
+///
+/// [`ScrubOwnerMetadata`](crate::ScrubOwnerMetadata) passes such a response on without parsing it.
+/// An extension rather than a type check on the body: it survives any body wrapper in between, and
+/// nothing outside this crate can construct it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OwnerFree;
 
 impl<B> ResponseBody<B> {
     /// Wraps the inner service's body.
@@ -69,13 +77,14 @@ impl<B> ResponseBody<B> {
     }
 
     /// A structured JSON document (a [`Value`], or a [`JsonDocument`] holding typed records),
-    /// serialised when the body is first polled.
+    /// serialised once, when the body is first asked for its size or polled.
     ///
     /// The caller sets `Content-Type` on the response; [`json_response`] does both.
     pub fn json(document: impl Into<JsonDocument>) -> Self {
         Self {
             kind: Kind::Json {
                 document: Some(document.into()),
+                bytes: OnceLock::new(),
             },
         }
     }
@@ -83,7 +92,7 @@ impl<B> ResponseBody<B> {
     /// The structured JSON document, if this body holds one that has not been polled yet.
     pub fn json_document(&self) -> Option<&JsonDocument> {
         match &self.kind {
-            Kind::Json { document } => document.as_ref(),
+            Kind::Json { document, .. } => document.as_ref(),
             _ => None,
         }
     }
@@ -91,7 +100,11 @@ impl<B> ResponseBody<B> {
     /// Mutable access to the structured JSON document, for in-place edits before the body is sent.
     pub fn json_document_mut(&mut self) -> Option<&mut JsonDocument> {
         match &mut self.kind {
-            Kind::Json { document } => document.as_mut(),
+            Kind::Json { document, bytes } => {
+                // The caller may change the document: bytes serialised for a size are stale.
+                bytes.take();
+                document.as_mut()
+            }
             _ => None,
         }
     }
@@ -100,19 +113,6 @@ impl<B> ResponseBody<B> {
     /// been polled yet. Builds the value: for reading in tests and tools, not on a hot path.
     pub fn json_value(&self) -> Option<Value> {
         self.json_document().map(JsonDocument::to_value)
-    }
-
-    /// Serialises a structured document now, so the body has an exact size (a `Content-Length` on
-    /// the wire instead of chunked encoding). Does nothing to other bodies. Returns the length if
-    /// it serialised one.
-    pub(crate) fn serialize_json_now(&mut self) -> Option<usize> {
-        let Kind::Json { document } = &mut self.kind else {
-            return None;
-        };
-        let bytes = document.take().map(|d| d.to_vec()).unwrap_or_default();
-        let len = bytes.len();
-        *self = Self::full(Bytes::from(bytes));
-        Some(len)
     }
 
     /// The inner service's body, if this wraps one.
@@ -164,11 +164,12 @@ where
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
             KindProj::Full { data } => Poll::Ready(data.take().map(|data| Ok(Frame::data(data)))),
-            KindProj::Json { document } => Poll::Ready(
-                document
+            KindProj::Json { document, bytes } => Poll::Ready(document.take().map(|document| {
+                let data = bytes
                     .take()
-                    .map(|document| Ok(Frame::data(Bytes::from(document.to_vec())))),
-            ),
+                    .unwrap_or_else(|| Bytes::from(document.to_vec()));
+                Ok(Frame::data(data))
+            })),
         }
     }
 
@@ -176,7 +177,7 @@ where
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Full { data } => data.is_none(),
-            Kind::Json { document } => document.is_none(),
+            Kind::Json { document, .. } => document.is_none(),
         }
     }
 
@@ -186,8 +187,14 @@ where
             Kind::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            Kind::Json { document: None } => SizeHint::with_exact(0),
-            Kind::Json { document: Some(_) } => SizeHint::default(),
+            Kind::Json { document: None, .. } => SizeHint::with_exact(0),
+            // Serialising for the size is no extra work: the bytes are kept for `poll_frame`.
+            Kind::Json {
+                document: Some(document),
+                bytes,
+            } => SizeHint::with_exact(
+                bytes.get_or_init(|| Bytes::from(document.to_vec())).len() as u64
+            ),
         }
     }
 }
@@ -300,7 +307,7 @@ pub(crate) const APPLICATION_JSON_UTF8: http::HeaderValue =
     http::HeaderValue::from_static("application/json; charset=utf-8");
 
 /// A response with `status`, `Content-Type: application/json; charset=utf-8`, and `document` as a
-/// structured body (serialised when polled, editable in place until then).
+/// structured body (serialised once, when first sized or polled; editable in place until then).
 pub fn json_response<B>(
     status: http::StatusCode,
     document: impl Into<JsonDocument>,
@@ -329,6 +336,17 @@ mod tests {
         assert!(!body.is_end_stream());
         let bytes = body.collect().await.unwrap().to_bytes();
         assert_eq!(&bytes[..], br#"{"n":2}"#);
+    }
+
+    #[tokio::test]
+    async fn json_has_an_exact_size_and_an_edit_after_sizing_is_sent() {
+        let mut body = ResponseBody::<Full<Bytes>>::json(json!({"n": 1}));
+        assert_eq!(body.size_hint().exact(), Some(7));
+        assert_eq!(body.json_value(), Some(json!({"n": 1})), "still readable");
+        *body.json_document_mut().unwrap() = json!({"n": 22}).into();
+        assert_eq!(body.size_hint().exact(), Some(8));
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], br#"{"n":22}"#);
     }
 
     #[tokio::test]

@@ -1,11 +1,14 @@
-//! Structured JSON bodies: plain `serde_json` values, with TaskFlow records kept typed until the
-//! body is written.
+//! Structured JSON bodies: plain `serde_json` values, with records kept typed until the body is
+//! written.
 //!
 //! Building a `serde_json::Value` for every record cost more than all the middleware of a request
 //! together: a `String` per key and per value, an index-map insert per member, then freeing it all
-//! after serialising. A [`JsonDocument`] keeps [`Flow`] and [`Task`] records as they are: they
-//! serialise straight from their fields, and [`ScrubConfig`](crate::ScrubConfig) removes a member
-//! from one by setting a bit. Anything else is an ordinary [`Value`].
+//! after serialising. A [`JsonDocument`] keeps records (the TaskFlow [`Flow`](crate::Flow) and
+//! [`Task`](crate::Task)) as they are: they serialise straight from their fields, and only the
+//! members a client may see. Anything else is an ordinary [`Value`].
+//!
+//! This module knows nothing of TaskFlows: a record is anything that offers its members through
+//! the crate-internal `JsonRecord` trait, which the records implement where they are defined.
 //!
 //! ```
 //! use serde_json::json;
@@ -16,40 +19,51 @@
 //! assert_eq!(document.to_value(), json!({"ok": true, "result": {"n": 1}}));
 //! ```
 
+use std::fmt;
 use std::io;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::taskflow::{Flow, Task};
-
 /// A JSON document this crate answers with: objects and arrays of plain values and typed records.
 ///
-/// Serialises to exactly the bytes of [`to_value`](Self::to_value), key order included.
-#[derive(Clone, Debug, PartialEq)]
-pub struct JsonDocument(pub(crate) Node);
+/// Serialises to exactly the bytes of [`to_value`](Self::to_value), key order included. Two
+/// documents are equal when their values are.
+#[derive(Clone, Debug)]
+pub struct JsonDocument(Node);
 
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Node {
+#[derive(Clone, Debug)]
+enum Node {
     Value(Value),
     Object(Vec<(&'static str, JsonDocument)>),
     Array(Vec<JsonDocument>),
-    // Shared, not boxed: a `list_flows` answer points at the store's own records instead of copying
-    // them, and scrubbing never edits a record (it only sets `Omitted` bits).
-    Flow(Arc<Flow>, Omitted),
-    Task(Box<Task>, Omitted),
+    // Shared, not copied: a `list_flows` answer points at the store's own records.
+    Record(Arc<dyn JsonRecord>),
 }
 
-/// Members of a record removed by scrubbing: bit `i` is member `i` of the record's member list.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Omitted(u32);
+/// A record that serialises from its fields, member by member, without building a [`Value`].
+///
+/// It offers only what a client may see: the TaskFlow records keep their owner fields out of it,
+/// so no answer built from a record can carry them.
+pub(crate) trait JsonRecord: fmt::Debug + Send + Sync {
+    /// Calls `visit` with each member in wire order, absent optional members skipped, until
+    /// `visit` breaks (a serialiser failed).
+    fn visit_members(&self, visit: &mut MemberVisitor<'_>) -> ControlFlow<()>;
+}
 
-impl Omitted {
-    fn contains(self, index: usize) -> bool {
-        self.0 & (1 << index) != 0
-    }
+/// What [`JsonRecord::visit_members`] calls with each member.
+pub(crate) type MemberVisitor<'v> = dyn FnMut(&'static str, Member<'_>) -> ControlFlow<()> + 'v;
+
+/// One member of a record, borrowed from its fields.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Member<'a> {
+    Str(&'a str),
+    Id(Uuid),
+    U64(u64),
+    Json(&'a Value),
 }
 
 impl JsonDocument {
@@ -68,7 +82,12 @@ impl JsonDocument {
         Self(Node::Value(Value::Null))
     }
 
-    /// The document as a `serde_json::Value` (scrubbed members stay removed).
+    /// A record, serialised from its fields when the document is written.
+    pub(crate) fn record(record: Arc<dyn JsonRecord>) -> Self {
+        Self(Node::Record(record))
+    }
+
+    /// The document as a `serde_json::Value`.
     pub fn to_value(&self) -> Value {
         match &self.0 {
             Node::Value(value) => value.clone(),
@@ -79,8 +98,7 @@ impl JsonDocument {
                     .collect(),
             ),
             Node::Array(elements) => Value::Array(elements.iter().map(Self::to_value).collect()),
-            Node::Flow(flow, omitted) => record_to_value(&**flow, *omitted),
-            Node::Task(task, omitted) => record_to_value(&**task, *omitted),
+            Node::Record(record) => record_to_value(&**record),
         }
     }
 
@@ -97,37 +115,12 @@ impl JsonDocument {
         }
         out
     }
-
-    pub(crate) fn is_record(&self) -> bool {
-        matches!(self.0, Node::Flow(..) | Node::Task(..))
-    }
-
-    /// Turns a record into a plain value, so rules that reach inside it can edit it.
-    pub(crate) fn flatten_record(&mut self) {
-        if self.is_record() {
-            self.0 = Node::Value(self.to_value());
-        }
-    }
-
-    /// Removes the member `key` of a record; whether it was there.
-    pub(crate) fn omit_record_member(&mut self, key: &str) -> bool {
-        match &mut self.0 {
-            Node::Flow(flow, omitted) => omit(&**flow, omitted, key),
-            Node::Task(task, omitted) => omit(&**task, omitted, key),
-            _ => false,
-        }
-    }
 }
 
-fn omit<R: Record>(record: &R, omitted: &mut Omitted, key: &str) -> bool {
-    let Some(index) = R::MEMBERS.iter().position(|member| *member == key) else {
-        return false;
-    };
-    if omitted.contains(index) || !record.has_member(index) {
-        return false;
+impl PartialEq for JsonDocument {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_value() == other.to_value()
     }
-    omitted.0 |= 1 << index;
-    true
 }
 
 impl Default for JsonDocument {
@@ -157,25 +150,6 @@ impl From<&str> for JsonDocument {
 impl From<String> for JsonDocument {
     fn from(value: String) -> Self {
         Self(Node::Value(Value::String(value)))
-    }
-}
-
-impl From<Flow> for JsonDocument {
-    fn from(flow: Flow) -> Self {
-        Self::from(Arc::new(flow))
-    }
-}
-
-impl From<Arc<Flow>> for JsonDocument {
-    /// The record itself, not a copy: it is serialised when the body is written.
-    fn from(flow: Arc<Flow>) -> Self {
-        Self(Node::Flow(flow, Omitted::default()))
-    }
-}
-
-impl From<Task> for JsonDocument {
-    fn from(task: Task) -> Self {
-        Self(Node::Task(Box::new(task), Omitted::default()))
     }
 }
 
@@ -210,19 +184,9 @@ impl Serialize for JsonDocument {
                 }
                 seq.end()
             }
-            Node::Flow(flow, omitted) => serialize_record(&**flow, *omitted, serializer),
-            Node::Task(task, omitted) => serialize_record(&**task, *omitted, serializer),
+            Node::Record(record) => serialize_record(&**record, serializer),
         }
     }
-}
-
-/// One member of a record, borrowed from its fields.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Member<'a> {
-    Str(&'a str),
-    Id(Uuid),
-    U64(u64),
-    Json(&'a Value),
 }
 
 impl Serialize for Member<'_> {
@@ -254,67 +218,18 @@ impl Member<'_> {
     }
 }
 
-/// Feeds a record's members, in wire order, to a visitor. Absent optional members are skipped but
-/// still take their index, so index `i` always names `MEMBERS[i]`.
-pub(crate) struct Members<F> {
-    next: usize,
-    visit: F,
-}
-
-impl<E, F: FnMut(usize, Member<'_>) -> Result<(), E>> Members<F> {
-    pub(crate) fn new(visit: F) -> Self {
-        Self { next: 0, visit }
-    }
-
-    pub(crate) fn put(&mut self, member: Option<Member<'_>>) -> Result<(), E> {
-        let index = self.next;
-        self.next += 1;
-        match member {
-            Some(member) => (self.visit)(index, member),
-            None => Ok(()),
-        }
-    }
-
-    /// How many members were offered, present or not.
-    #[cfg(test)]
-    pub(crate) fn count(&self) -> usize {
-        self.next
-    }
-}
-
-/// A record that serialises from its fields: [`Flow`] and [`Task`].
-pub(crate) trait Record {
-    /// Every member the record can have, in wire order (at most 32).
-    const MEMBERS: &'static [&'static str];
-
-    /// Offers each member to `members`, in the order of [`MEMBERS`](Self::MEMBERS).
-    fn members<E, F: FnMut(usize, Member<'_>) -> Result<(), E>>(
-        &self,
-        members: &mut Members<F>,
-    ) -> Result<(), E>;
-
-    fn has_member(&self, index: usize) -> bool {
-        self.members(&mut Members::new(
-            |i, _| if i == index { Err(()) } else { Ok(()) },
-        ))
-        .is_err()
-    }
-}
-
-pub(crate) fn record_to_value<R: Record>(record: &R, omitted: Omitted) -> Value {
-    let mut map = Map::with_capacity(R::MEMBERS.len());
-    let _ = record.members(&mut Members::new(|i, member: Member<'_>| {
-        if !omitted.contains(i) {
-            map.insert(R::MEMBERS[i].to_owned(), member.to_value());
-        }
-        Ok::<(), ()>(())
-    }));
+/// A record's members as a `serde_json::Value`, keys in wire order.
+pub(crate) fn record_to_value(record: &dyn JsonRecord) -> Value {
+    let mut map = Map::new();
+    let _ = record.visit_members(&mut |key, member| {
+        map.insert(key.to_owned(), member.to_value());
+        ControlFlow::Continue(())
+    });
     Value::Object(map)
 }
 
-/// The length of a record's JSON text, `ownerKey` and all, without building it: what the store's
-/// per-owner byte cap counts.
-pub(crate) fn json_size<R: Record>(record: &R) -> usize {
+/// The length of a record's JSON text, without building it.
+pub(crate) fn json_size(record: &dyn JsonRecord) -> usize {
     struct Counter(usize);
     impl io::Write for Counter {
         fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
@@ -327,137 +242,85 @@ pub(crate) fn json_size<R: Record>(record: &R) -> usize {
     }
     let mut counter = Counter(0);
     // Counting cannot fail and every key is a string, so serialisation cannot either.
-    let _ = serialize_record(
-        record,
-        Omitted::default(),
-        &mut serde_json::Serializer::new(&mut counter),
-    );
+    let _ = serialize_record(record, &mut serde_json::Serializer::new(&mut counter));
     counter.0
 }
 
-fn serialize_record<R: Record, S: Serializer>(
-    record: &R,
-    omitted: Omitted,
+fn serialize_record<S: Serializer>(
+    record: &dyn JsonRecord,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     let mut map = serializer.serialize_map(None)?;
-    record.members(&mut Members::new(|i, member: Member<'_>| {
-        if omitted.contains(i) {
-            return Ok(());
+    // The visitor is a trait object, so it cannot return the serialiser's own error type: keep
+    // the first error here and stop the walk.
+    let mut failed = None;
+    let _ = record.visit_members(&mut |key, member| match map.serialize_entry(key, &member) {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(error) => {
+            failed = Some(error);
+            ControlFlow::Break(())
         }
-        map.serialize_entry(R::MEMBERS[i], &member)
-    }))?;
-    map.end()
+    });
+    match failed {
+        Some(error) => Err(error),
+        None => map.end(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::taskflow::{FlowStatus, NewTask, NotifyPolicy, Runtime, SyncMode};
     use serde_json::json;
 
-    fn flow() -> Flow {
-        Flow {
-            flow_id: Uuid::from_u128(7),
-            sync_mode: SyncMode::Managed,
-            owner_key: "agent:main:x".into(),
-            controller_id: "ctl".into(),
-            revision: 3,
-            status: FlowStatus::Waiting,
-            notify_policy: NotifyPolicy::DoneOnly,
-            goal: "ship \"it\"".into(),
-            current_step: Some("step".into()),
-            blocked_task_id: None,
-            blocked_summary: Some(String::new()),
-            state_json: Some(json!({"ownerKey": 1, "a": [1, 2]})),
-            wait_json: Some(Value::Null),
-            cancel_requested_at: None,
-            created_at: 1_000,
-            updated_at: 2_000,
-            ended_at: None,
-        }
-    }
+    /// A record with one member of each kind, two of them absent.
+    #[derive(Debug)]
+    struct Sample;
 
-    fn record_keys(value: &Value) -> Vec<String> {
-        value.as_object().unwrap().keys().cloned().collect()
+    impl JsonRecord for Sample {
+        fn visit_members(&self, visit: &mut MemberVisitor<'_>) -> ControlFlow<()> {
+            visit("id", Member::Id(Uuid::from_u128(7)))?;
+            visit("text", Member::Str("a \"quoted\" é"))?;
+            visit("n", Member::U64(3))?;
+            visit("json", Member::Json(&Value::Null))
+        }
     }
 
     #[test]
     fn records_serialise_to_the_bytes_of_their_value() {
-        let flow = flow();
-        let task =
-            NewTask::new(Runtime::Cli, "run").into_task(flow.flow_id, "agent:main:x".into(), 2_000);
         let document = JsonDocument::object([
-            ("flow", flow.clone().into()),
-            ("tasks", vec![task.clone()].into()),
-            ("none", Option::<Flow>::None.into()),
+            ("record", JsonDocument::record(Arc::new(Sample))),
+            (
+                "records",
+                JsonDocument::array([JsonDocument::record(Arc::new(Sample))]),
+            ),
+            ("none", Option::<bool>::None.into()),
         ]);
         let value = document.to_value();
         assert_eq!(document.to_vec(), serde_json::to_vec(&value).unwrap());
+        assert_eq!(
+            value["record"],
+            json!({"id": "00000000-0000-0000-0000-000000000007", "text": "a \"quoted\" é",
+                   "n": 3, "json": null})
+        );
         assert_eq!(value["none"], Value::Null);
         assert_eq!(
-            value["flow"]["flowId"],
-            "00000000-0000-0000-0000-000000000007"
+            json_size(&Sample),
+            serde_json::to_vec(&value["record"]).unwrap().len()
         );
-        assert_eq!(value["flow"]["waitJson"], Value::Null);
-        // Every member the records wrote is in their member list, in its order.
-        for (record, members) in [
-            (&value["flow"], Flow::MEMBERS),
-            (&value["tasks"][0], Task::MEMBERS),
-        ] {
-            let keys = record_keys(record);
-            let mut expected: Vec<&str> = members.to_vec();
-            expected.retain(|m| keys.iter().any(|k| k == m));
-            assert_eq!(keys, expected);
+    }
+
+    #[test]
+    fn a_serialiser_error_stops_the_walk() {
+        struct Refuses;
+        impl io::Write for Refuses {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::other("full"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
         }
-    }
-
-    #[test]
-    fn every_member_index_names_its_key() {
-        let mut offered = Members::new(|_, _| Ok::<(), ()>(()));
-        flow().members(&mut offered).unwrap();
-        assert_eq!(offered.count(), Flow::MEMBERS.len());
-        let task = NewTask::new(Runtime::Cli, "t").into_task(Uuid::nil(), "o".into(), 0);
-        let mut offered = Members::new(|_, _| Ok::<(), ()>(()));
-        task.members(&mut offered).unwrap();
-        assert_eq!(offered.count(), Task::MEMBERS.len());
-        assert!(Flow::MEMBERS.len() <= 32 && Task::MEMBERS.len() <= 32);
-    }
-
-    #[test]
-    fn omitting_removes_present_members_once() {
-        let mut document = JsonDocument::from(flow());
-        assert!(document.omit_record_member("ownerKey"));
-        assert!(!document.omit_record_member("ownerKey"));
-        assert!(!document.omit_record_member("endedAt"), "absent member");
-        assert!(!document.omit_record_member("noSuchKey"));
-        let value = document.to_value();
-        assert!(value.get("ownerKey").is_none());
-        assert_eq!(value["stateJson"]["ownerKey"], 1);
-        assert_eq!(document.to_vec(), serde_json::to_vec(&value).unwrap());
-    }
-
-    #[test]
-    fn json_size_is_the_length_of_the_serialised_record() {
-        let flow = flow();
-        assert_eq!(
-            json_size(&flow),
-            serde_json::to_vec(&flow.to_json()).unwrap().len()
-        );
-        let task = NewTask::new(Runtime::Acp, "t\u{e9}\"").into_task(flow.flow_id, "o".into(), 5);
-        assert_eq!(
-            json_size(&task),
-            serde_json::to_vec(&task.to_json()).unwrap().len()
-        );
-    }
-
-    #[test]
-    fn flattening_keeps_omissions() {
-        let mut document = JsonDocument::from(flow());
-        document.omit_record_member("ownerKey");
-        let before = document.to_value();
-        document.flatten_record();
-        assert!(matches!(document.0, Node::Value(_)));
-        assert_eq!(document.to_value(), before);
+        let document = JsonDocument::record(Arc::new(Sample));
+        assert!(serde_json::to_writer(Refuses, &document).is_err());
     }
 }

@@ -112,10 +112,10 @@ pub use body_limit::{
 pub use client_ip::{InvalidCidr, TrustedProxies};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{
-    AuthFailureSettings, BodySettings, ChildSessions, ConfigError, ExecProvider, FileMode,
-    InFlightSettings, Limits, MetricsSettings, RateLimitSettings, ResolvedConfig, ResolvedRoute,
-    RouteConfig, SecretInput, SecretProvider, SecretProviders, SecretRef, SecretSource,
-    SkippedRoute, UnresolvedSecret, WebhooksConfig, normalize_webhook_path,
+    AuthFailureSettings, BodySettings, ConfigError, ExecProvider, FileMode, InFlightSettings,
+    Limits, MetricsSettings, RateLimitSettings, ResolvedConfig, ResolvedRoute, RouteConfig,
+    SecretInput, SecretProvider, SecretProviders, SecretRef, SecretSource, SkippedRoute,
+    UnresolvedSecret, WebhooksConfig, normalize_webhook_path,
 };
 pub use guard::{RequireJson, RequireJsonLayer, RequirePost, RequirePostLayer};
 pub use health::{Health, HealthLayer};

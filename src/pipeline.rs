@@ -45,7 +45,7 @@ use tower_layer::Layer;
 use crate::auth::{AuthLockout, LockoutConfig, SharedSecretAuth, SharedSecretAuthConfig};
 use crate::body_limit::{BodyLimit, BodyLimitConfig};
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{ChildSessions, Limits, ResolvedRoute};
+use crate::config::{Limits, ResolvedRoute};
 use crate::guard::{RequireJson, RequirePost};
 use crate::in_flight::{InFlightConfig, InFlightLimit, InFlightLimitLayer, InFlightLimiter};
 use crate::rate_limit::{
@@ -53,9 +53,7 @@ use crate::rate_limit::{
 };
 use crate::router::{RouteTable, WebhookRouter};
 use crate::scrub::{ScrubConfig, ScrubOwnerMetadata};
-use crate::taskflow::{
-    ChildSessionPolicy, MemoryStore, TaskFlowActionService, TaskFlowRoute, TaskFlowStore,
-};
+use crate::taskflow::{MemoryStore, TaskFlowActionService, TaskFlowRoute, TaskFlowStore};
 use crate::telemetry::RecordRoute;
 
 /// The service of one route: every layer of the contract over the TaskFlow service, recording the
@@ -197,7 +195,7 @@ impl<St: TaskFlowStore> WebhookPipeline<St> {
     pub fn route(&self, route: &ResolvedRoute) -> RouteService<St> {
         let taskflow_route = TaskFlowRoute::new(route.id.clone(), route.session_key.clone())
             .controller_id(route.controller_id.clone())
-            .child_sessions(child_session_policy(&route.child_sessions));
+            .child_sessions(route.child_sessions.clone());
         let action = TaskFlowActionService::new(Arc::clone(&self.store), taskflow_route);
         let scrubbed = ScrubOwnerMetadata::new(action, Arc::clone(&self.scrub));
         let body = &self.limits.body;
@@ -232,15 +230,5 @@ impl<St: TaskFlowStore> WebhookPipeline<St> {
     /// A standalone router over `routes` (unknown paths answer `404`).
     pub fn router(&self, routes: &[ResolvedRoute]) -> WebhookRouter<RouteService<St>> {
         WebhookRouter::from_table(self.table(routes))
-    }
-}
-
-/// The TaskFlow policy a route's `childSessions` setting names.
-pub fn child_session_policy(setting: &ChildSessions) -> ChildSessionPolicy {
-    match setting {
-        ChildSessions::SameAgent => ChildSessionPolicy::SameAgent,
-        ChildSessions::Descendant => ChildSessionPolicy::Descendant,
-        ChildSessions::Any => ChildSessionPolicy::Any,
-        ChildSessions::Prefixes(prefixes) => ChildSessionPolicy::Prefixes(prefixes.clone()),
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use temp::TempDir;
 use tower_webhooks::{
-    ChildSessions, ConfigError, FileMode, Limits, SecretInput, SecretProvider, SecretRef,
+    ChildSessionPolicy, ConfigError, FileMode, Limits, SecretInput, SecretProvider, SecretRef,
     SecretSource, WebhooksConfig, normalize_webhook_path,
 };
 
@@ -87,7 +87,7 @@ fn route_defaults() {
     assert_eq!(route.session_key, "agent:main:main");
     assert_eq!(route.controller_id, "webhooks/zap");
     assert_eq!(route.description, None);
-    assert_eq!(route.child_sessions, ChildSessions::SameAgent);
+    assert_eq!(route.child_sessions, ChildSessionPolicy::SameAgent);
     assert!(matches!(route.secret.as_slice(), [SecretInput::Plain(s)] if s.expose() == "abc"));
     assert_eq!(config.limits(), &Limits::default());
     assert!(config.providers().is_empty());
@@ -114,7 +114,7 @@ fn explicit_fields_are_trimmed_and_kept() {
     assert_eq!(route.description.as_deref(), Some("a note"));
     assert_eq!(
         route.child_sessions,
-        ChildSessions::Prefixes(vec!["agent:ops:sub:".into(), "agent:ops:x:".into()])
+        ChildSessionPolicy::Prefixes(vec!["agent:ops:sub:".into(), "agent:ops:x:".into()])
     );
     assert!(matches!(&route.secret[0], SecretInput::Plain(s) if s.expose() == "s"));
 }
@@ -122,10 +122,10 @@ fn explicit_fields_are_trimmed_and_kept() {
 #[test]
 fn child_sessions_spellings() {
     for (json, expected) in [
-        ("'same-agent'", ChildSessions::SameAgent),
-        ("'descendant'", ChildSessions::Descendant),
-        ("'any'", ChildSessions::Any),
-        ("[]", ChildSessions::Prefixes(vec![])),
+        ("'same-agent'", ChildSessionPolicy::SameAgent),
+        ("'descendant'", ChildSessionPolicy::Descendant),
+        ("'any'", ChildSessionPolicy::Any),
+        ("[]", ChildSessionPolicy::Prefixes(vec![])),
     ] {
         let config = load(&format!(
             "{{ routes: {{ r: {{ sessionKey: 'k', secret: 's', childSessions: {json} }} }} }}"

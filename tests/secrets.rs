@@ -28,7 +28,7 @@ use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_webhooks::gateway::Gateway;
 use tower_webhooks::{
-    AuthLockout, BufferedBody, CancelHook, ChildCancel, ChildSessions, ConfigError, Limits,
+    AuthLockout, BufferedBody, CancelHook, ChildCancel, ChildSessionPolicy, ConfigError, Limits,
     LockoutConfig, MemoryStore, MemoryStoreConfig, ResolvedRoute, Secret, SecretInput,
     SecretProviders, SecretRef, SecretSource, SharedSecretAuthConfig, SharedSecretAuthLayer,
     SystemClock, Task, TaskFlowActionService, TaskFlowRoute, TrustedProxies, WebhookPipeline,
@@ -824,7 +824,7 @@ fn no_debug_or_display_shows_a_secret() {
         .zip(SECRETS)
         .map(|(id, value)| {
             ResolvedRoute::new(*id, session_key(id), [secret(value), secret(MULTI)])
-                .with_child_sessions(ChildSessions::Descendant)
+                .with_child_sessions(ChildSessionPolicy::Descendant)
         })
         .collect();
     let pipeline = WebhookPipeline::in_memory(Limits::default());
@@ -1206,7 +1206,7 @@ async fn no_answer_carries_a_session_key_or_owner_metadata() {
     let routes = [
         ResolvedRoute::new("main", main_key, [secret(INLINE)]),
         ResolvedRoute::new("other", other_key, [secret(MULTI)])
-            .with_child_sessions(ChildSessions::Descendant),
+            .with_child_sessions(ChildSessionPolicy::Descendant),
     ];
     let pipeline = WebhookPipeline::new(store, Limits::default());
     let server = support::serve(pipeline.router(&routes)).await;

@@ -118,7 +118,7 @@ async fn create_flow_defaults_and_record_shape() {
     assert_eq!(
         env,
         json!({"ok": true, "routeId": "r1", "result": {"created": true, "flow": {
-            "flowId": flow_id, "syncMode": "managed", "ownerKey": OWNER,
+            "flowId": flow_id, "syncMode": "managed",
             "controllerId": "webhooks/r1", "revision": 0, "status": "queued",
             "notifyPolicy": "done_only", "goal": "triage", "createdAt": T0, "updatedAt": T0,
         }}})
@@ -134,7 +134,8 @@ async fn create_flow_defaults_and_record_shape() {
         .keys()
         .map(|k| k.as_str())
         .collect();
-    assert_eq!(keys[..3], ["flowId", "syncMode", "ownerKey"]);
+    // Owner-free: `ownerKey` is internal (SPEC §3.2, §4).
+    assert_eq!(keys[..3], ["flowId", "syncMode", "controllerId"]);
 }
 
 #[tokio::test]
@@ -682,8 +683,7 @@ async fn run_task_creates_a_task_with_every_field() {
                "agentId": "a", "runId": "run-1", "label": "L", "scopeKind": "session",
                "task": "do it", "status": "running", "deliveryStatus": "pending",
                "notifyPolicy": "done_only", "createdAt": T0 + 3, "startedAt": 5,
-               "lastEventAt": 6, "progressSummary": "half", "ownerKey": OWNER,
-               "requesterSessionKey": OWNER})
+               "lastEventAt": 6, "progressSummary": "half"})
     );
 
     let (_, env) = run_task(&h, &fid, json!({})).await;

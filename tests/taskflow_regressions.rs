@@ -88,8 +88,9 @@ async fn stored(store: &MemoryStore) -> Value {
             .await
             .unwrap()
             .unwrap();
-        let tasks: Vec<Value> = tasks.iter().map(|t| t.to_json()).collect();
-        out.push(json!({"flow": flow.to_json(), "tasks": tasks}));
+        // As stored, owner fields included: the byte cap counts them.
+        let tasks: Vec<Value> = tasks.iter().map(|t| t.to_stored_json()).collect();
+        out.push(json!({"flow": flow.to_stored_json(), "tasks": tasks}));
     }
     Value::Array(out)
 }

@@ -84,7 +84,7 @@
 //! # Example
 //!
 //! ```
-//! use tower_webhooks::{ChildSessions, WebhooksConfig};
+//! use tower_webhooks::{ChildSessionPolicy, WebhooksConfig};
 //!
 //! let config = WebhooksConfig::from_json5(r#"
 //! {
@@ -107,7 +107,7 @@
 //!
 //! assert_eq!(config.routes()[0].path, "/hooks/zapier");
 //! assert_eq!(config.routes()[1].path, "/plugins/webhooks/ci");
-//! assert_eq!(config.routes()[1].child_sessions, ChildSessions::Descendant);
+//! assert_eq!(config.routes()[1].child_sessions, ChildSessionPolicy::Descendant);
 //! assert_eq!(config.limits().rate_limit.max_requests, 60);
 //!
 //! let resolved = config.resolve();
@@ -142,7 +142,7 @@ pub use limits::{AuthFailureSettings, BodySettings, InFlightSettings, Limits, Ra
 pub use metrics::MetricsSettings;
 pub use nesting::MAX_NESTING_DEPTH;
 pub use path::{normalize_webhook_path, request_route_path};
-pub use routes::{ChildSessions, ResolvedRoute, RouteConfig, SkippedRoute};
+pub use routes::{ResolvedRoute, RouteConfig, SkippedRoute};
 pub use secrets::{
     DEFAULT_EXEC_TIMEOUT, ExecProvider, FileMode, MAX_SECRET_BYTES, SecretInput, SecretProvider,
     SecretProviders, SecretRef, SecretSource, UnresolvedSecret,

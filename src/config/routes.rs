@@ -10,43 +10,22 @@ use super::secrets::SecretInput;
 use super::value::{deny_unknown, index, join, js_trim, object, opt_bool, opt_string, string};
 use crate::health::{HEALTHZ, READYZ};
 use crate::secret::Secret;
+use crate::taskflow::ChildSessionPolicy;
 
-/// Which `childSessionKey`s a route's `run_task` may name (our extension; SPEC §3).
-///
-/// Config spelling: `"same-agent"` (default), `"descendant"`, `"any"`, or an array of prefixes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum ChildSessions {
-    /// `"same-agent"`: `agent:<agent>:…` of the route's own agent (falls back to `Descendant` when the
-    /// session key is not of that form).
-    #[default]
-    SameAgent,
-    /// `"descendant"`: must start with `<sessionKey>:`.
-    Descendant,
-    /// `"any"`: no restriction (the original's behaviour).
-    Any,
-    /// An explicit list of allowed prefixes. An empty list forbids every child session key.
-    Prefixes(Vec<String>),
-}
-
-impl ChildSessions {
-    fn from_value(value: &Value, path: &str) -> Result<Self, ConfigError> {
-        const EXPECTED: &str =
-            r#"must be "same-agent", "descendant", "any" or an array of prefixes"#;
-        match value {
-            Value::String(s) => match js_trim(s) {
-                "same-agent" => Ok(Self::SameAgent),
-                "descendant" => Ok(Self::Descendant),
-                "any" => Ok(Self::Any),
-                _ => Err(ConfigError::invalid(path, EXPECTED)),
-            },
-            Value::Array(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| string(item, &index(path, i)))
-                .collect::<Result<_, _>>()
-                .map(Self::Prefixes),
-            _ => Err(ConfigError::invalid(path, EXPECTED)),
-        }
+/// Reads `childSessions`: `"same-agent"`, `"descendant"`, `"any"` (JavaScript-trimmed, like every
+/// config string) or an array of prefixes.
+fn child_session_policy(value: &Value, path: &str) -> Result<ChildSessionPolicy, ConfigError> {
+    const EXPECTED: &str = r#"must be "same-agent", "descendant", "any" or an array of prefixes"#;
+    match value {
+        Value::String(name) => ChildSessionPolicy::from_name(js_trim(name))
+            .ok_or_else(|| ConfigError::invalid(path, EXPECTED)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| string(item, &index(path, i)))
+            .collect::<Result<_, _>>()
+            .map(ChildSessionPolicy::Prefixes),
+        _ => Err(ConfigError::invalid(path, EXPECTED)),
     }
 }
 
@@ -68,8 +47,8 @@ pub struct RouteConfig {
     pub controller_id: String,
     /// `description`: an operator note.
     pub description: Option<String>,
-    /// `childSessions`. Default [`ChildSessions::SameAgent`].
-    pub child_sessions: ChildSessions,
+    /// `childSessions`. Default [`ChildSessionPolicy::SameAgent`].
+    pub child_sessions: ChildSessionPolicy,
 }
 
 const ROUTE_KEYS: &[&str] = &[
@@ -111,7 +90,7 @@ impl RouteConfig {
         let description = opt_string(map, "description", path)?;
         let child_sessions = map
             .get("childSessions")
-            .map(|v| ChildSessions::from_value(v, &join(path, "childSessions")))
+            .map(|v| child_session_policy(v, &join(path, "childSessions")))
             .transpose()?
             .unwrap_or_default();
         Ok(Self {
@@ -175,7 +154,7 @@ pub struct ResolvedRoute {
     /// The operator note.
     pub description: Option<String>,
     /// The child-session policy.
-    pub child_sessions: ChildSessions,
+    pub child_sessions: ChildSessionPolicy,
 }
 
 impl ResolvedRoute {
@@ -193,7 +172,7 @@ impl ResolvedRoute {
             session_key: session_key.into(),
             secrets: secrets.into_iter().collect(),
             description: None,
-            child_sessions: ChildSessions::default(),
+            child_sessions: ChildSessionPolicy::default(),
             id,
         }
     }
@@ -211,7 +190,7 @@ impl ResolvedRoute {
     }
 
     /// Scopes `run_task`'s `childSessionKey` with `policy`.
-    pub fn with_child_sessions(mut self, policy: ChildSessions) -> Self {
+    pub fn with_child_sessions(mut self, policy: ChildSessionPolicy) -> Self {
         self.child_sessions = policy;
         self
     }

@@ -5,8 +5,6 @@ use std::str::FromStr;
 
 use serde_json::{Map, Value};
 
-use crate::json::{JsonDocument, Node as JsonNode};
-
 /// Default cap on a response body buffered for scrubbing: 4 MiB.
 const DEFAULT_MAX_BUFFERED_BYTES: usize = 4 * 1024 * 1024;
 
@@ -191,41 +189,6 @@ impl Node {
         }
     }
 
-    fn apply_document(&self, document: &mut JsonDocument) -> usize {
-        if !self.children.is_empty() && document.is_record() {
-            // A rule reaches inside the record (say, into its `stateJson`): edit it as a value.
-            document.flatten_record();
-        }
-        match &mut document.0 {
-            JsonNode::Value(value) => self.apply(value),
-            JsonNode::Flow(..) | JsonNode::Task(..) => self
-                .remove
-                .iter()
-                .filter(|key| document.omit_record_member(key))
-                .count(),
-            JsonNode::Object(members) => {
-                let mut removed = 0;
-                if !self.remove.is_empty() {
-                    let before = members.len();
-                    members.retain(|(k, _)| !self.remove.iter().any(|r| **r == **k));
-                    removed += before - members.len();
-                }
-                if !self.children.is_empty() {
-                    for (key, member) in members.iter_mut() {
-                        if let Some((_, child)) = self.children.iter().find(|(n, _)| **n == **key) {
-                            removed += child.apply_document(member);
-                        }
-                    }
-                }
-                removed
-            }
-            JsonNode::Array(elements) => match &self.each {
-                Some(each) => elements.iter_mut().map(|e| each.apply_document(e)).sum(),
-                None => 0,
-            },
-        }
-    }
-
     fn apply_object(&self, map: &mut Map<String, Value>) -> usize {
         let mut removed = 0;
         // A scan with string compares beats hashing each candidate key: records have a dozen
@@ -336,7 +299,8 @@ impl ScrubConfig {
         self.with_rule(path, Self::TASK_KEYS)
     }
 
-    /// Sets the cap on a response body buffered for scrubbing (bodies that are not structured JSON).
+    /// Sets the cap on a response body buffered for scrubbing (every JSON body except the ones this
+    /// crate built owner-free).
     /// A larger body is refused with `500`, not passed on unscrubbed.
     pub fn with_max_buffered_bytes(mut self, max: usize) -> Self {
         self.max_buffered_bytes = max;
@@ -360,13 +324,6 @@ impl ScrubConfig {
     /// twice changes nothing the second time.
     pub fn scrub(&self, value: &mut Value) -> usize {
         self.tree.apply(value)
-    }
-
-    /// [`scrub`](Self::scrub) for a structured [`JsonDocument`]: the same rules, the same result
-    /// once serialised. Members of a typed record are removed without building a value, unless a
-    /// rule reaches inside the record.
-    pub fn scrub_document(&self, document: &mut JsonDocument) -> usize {
-        self.tree.apply_document(document)
     }
 }
 

@@ -1,4 +1,3 @@
-use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +11,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 
 use super::config::ScrubConfig;
-use crate::body::{ResponseBody, StandaloneBody};
+use crate::body::{OwnerFree, ResponseBody};
 use crate::guard::is_json_media_type;
 use crate::json::JsonDocument;
 use crate::rejection::Rejection;
@@ -20,9 +19,9 @@ use crate::rejection::Rejection;
 pin_project! {
     /// Response future of [`ScrubOwnerMetadata`](crate::ScrubOwnerMetadata).
     ///
-    /// Waits for the inner service; then, for a JSON response that is not structured, reads the whole
-    /// body (up to the configured cap) before answering, so a body that cannot be scrubbed turns into
-    /// a `500` instead of reaching the client.
+    /// Waits for the inner service; then, for a JSON response that this crate did not build
+    /// owner-free, reads the whole body (up to the configured cap) before answering, so a body that
+    /// cannot be scrubbed turns into a `500` instead of reaching the client.
     pub struct ScrubResponseFuture<F, B> {
         #[pin]
         state: State<F, B>,
@@ -133,34 +132,6 @@ impl Buffer {
     }
 }
 
-/// Scrubs a structured body of this crate in place and serialises it, if `body` is one that holds
-/// a JSON document; returns the serialised length.
-///
-/// Without specialisation a generic `B` cannot be matched against our body types at compile time,
-/// so we ask at run time: a `TypeId` compare, no allocation. It is what lets the TaskFlow envelope
-/// stay a typed [`JsonDocument`](crate::json::JsonDocument) from the action service to here,
-/// scrubbed without a parse and serialised once. `ResponseBody<StandaloneBody>` is what the action
-/// service's body becomes when another layer of this crate sits between it and us.
-///
-/// Nothing after this layer edits the document, so it is serialised here: the response then has
-/// an exact length, and goes out with `Content-Length` rather than chunked.
-fn scrub_structured<B: 'static>(body: &mut B, config: &ScrubConfig) -> Option<usize> {
-    let body: &mut dyn Any = body;
-    if let Some(standalone) = body.downcast_mut::<StandaloneBody>() {
-        return scrub_and_serialize(standalone, config);
-    }
-    let wrapped = body.downcast_mut::<ResponseBody<StandaloneBody>>()?;
-    if wrapped.json_document().is_some() {
-        return scrub_and_serialize(wrapped, config);
-    }
-    scrub_and_serialize(wrapped.inner_mut()?, config)
-}
-
-fn scrub_and_serialize<B>(body: &mut ResponseBody<B>, config: &ScrubConfig) -> Option<usize> {
-    config.scrub_document(body.json_document_mut()?);
-    body.serialize_json_now()
-}
-
 fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
@@ -179,7 +150,7 @@ fn is_encoded(headers: &HeaderMap) -> bool {
 impl<F, B, E> Future for ScrubResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    B: Body<Data = Bytes> + 'static,
+    B: Body<Data = Bytes>,
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
 
@@ -189,13 +160,10 @@ where
             match this.state.project() {
                 StateProj::Calling { future } => {
                     let response = ready!(future.poll(cx))?;
-                    let (mut parts, mut body) = response.into_parts();
-                    if let Some(len) = scrub_structured(&mut body, this.config) {
-                        parts.headers.remove(TRANSFER_ENCODING);
-                        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
-                        return done(self, Response::from_parts(parts, ResponseBody::new(body)));
-                    }
-                    if !is_json(&parts.headers) {
+                    let (parts, body) = response.into_parts();
+                    // Built by this crate from allow-listed views: nothing to remove, so no parse.
+                    let owner_free = parts.extensions.get::<OwnerFree>().is_some();
+                    if owner_free || !is_json(&parts.headers) {
                         return done(self, Response::from_parts(parts, ResponseBody::new(body)));
                     }
                     // We cannot see inside a compressed body; compress outside this layer.

@@ -10,12 +10,13 @@
 //!
 //! # How each response is handled
 //!
-//! - **Structured JSON** (a [`StandaloneBody`](crate::StandaloneBody) holding a JSON value, as the
-//!   TaskFlow action service answers, or such a body wrapped once more in a
-//!   [`ResponseBody`](crate::ResponseBody)): the value is edited in place, with no parse and no
-//!   copy, and serialised once when the body is polled. A `Content-Length` header, if any, is
-//!   removed, since it would describe the unscrubbed value.
-//! - **Any other response whose `Content-Type` is JSON** (`application/json` or `*/*+json`):
+//! - **Answers this crate built owner-free** (the
+//!   [`TaskFlowActionService`](crate::TaskFlowActionService)'s envelopes, whose records are
+//!   allow-listed views): passed on as they are, with no parse. The service marks them with a
+//!   response extension that only this crate can create, so the mark survives any body wrapper in
+//!   between and no other handler can claim it.
+//! - **Any other response whose `Content-Type` is JSON** (`application/json` or `*/*+json`),
+//!   structured ([`json_response`](crate::json_response)) or not:
 //!   the body is read completely, parsed, scrubbed and re-serialised, with `Content-Length` set to
 //!   the new length (and any `Transfer-Encoding` removed). It is always re-serialised, even when
 //!   nothing was removed, so that duplicate keys cannot smuggle a second copy past the scrubber.

@@ -57,8 +57,7 @@ impl<S> ScrubOwnerMetadata<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ScrubOwnerMetadata<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    // `'static` lets the future recognise the crate's structured bodies by downcasting.
-    ResBody: http_body::Body<Data = Bytes> + 'static,
+    ResBody: http_body::Body<Data = Bytes>,
 {
     type Response = Response<crate::ResponseBody<ResBody>>;
     type Error = S::Error;

@@ -76,6 +76,11 @@ impl ActionName {
         }
     }
 
+    /// The action named `name` exactly, as in a request's `action` field.
+    pub fn from_wire(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|action| action.as_str() == name)
+    }
+
     /// The position in [`ALL`](Self::ALL): an index for per-action tables.
     pub const fn index(self) -> usize {
         self as usize

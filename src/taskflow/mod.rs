@@ -4,12 +4,14 @@
 //! A webhook route binds a URL to an owner session. [`TaskFlowActionService`] is the innermost
 //! service of that route: it reads the complete request body, validates the action, runs it against
 //! a [`TaskFlowStore`] scoped to the route's session key, and answers with the JSON envelope of
-//! SPEC §3.3 as a structured value ([`StandaloneBody`](crate::StandaloneBody)) that
-//! [`ScrubOwnerMetadata`](crate::scrub) then edits in place.
+//! SPEC §3.3 as a structured value ([`StandaloneBody`](crate::StandaloneBody)), serialised once
+//! when the body is written. Records answer as their allow-listed views (SPEC §4: no `ownerKey`,
+//! no `requesterSessionKey`), so the service is safe without
+//! [`ScrubOwnerMetadata`](crate::scrub); with it, the layer lets these answers through unparsed.
 //!
 //! | piece | what it is |
 //! |---|---|
-//! | [`Flow`], [`Task`], [`TaskSummary`] | the records, serialised with [`Flow::to_json`] & co. |
+//! | [`Flow`], [`Task`], [`TaskSummary`] | the records; [`Flow::to_json`] & co. give a client's view, [`Flow::to_stored_json`] & co. the stored one |
 //! | [`Action`] | a validated request; [`ValidationError`] renders `<path>: <message>` |
 //! | [`TaskFlowStore`] | async, generic storage contract; [`MemoryStore`] is the default |
 //! | [`ActionOutcome`], [`ErrorCode`] | status mapping and envelope |

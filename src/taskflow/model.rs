@@ -7,12 +7,13 @@
 //! [`Flow::to_json`] & co. build a `serde_json::Value` from the same list.
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::json::{Member, Members, Record, record_to_value};
+use crate::json::{JsonDocument, JsonRecord, Member, MemberVisitor, json_size, record_to_value};
 
 macro_rules! string_enum {
     (
@@ -181,8 +182,10 @@ pub(crate) fn parse_id(text: &str) -> Option<Uuid> {
 
 /// A managed TaskFlow (SPEC §3.2).
 ///
-/// `owner_key` is internal: it is serialised so that
-/// [`ScrubOwnerMetadata`](crate::scrub) has something to remove, and must never reach a client.
+/// `owner_key` is internal: the store needs it, a client never sees it. Every serialisation meant
+/// for a response ([`to_json`](Self::to_json), a [`JsonDocument`] built from the record) writes
+/// the allow-listed members of SPEC §4 only; [`to_stored_json`](Self::to_stored_json) is the one
+/// that includes the owner, for the store and its tests.
 ///
 /// Fields are public and the struct is exhaustive so another crate can implement a
 /// [`TaskFlowStore`](crate::TaskFlowStore) backend that builds records itself.
@@ -224,6 +227,15 @@ pub struct Flow {
     pub ended_at: Option<u64>,
 }
 
+/// Which members a record writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum View {
+    /// What a client may see: SPEC §3.2 without the internal owner fields (SPEC §4).
+    Public,
+    /// Everything the store keeps, owner fields included.
+    Stored,
+}
+
 /// A string member that vanishes when unset or empty.
 fn text(value: &Option<String>) -> Option<Member<'_>> {
     value.as_deref().filter(|v| !v.is_empty()).map(Member::Str)
@@ -233,73 +245,109 @@ fn number(value: Option<u64>) -> Option<Member<'static>> {
     value.map(Member::U64)
 }
 
+/// Visits `member` under `key` if it is present.
+fn optional(
+    visit: &mut MemberVisitor<'_>,
+    key: &'static str,
+    member: Option<Member<'_>>,
+) -> ControlFlow<()> {
+    match member {
+        Some(member) => visit(key, member),
+        None => ControlFlow::Continue(()),
+    }
+}
+
+/// A record seen with its owner fields: what the store measures against its byte cap.
+#[derive(Debug)]
+struct Stored<'a, R>(&'a R);
+
 impl Flow {
     /// The id as the wire carries it.
     pub fn id_string(&self) -> String {
         id_string(self.flow_id)
     }
 
-    /// The record as JSON, keys in SPEC order, `ownerKey` included.
+    /// The record as a client sees it: SPEC §3.2 order, without `ownerKey`.
     pub fn to_json(&self) -> Value {
-        record_to_value(self, Default::default())
+        record_to_value(self)
     }
 
     /// [`to_json`](Self::to_json), consuming the record.
     pub fn into_json(self) -> Value {
         self.to_json()
     }
+
+    /// The record as the store keeps it, `ownerKey` included: for a backend and its tests, never
+    /// for a response.
+    pub fn to_stored_json(&self) -> Value {
+        record_to_value(&Stored(self))
+    }
+
+    /// The length of [`to_stored_json`](Self::to_stored_json)'s text, without building it.
+    pub(crate) fn stored_size(&self) -> usize {
+        json_size(&Stored(self))
+    }
+
+    fn visit(&self, view: View, visit: &mut MemberVisitor<'_>) -> ControlFlow<()> {
+        visit("flowId", Member::Id(self.flow_id))?;
+        visit("syncMode", Member::Str(self.sync_mode.as_str()))?;
+        if view == View::Stored {
+            visit("ownerKey", Member::Str(&self.owner_key))?;
+        }
+        visit("controllerId", Member::Str(&self.controller_id))?;
+        visit("revision", Member::U64(self.revision))?;
+        visit("status", Member::Str(self.status.as_str()))?;
+        visit("notifyPolicy", Member::Str(self.notify_policy.as_str()))?;
+        visit("goal", Member::Str(&self.goal))?;
+        optional(visit, "currentStep", text(&self.current_step))?;
+        optional(visit, "blockedTaskId", text(&self.blocked_task_id))?;
+        optional(visit, "blockedSummary", text(&self.blocked_summary))?;
+        // Caller JSON stays even when it is a stored `null`.
+        optional(
+            visit,
+            "stateJson",
+            self.state_json.as_ref().map(Member::Json),
+        )?;
+        optional(visit, "waitJson", self.wait_json.as_ref().map(Member::Json))?;
+        optional(visit, "cancelRequestedAt", number(self.cancel_requested_at))?;
+        visit("createdAt", Member::U64(self.created_at))?;
+        visit("updatedAt", Member::U64(self.updated_at))?;
+        optional(visit, "endedAt", number(self.ended_at))
+    }
 }
 
-impl Record for Flow {
-    const MEMBERS: &'static [&'static str] = &[
-        "flowId",
-        "syncMode",
-        "ownerKey",
-        "controllerId",
-        "revision",
-        "status",
-        "notifyPolicy",
-        "goal",
-        "currentStep",
-        "blockedTaskId",
-        "blockedSummary",
-        "stateJson",
-        "waitJson",
-        "cancelRequestedAt",
-        "createdAt",
-        "updatedAt",
-        "endedAt",
-    ];
+impl JsonRecord for Flow {
+    fn visit_members(&self, visit: &mut MemberVisitor<'_>) -> ControlFlow<()> {
+        self.visit(View::Public, visit)
+    }
+}
 
-    fn members<E, F: FnMut(usize, Member<'_>) -> Result<(), E>>(
-        &self,
-        m: &mut Members<F>,
-    ) -> Result<(), E> {
-        m.put(Some(Member::Id(self.flow_id)))?;
-        m.put(Some(Member::Str(self.sync_mode.as_str())))?;
-        m.put(Some(Member::Str(&self.owner_key)))?;
-        m.put(Some(Member::Str(&self.controller_id)))?;
-        m.put(Some(Member::U64(self.revision)))?;
-        m.put(Some(Member::Str(self.status.as_str())))?;
-        m.put(Some(Member::Str(self.notify_policy.as_str())))?;
-        m.put(Some(Member::Str(&self.goal)))?;
-        m.put(text(&self.current_step))?;
-        m.put(text(&self.blocked_task_id))?;
-        m.put(text(&self.blocked_summary))?;
-        // Caller JSON stays even when it is a stored `null`.
-        m.put(self.state_json.as_ref().map(Member::Json))?;
-        m.put(self.wait_json.as_ref().map(Member::Json))?;
-        m.put(number(self.cancel_requested_at))?;
-        m.put(Some(Member::U64(self.created_at)))?;
-        m.put(Some(Member::U64(self.updated_at)))?;
-        m.put(number(self.ended_at))
+impl JsonRecord for Stored<'_, Flow> {
+    fn visit_members(&self, visit: &mut MemberVisitor<'_>) -> ControlFlow<()> {
+        self.0.visit(View::Stored, visit)
+    }
+}
+
+impl From<Flow> for JsonDocument {
+    /// The client's view of the flow (no `ownerKey`).
+    fn from(flow: Flow) -> Self {
+        Self::from(Arc::new(flow))
+    }
+}
+
+impl From<Arc<Flow>> for JsonDocument {
+    /// The client's view of the record itself, not a copy: it is serialised when the body is
+    /// written.
+    fn from(flow: Arc<Flow>) -> Self {
+        JsonDocument::record(flow)
     }
 }
 
 /// A child task of a flow (SPEC §3.2).
 ///
-/// `owner_key` and `requester_session_key` are internal, serialised for the scrub layer to remove.
-/// Exhaustive, like [`Flow`], so other backends can build records.
+/// `owner_key` and `requester_session_key` are internal: like [`Flow`]'s owner, they are written
+/// by [`to_stored_json`](Self::to_stored_json) only, never into a response. Exhaustive, like
+/// [`Flow`], so other backends can build records.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Task {
     /// The id, a UUID v4.
@@ -350,67 +398,75 @@ impl Task {
         id_string(self.task_id)
     }
 
-    /// The record as JSON, keys in SPEC order, internal keys included.
+    /// The record as a client sees it: SPEC §3.2 order, without `ownerKey` and
+    /// `requesterSessionKey`.
     pub fn to_json(&self) -> Value {
-        record_to_value(self, Default::default())
+        record_to_value(self)
     }
 
     /// [`to_json`](Self::to_json), consuming the record.
     pub fn into_json(self) -> Value {
         self.to_json()
     }
+
+    /// The record as the store keeps it, `ownerKey` and `requesterSessionKey` included: for a
+    /// backend and its tests, never for a response.
+    pub fn to_stored_json(&self) -> Value {
+        record_to_value(&Stored(self))
+    }
+
+    /// The length of [`to_stored_json`](Self::to_stored_json)'s text, without building it.
+    pub(crate) fn stored_size(&self) -> usize {
+        json_size(&Stored(self))
+    }
+
+    fn visit(&self, view: View, visit: &mut MemberVisitor<'_>) -> ControlFlow<()> {
+        visit("taskId", Member::Id(self.task_id))?;
+        visit("runtime", Member::Str(self.runtime.as_str()))?;
+        optional(visit, "sourceId", text(&self.source_id))?;
+        optional(visit, "childSessionKey", text(&self.child_session_key))?;
+        visit("parentFlowId", Member::Id(self.parent_flow_id))?;
+        optional(visit, "parentTaskId", text(&self.parent_task_id))?;
+        optional(visit, "agentId", text(&self.agent_id))?;
+        optional(visit, "runId", text(&self.run_id))?;
+        optional(visit, "label", text(&self.label))?;
+        visit("scopeKind", Member::Str("session"))?;
+        visit("task", Member::Str(&self.task))?;
+        visit("status", Member::Str(self.status.as_str()))?;
+        visit("deliveryStatus", Member::Str("pending"))?;
+        visit("notifyPolicy", Member::Str(self.notify_policy.as_str()))?;
+        visit("createdAt", Member::U64(self.created_at))?;
+        optional(visit, "startedAt", number(self.started_at))?;
+        optional(visit, "endedAt", number(self.ended_at))?;
+        optional(visit, "lastEventAt", number(self.last_event_at))?;
+        optional(visit, "progressSummary", text(&self.progress_summary))?;
+        if view == View::Stored {
+            visit("ownerKey", Member::Str(&self.owner_key))?;
+            visit(
+                "requesterSessionKey",
+                Member::Str(&self.requester_session_key),
+            )?;
+        }
+        ControlFlow::Continue(())
+    }
 }
 
-impl Record for Task {
-    const MEMBERS: &'static [&'static str] = &[
-        "taskId",
-        "runtime",
-        "sourceId",
-        "childSessionKey",
-        "parentFlowId",
-        "parentTaskId",
-        "agentId",
-        "runId",
-        "label",
-        "scopeKind",
-        "task",
-        "status",
-        "deliveryStatus",
-        "notifyPolicy",
-        "createdAt",
-        "startedAt",
-        "endedAt",
-        "lastEventAt",
-        "progressSummary",
-        "ownerKey",
-        "requesterSessionKey",
-    ];
+impl JsonRecord for Task {
+    fn visit_members(&self, visit: &mut MemberVisitor<'_>) -> ControlFlow<()> {
+        self.visit(View::Public, visit)
+    }
+}
 
-    fn members<E, F: FnMut(usize, Member<'_>) -> Result<(), E>>(
-        &self,
-        m: &mut Members<F>,
-    ) -> Result<(), E> {
-        m.put(Some(Member::Id(self.task_id)))?;
-        m.put(Some(Member::Str(self.runtime.as_str())))?;
-        m.put(text(&self.source_id))?;
-        m.put(text(&self.child_session_key))?;
-        m.put(Some(Member::Id(self.parent_flow_id)))?;
-        m.put(text(&self.parent_task_id))?;
-        m.put(text(&self.agent_id))?;
-        m.put(text(&self.run_id))?;
-        m.put(text(&self.label))?;
-        m.put(Some(Member::Str("session")))?;
-        m.put(Some(Member::Str(&self.task)))?;
-        m.put(Some(Member::Str(self.status.as_str())))?;
-        m.put(Some(Member::Str("pending")))?;
-        m.put(Some(Member::Str(self.notify_policy.as_str())))?;
-        m.put(Some(Member::U64(self.created_at)))?;
-        m.put(number(self.started_at))?;
-        m.put(number(self.ended_at))?;
-        m.put(number(self.last_event_at))?;
-        m.put(text(&self.progress_summary))?;
-        m.put(Some(Member::Str(&self.owner_key)))?;
-        m.put(Some(Member::Str(&self.requester_session_key)))
+impl JsonRecord for Stored<'_, Task> {
+    fn visit_members(&self, visit: &mut MemberVisitor<'_>) -> ControlFlow<()> {
+        self.0.visit(View::Stored, visit)
+    }
+}
+
+impl From<Task> for JsonDocument {
+    /// The client's view of the task (no `ownerKey`, no `requesterSessionKey`).
+    fn from(task: Task) -> Self {
+        JsonDocument::record(Arc::new(task))
     }
 }
 
@@ -484,5 +540,129 @@ impl TaskSummary {
         map.insert("byStatus".into(), Value::Object(by_status));
         map.insert("byRuntime".into(), Value::Object(by_runtime));
         Value::Object(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::taskflow::NewTask;
+    use serde_json::json;
+
+    fn flow() -> Flow {
+        Flow {
+            flow_id: Uuid::from_u128(7),
+            sync_mode: SyncMode::Managed,
+            owner_key: "agent:main:x".into(),
+            controller_id: "ctl".into(),
+            revision: 3,
+            status: FlowStatus::Waiting,
+            notify_policy: NotifyPolicy::DoneOnly,
+            goal: "ship \"it\"".into(),
+            current_step: Some("step".into()),
+            blocked_task_id: None,
+            blocked_summary: Some(String::new()),
+            state_json: Some(json!({"ownerKey": 1, "a": [1, 2]})),
+            wait_json: Some(Value::Null),
+            cancel_requested_at: Some(5),
+            created_at: 1_000,
+            updated_at: 2_000,
+            ended_at: Some(3_000),
+        }
+    }
+
+    fn task() -> Task {
+        let mut new = NewTask::new(Runtime::Acp, "t\u{e9}\"");
+        new.label = Some("l".into());
+        new.started_at = Some(4);
+        new.status = TaskStatus::Running;
+        new.into_task(Uuid::from_u128(7), "agent:main:x".into(), 5)
+    }
+
+    fn keys(value: &Value) -> Vec<&str> {
+        value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect()
+    }
+
+    #[test]
+    fn a_flow_shows_clients_its_public_members_in_spec_order() {
+        let flow = flow();
+        let public = flow.to_json();
+        assert_eq!(
+            keys(&public),
+            [
+                "flowId",
+                "syncMode",
+                "controllerId",
+                "revision",
+                "status",
+                "notifyPolicy",
+                "goal",
+                "currentStep",
+                "stateJson",
+                "waitJson",
+                "cancelRequestedAt",
+                "createdAt",
+                "updatedAt",
+                "endedAt"
+            ]
+        );
+        assert_eq!(
+            public["stateJson"]["ownerKey"], 1,
+            "caller JSON is untouched"
+        );
+        let mut stored = flow.to_stored_json();
+        assert_eq!(keys(&stored)[2], "ownerKey");
+        stored.as_object_mut().unwrap().shift_remove("ownerKey");
+        assert_eq!(stored, public);
+        let document = JsonDocument::from(flow.clone());
+        assert_eq!(document.to_value(), public);
+        assert_eq!(document.to_vec(), serde_json::to_vec(&public).unwrap());
+    }
+
+    #[test]
+    fn a_task_shows_clients_its_public_members_in_spec_order() {
+        let task = task();
+        let public = task.to_json();
+        assert_eq!(
+            keys(&public),
+            [
+                "taskId",
+                "runtime",
+                "parentFlowId",
+                "label",
+                "scopeKind",
+                "task",
+                "status",
+                "deliveryStatus",
+                "notifyPolicy",
+                "createdAt",
+                "startedAt"
+            ]
+        );
+        let mut stored = task.to_stored_json();
+        let map = stored.as_object_mut().unwrap();
+        assert_eq!(map.shift_remove("ownerKey"), Some(json!("agent:main:x")));
+        assert_eq!(
+            map.shift_remove("requesterSessionKey"),
+            Some(json!("agent:main:x"))
+        );
+        assert_eq!(stored, public);
+        let document = JsonDocument::from(task.clone());
+        assert_eq!(document.to_vec(), serde_json::to_vec(&public).unwrap());
+    }
+
+    #[test]
+    fn stored_size_is_the_length_of_the_stored_record() {
+        let flow = flow();
+        let flow_text = serde_json::to_vec(&flow.to_stored_json()).unwrap();
+        assert_eq!(flow.stored_size(), flow_text.len());
+        let task = task();
+        let task_text = serde_json::to_vec(&task.to_stored_json()).unwrap();
+        assert_eq!(task.stored_size(), task_text.len());
     }
 }

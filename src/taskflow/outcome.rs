@@ -174,7 +174,11 @@ impl ActionOutcome {
     }
 
     /// The response: status, `Content-Type: application/json; charset=utf-8` and the envelope as a
-    /// structured document, so [`ScrubOwnerMetadata`](crate::scrub) can edit it in place.
+    /// structured document, serialised once when the body is sized or polled.
+    ///
+    /// Not marked as built owner-free, unlike the answers of
+    /// [`TaskFlowActionService`](crate::TaskFlowActionService): an outcome built by hand may hold any
+    /// JSON, so [`ScrubOwnerMetadata`](crate::scrub) scrubs it like any other.
     pub fn into_response(self, route_id: &str) -> Response<StandaloneBody> {
         let status = self.status();
         json_response(status, self.into_envelope(route_id))

@@ -3,6 +3,10 @@
 //! The original lets any caller holding a route's secret start a task in *any* session, including
 //! another agent's. Every route here has a policy, `same-agent` unless configured otherwise; a
 //! violation answers `403` `child_session_forbidden` before the store is touched.
+//!
+//! One type serves the config loader (`childSessions` of a route, read into
+//! [`RouteConfig`](crate::RouteConfig) and [`ResolvedRoute`](crate::ResolvedRoute)) and the action
+//! service ([`TaskFlowRoute::child_sessions`](crate::TaskFlowRoute::child_sessions)).
 
 use std::fmt;
 
@@ -45,12 +49,7 @@ impl std::str::FromStr for ChildSessionPolicy {
 
     /// Parses the string forms `same-agent`, `descendant` and `any` (trimmed, case-sensitive).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.trim() {
-            "same-agent" => Ok(Self::SameAgent),
-            "descendant" => Ok(Self::Descendant),
-            "any" => Ok(Self::Any),
-            _ => Err(UnknownPolicy(text.to_owned())),
-        }
+        Self::from_name(text.trim()).ok_or_else(|| UnknownPolicy(text.to_owned()))
     }
 }
 
@@ -65,6 +64,18 @@ fn agent_prefix(session_key: &str) -> Option<&str> {
 }
 
 impl ChildSessionPolicy {
+    /// The policy named exactly `same-agent`, `descendant` or `any` (untrimmed, case-sensitive):
+    /// the one spelling table behind [`FromStr`](std::str::FromStr) and the config loader, which
+    /// trim differently (Rust's `trim` here, JavaScript's in a config file).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "same-agent" => Some(Self::SameAgent),
+            "descendant" => Some(Self::Descendant),
+            "any" => Some(Self::Any),
+            _ => None,
+        }
+    }
+
     /// Whether a route owned by `session_key` may start a task in `child`.
     pub fn allows(&self, session_key: &str, child: &str) -> bool {
         match self {

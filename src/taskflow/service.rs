@@ -15,15 +15,15 @@ use tower_service::Service;
 
 use super::action::Action;
 use super::label::ActionCode;
-use super::model::Flow;
+use super::model::{Flow, Task};
 use super::outcome::{
     ActionOutcome, CANCEL_PENDING_REASON, ErrorCode, RUN_TASK_NOT_MANAGED, terminal_message,
 };
 use super::policy::ChildSessionPolicy;
 use super::store::{
-    CancelOutcome, MutationOutcome, NewFlow, RunTaskOutcome, StoreError, TaskFlowStore,
+    CancelOutcome, MutationOutcome, NewFlow, NewTask, RunTaskOutcome, StoreError, TaskFlowStore,
 };
-use crate::body::{BufferedBody, StandaloneBody};
+use crate::body::{BufferedBody, OwnerFree, StandaloneBody};
 use crate::rejection::{Rejection, RejectionReason};
 use crate::telemetry;
 
@@ -104,8 +104,11 @@ pub type TaskFlowFuture =
 /// Takes a request whose body is complete ([`BufferedBody`]); answers `400` `invalid request body`
 /// (plain text) for a body that is empty, not UTF-8 or not JSON, `400` `invalid_request` for a
 /// schema violation, and otherwise the action's envelope (SPEC §3.3) as a structured JSON body.
-/// Owner metadata (`ownerKey`, `requesterSessionKey`) is left in the records on purpose: removing it
-/// is [`ScrubOwnerMetadata`](crate::scrub)'s job, stacked in front of this service.
+///
+/// Safe alone: every record in an answer is its allow-listed view (SPEC §4), so no answer carries
+/// `ownerKey`, `requesterSessionKey` or the route's session key, with or without
+/// [`ScrubOwnerMetadata`](crate::scrub) in front. Its JSON answers are marked as built owner-free,
+/// so that layer, when present, passes them on without parsing them.
 ///
 /// Cloning is cheap (two reference counts).
 pub struct TaskFlowActionService<S> {
@@ -170,8 +173,6 @@ impl<S: TaskFlowStore> TaskFlowActionService<S> {
 
     /// Runs a validated action.
     pub async fn execute(&self, action: Action) -> ActionOutcome {
-        let owner: &str = &self.route.session_key;
-        let store = &*self.store;
         match action {
             Action::CreateFlow {
                 controller_id,
@@ -190,158 +191,177 @@ impl<S: TaskFlowStore> TaskFlowActionService<S> {
                 new.current_step = current_step;
                 new.state_json = state_json;
                 new.wait_json = wait_json;
-                match store.create_flow(owner, new).await {
-                    Ok(flow) => success(JsonDocument::object([
-                        ("created", true.into()),
-                        ("flow", flow.into()),
-                    ])),
-                    Err(e) => {
-                        let reason = e_code(&e).message();
-                        store_failure(e, json!({"created": false, "reason": reason}).into())
-                    }
-                }
+                self.create_flow(new).await
             }
-            Action::GetFlow { flow_id } => match store.get_flow(owner, &flow_id).await {
-                Ok(flow) => success(JsonDocument::object([("flow", flow.into())])),
-                Err(e) => store_failure(e, JsonDocument::null()),
-            },
-            Action::ListFlows => match store.list_flows(owner).await {
+            Action::GetFlow { flow_id } => {
+                flow_read(self.store.get_flow(self.owner(), &flow_id).await)
+            }
+            Action::ListFlows => match self.store.list_flows(self.owner()).await {
                 Ok(flows) => success(JsonDocument::object([("flows", flows.into())])),
                 Err(e) => store_failure(e, JsonDocument::null()),
             },
-            Action::FindLatestFlow => match store.find_latest_flow(owner).await {
-                Ok(flow) => success(JsonDocument::object([("flow", flow.into())])),
-                Err(e) => store_failure(e, JsonDocument::null()),
-            },
-            Action::ResolveFlow { token } => match store.resolve_flow(owner, &token).await {
-                Ok(flow) => success(JsonDocument::object([("flow", flow.into())])),
-                Err(e) => store_failure(e, JsonDocument::null()),
-            },
-            Action::GetTaskSummary { flow_id } => match store.task_summary(owner, &flow_id).await {
-                Ok(summary) => success(JsonDocument::object([(
-                    "summary",
-                    summary.map_or(Value::Null, |s| s.to_json()).into(),
-                )])),
-                Err(e) => store_failure(e, JsonDocument::null()),
-            },
+            Action::FindLatestFlow => flow_read(self.store.find_latest_flow(self.owner()).await),
+            Action::ResolveFlow { token } => {
+                flow_read(self.store.resolve_flow(self.owner(), &token).await)
+            }
+            Action::GetTaskSummary { flow_id } => self.task_summary(&flow_id).await,
             Action::Mutate {
                 flow_id,
                 expected_revision,
                 mutation,
             } => {
-                let outcome = store
-                    .mutate_flow(owner, &flow_id, expected_revision, mutation)
+                let outcome = self
+                    .store
+                    .mutate_flow(self.owner(), &flow_id, expected_revision, mutation)
                     .await;
-                match outcome {
-                    Ok(MutationOutcome::Applied(flow)) => success(JsonDocument::object([
-                        ("applied", true.into()),
-                        ("flow", flow.into()),
-                    ])),
-                    Ok(MutationOutcome::NotFound) => not_applied(ErrorCode::NotFound, None),
-                    Ok(MutationOutcome::NotManaged(flow)) => {
-                        not_applied(ErrorCode::NotManaged, Some(flow))
-                    }
-                    Ok(MutationOutcome::RevisionConflict(flow)) => {
-                        not_applied(ErrorCode::RevisionConflict, Some(flow))
-                    }
-                    Err(e) => {
-                        let code = e_code(&e);
-                        store_failure(e, json!({"applied": false, "code": code.as_str()}).into())
-                    }
-                }
+                mutation_outcome(outcome)
             }
-            Action::CancelFlow { flow_id } => match store.cancel_flow(owner, &flow_id).await {
-                Ok(CancelOutcome::NotFound) => ActionOutcome::failure(
-                    ErrorCode::NotFound,
+            Action::CancelFlow { flow_id } => {
+                cancel_outcome(self.store.cancel_flow(self.owner(), &flow_id).await)
+            }
+            Action::RunTask { flow_id, task } => self.run_task(&flow_id, task).await,
+        }
+    }
+
+    /// The route's session key: every read and write is scoped to it.
+    fn owner(&self) -> &str {
+        &self.route.session_key
+    }
+
+    async fn create_flow(&self, new: NewFlow) -> ActionOutcome {
+        match self.store.create_flow(self.owner(), new).await {
+            Ok(flow) => success(JsonDocument::object([
+                ("created", true.into()),
+                ("flow", flow.into()),
+            ])),
+            Err(e) => {
+                let reason = e_code(&e).message();
+                store_failure(e, json!({"created": false, "reason": reason}).into())
+            }
+        }
+    }
+
+    async fn task_summary(&self, flow_id: &str) -> ActionOutcome {
+        match self.store.task_summary(self.owner(), flow_id).await {
+            Ok(summary) => success(JsonDocument::object([(
+                "summary",
+                summary.map_or(Value::Null, |s| s.to_json()).into(),
+            )])),
+            Err(e) => store_failure(e, JsonDocument::null()),
+        }
+    }
+
+    async fn run_task(&self, flow_id: &str, task: NewTask) -> ActionOutcome {
+        // A property of the request alone, so it is checked before the store is touched.
+        if let Some(child) = &task.child_session_key {
+            if !self.route.child_sessions.allows(self.owner(), child) {
+                return ActionOutcome::failure(
+                    ErrorCode::ChildSessionForbidden,
                     json!({
-                        "found": false,
-                        "cancelled": false,
-                        "reason": ErrorCode::NotFound.message(),
+                        "created": false,
+                        "reason": ErrorCode::ChildSessionForbidden.message(),
                     })
                     .into(),
-                ),
-                Ok(CancelOutcome::Terminal { flow, tasks }) => {
-                    let reason = terminal_message(flow.status);
-                    ActionOutcome::Failure {
-                        code: ErrorCode::Terminal,
-                        error: reason.clone().into(),
-                        result: JsonDocument::object([
-                            ("found", true.into()),
-                            ("cancelled", false.into()),
-                            ("reason", reason.into()),
-                            ("flow", flow.into()),
-                            ("tasks", tasks.into()),
-                        ]),
-                    }
-                }
-                Ok(CancelOutcome::Pending { flow, tasks }) => ActionOutcome::CancelPending {
-                    result: JsonDocument::object([
-                        ("found", true.into()),
-                        ("cancelled", false.into()),
-                        ("reason", CANCEL_PENDING_REASON.into()),
-                        ("flow", flow.into()),
-                        ("tasks", tasks.into()),
-                    ]),
-                },
-                Ok(CancelOutcome::Cancelled { flow, tasks }) => success(JsonDocument::object([
-                    ("found", true.into()),
-                    ("cancelled", true.into()),
-                    ("flow", flow.into()),
-                    ("tasks", tasks.into()),
-                ])),
-                Err(e) => {
-                    let reason = e_code(&e).message();
-                    store_failure(e, json!({"cancelled": false, "reason": reason}).into())
-                }
-            },
-            Action::RunTask { flow_id, task } => {
-                if let Some(child) = &task.child_session_key {
-                    if !self.route.child_sessions.allows(owner, child) {
-                        return ActionOutcome::failure(
-                            ErrorCode::ChildSessionForbidden,
-                            json!({
-                                "created": false,
-                                "reason": ErrorCode::ChildSessionForbidden.message(),
-                            })
-                            .into(),
-                        );
-                    }
-                }
-                match store.run_task(owner, &flow_id, task).await {
-                    Ok(RunTaskOutcome::Created { flow, task })
-                    | Ok(RunTaskOutcome::Existing { flow, task }) => {
-                        success(JsonDocument::object([
-                            ("created", true.into()),
-                            ("flow", flow.into()),
-                            ("task", task.into()),
-                        ]))
-                    }
-                    Ok(RunTaskOutcome::NotFound) => ActionOutcome::failure(
-                        ErrorCode::NotFound,
-                        json!({
-                            "created": false,
-                            "found": false,
-                            "reason": ErrorCode::NotFound.message(),
-                        })
-                        .into(),
-                    ),
-                    Ok(RunTaskOutcome::NotManaged(flow)) => {
-                        not_created(ErrorCode::NotManaged, RUN_TASK_NOT_MANAGED.to_owned(), flow)
-                    }
-                    Ok(RunTaskOutcome::CancelRequested(flow)) => not_created(
-                        ErrorCode::CancelRequested,
-                        ErrorCode::CancelRequested.message().to_owned(),
-                        flow,
-                    ),
-                    Ok(RunTaskOutcome::Terminal(flow)) => {
-                        not_created(ErrorCode::Terminal, terminal_message(flow.status), flow)
-                    }
-                    Err(e) => {
-                        let reason = e_code(&e).message();
-                        store_failure(e, json!({"created": false, "reason": reason}).into())
-                    }
-                }
+                );
             }
+        }
+        run_task_outcome(self.store.run_task(self.owner(), flow_id, task).await)
+    }
+}
+
+/// `get_flow`, `find_latest_flow` and `resolve_flow`: `{"flow":Flow|null}`.
+fn flow_read(read: Result<Option<Flow>, StoreError>) -> ActionOutcome {
+    match read {
+        Ok(flow) => success(JsonDocument::object([("flow", flow.into())])),
+        Err(e) => store_failure(e, JsonDocument::null()),
+    }
+}
+
+fn mutation_outcome(outcome: Result<MutationOutcome, StoreError>) -> ActionOutcome {
+    match outcome {
+        Ok(MutationOutcome::Applied(flow)) => success(JsonDocument::object([
+            ("applied", true.into()),
+            ("flow", flow.into()),
+        ])),
+        Ok(MutationOutcome::NotFound) => not_applied(ErrorCode::NotFound, None),
+        Ok(MutationOutcome::NotManaged(flow)) => not_applied(ErrorCode::NotManaged, Some(flow)),
+        Ok(MutationOutcome::RevisionConflict(flow)) => {
+            not_applied(ErrorCode::RevisionConflict, Some(flow))
+        }
+        Err(e) => {
+            let code = e_code(&e);
+            store_failure(e, json!({"applied": false, "code": code.as_str()}).into())
+        }
+    }
+}
+
+fn cancel_outcome(outcome: Result<CancelOutcome, StoreError>) -> ActionOutcome {
+    let found = |cancelled: bool, reason: Option<JsonDocument>, flow, tasks: Vec<Task>| {
+        let mut result = vec![("found", true.into()), ("cancelled", cancelled.into())];
+        result.extend(reason.map(|reason| ("reason", reason)));
+        result.extend([("flow", JsonDocument::from(flow)), ("tasks", tasks.into())]);
+        JsonDocument::object(result)
+    };
+    match outcome {
+        Ok(CancelOutcome::NotFound) => ActionOutcome::failure(
+            ErrorCode::NotFound,
+            json!({
+                "found": false,
+                "cancelled": false,
+                "reason": ErrorCode::NotFound.message(),
+            })
+            .into(),
+        ),
+        Ok(CancelOutcome::Terminal { flow, tasks }) => {
+            let reason = terminal_message(flow.status);
+            ActionOutcome::Failure {
+                code: ErrorCode::Terminal,
+                error: reason.clone().into(),
+                result: found(false, Some(reason.into()), flow, tasks),
+            }
+        }
+        Ok(CancelOutcome::Pending { flow, tasks }) => ActionOutcome::CancelPending {
+            result: found(false, Some(CANCEL_PENDING_REASON.into()), flow, tasks),
+        },
+        Ok(CancelOutcome::Cancelled { flow, tasks }) => success(found(true, None, flow, tasks)),
+        Err(e) => {
+            let reason = e_code(&e).message();
+            store_failure(e, json!({"cancelled": false, "reason": reason}).into())
+        }
+    }
+}
+
+fn run_task_outcome(outcome: Result<RunTaskOutcome, StoreError>) -> ActionOutcome {
+    match outcome {
+        Ok(RunTaskOutcome::Created { flow, task })
+        | Ok(RunTaskOutcome::Existing { flow, task }) => success(JsonDocument::object([
+            ("created", true.into()),
+            ("flow", flow.into()),
+            ("task", task.into()),
+        ])),
+        Ok(RunTaskOutcome::NotFound) => ActionOutcome::failure(
+            ErrorCode::NotFound,
+            json!({
+                "created": false,
+                "found": false,
+                "reason": ErrorCode::NotFound.message(),
+            })
+            .into(),
+        ),
+        Ok(RunTaskOutcome::NotManaged(flow)) => {
+            not_created(ErrorCode::NotManaged, RUN_TASK_NOT_MANAGED.to_owned(), flow)
+        }
+        Ok(RunTaskOutcome::CancelRequested(flow)) => not_created(
+            ErrorCode::CancelRequested,
+            ErrorCode::CancelRequested.message().to_owned(),
+            flow,
+        ),
+        Ok(RunTaskOutcome::Terminal(flow)) => {
+            not_created(ErrorCode::Terminal, terminal_message(flow.status), flow)
+        }
+        Err(e) => {
+            let reason = e_code(&e).message();
+            store_failure(e, json!({"created": false, "reason": reason}).into())
         }
     }
 }
@@ -406,7 +426,7 @@ impl<S: TaskFlowStore> Service<Request<BufferedBody>> for TaskFlowActionService<
             Err(error) => {
                 telemetry::record_rejection(RejectionReason::InvalidRequest);
                 let response = ActionOutcome::Invalid(error).into_response(&self.route.route_id);
-                return Box::pin(std::future::ready(Ok(response)));
+                return Box::pin(std::future::ready(Ok(owner_free(response))));
             }
         };
         let name = action.name();
@@ -416,7 +436,14 @@ impl<S: TaskFlowStore> Service<Request<BufferedBody>> for TaskFlowActionService<
             if let Some(code) = ActionCode::of(&outcome) {
                 telemetry::record_action(name, code);
             }
-            Ok(outcome.into_response(&this.route.route_id))
+            Ok(owner_free(outcome.into_response(&this.route.route_id)))
         })
     }
+}
+
+/// Marks an answer built here: its records are views and the rest is our own words, so
+/// [`ScrubOwnerMetadata`](crate::scrub) has nothing to remove from it.
+fn owner_free(mut response: Response<StandaloneBody>) -> Response<StandaloneBody> {
+    response.extensions_mut().insert(OwnerFree);
+    response
 }

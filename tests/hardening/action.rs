@@ -27,7 +27,7 @@ use serde_json::{Map, Value, json};
 use tower::ServiceExt;
 use tower_webhooks::{
     BufferedBody, CancelImmediately, FlowStatus, ManualClock, MemoryStore, MemoryStoreConfig,
-    Mutation, NewFlow, NewTask, Runtime, ScrubConfig, ScrubOwnerMetadata, SyncMode,
+    Mutation, NewFlow, NewTask, Runtime, ScrubConfig, ScrubOwnerMetadata, SyncMode, Task,
     TaskFlowActionService, TaskFlowRoute, TaskFlowStore,
 };
 
@@ -398,8 +398,8 @@ impl Harness {
                 let tasks = ready(self.store.list_tasks(owner, &id))?
                     .map_err(|e| e.to_string())?
                     .unwrap_or_default();
-                let tasks = tasks.into_iter().map(|t| t.into_json()).collect();
-                flows.insert(id, (flow.to_json(), tasks));
+                let tasks = tasks.iter().map(Task::to_stored_json).collect();
+                flows.insert(id, (flow.to_stored_json(), tasks));
             }
         }
         Ok(Snapshot { flows })

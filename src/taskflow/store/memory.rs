@@ -18,7 +18,6 @@ use super::{
     StoreError, TaskFlowStore, TaskUpdate, TaskUpdateOutcome,
 };
 use crate::clock::{SharedClock, SystemClock};
-use crate::json::json_size;
 use crate::taskflow::model::{Flow, FlowStatus, SyncMode, Task, TaskSummary, parse_id};
 use crate::taskflow::notify::{CancelHook, CancelImmediately, ChildCancel, Notifier, StoreEvent};
 
@@ -178,7 +177,7 @@ impl FlowEntry {
     /// Measures the flow again after a change; returns the change in bytes for the owner's total.
     fn remeasure_flow(&mut self) -> (usize, usize) {
         let old = self.flow_bytes;
-        self.flow_bytes = json_size(&*self.flow);
+        self.flow_bytes = self.flow.stored_size();
         (old, self.flow_bytes)
     }
 }
@@ -335,7 +334,7 @@ impl MemoryStore {
             updated_at: now,
             ended_at: terminal.then_some(now),
         };
-        let flow_bytes = json_size(&flow);
+        let flow_bytes = flow.stored_size();
         if !self.inner.fits(state.bytes, (0, flow_bytes)) {
             return Err(StoreError::CapacityExceeded);
         }
@@ -404,7 +403,7 @@ impl MemoryStore {
             // Applied to a copy first: a change the byte cap refuses must leave the flow as it was.
             let mut changed = Flow::clone(&entry.flow);
             mutation.apply(&mut changed, now);
-            let sizes = (entry.flow_bytes, json_size(&changed));
+            let sizes = (entry.flow_bytes, changed.stored_size());
             if !self.inner.fits(state.bytes, sizes) {
                 return Err(StoreError::CapacityExceeded);
             }
@@ -458,7 +457,7 @@ impl MemoryStore {
                 }
             }
             let task = new.into_task(flow.flow_id, Arc::clone(&owner_key), now);
-            let task_bytes = json_size(&task);
+            let task_bytes = task.stored_size();
             if !self.inner.fits(state.bytes, (0, task_bytes)) {
                 return Err(StoreError::CapacityExceeded);
             }
@@ -515,9 +514,9 @@ impl MemoryStore {
                 match self.inner.hook.cancel_task(task) {
                     ChildCancel::Cancelled => {
                         let old = task.status;
-                        let old_bytes = json_size(&*task);
+                        let old_bytes = task.stored_size();
                         TaskUpdate::Cancel.apply(task, now);
-                        let sizes = (old_bytes, json_size(&*task));
+                        let sizes = (old_bytes, task.stored_size());
                         entry.task_bytes = resized(entry.task_bytes, sizes);
                         self.inner.events.send(|| StoreEvent::TaskUpdated {
                             old_status: old,
@@ -574,11 +573,11 @@ impl MemoryStore {
             return TaskUpdateOutcome::NotFound;
         };
         let old_status = task.status;
-        let old_bytes = json_size(&*task);
+        let old_bytes = task.stored_size();
         if !update.apply(task, now) {
             return TaskUpdateOutcome::Rejected(task.clone());
         }
-        let sizes = (old_bytes, json_size(&*task));
+        let sizes = (old_bytes, task.stored_size());
         entry.task_bytes = resized(entry.task_bytes, sizes);
         state.bytes = resized(state.bytes, sizes);
         let task = task.clone();
