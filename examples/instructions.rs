@@ -22,7 +22,7 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_webhooks::in_flight::InFlightConfig;
 use tower_webhooks::{
     BodyLimitConfig, BodyLimitLayer, FixedWindowRateLimitLayer, InFlightLimitLayer, Limits,
-    RateLimitConfig, RateLimitSettings, ResolvedRoute, ScrubConfig, ScrubOwnerMetadataLayer,
+    RateLimitConfig, ResolvedRoute, ScrubConfig, ScrubOwnerMetadataLayer,
     Secret, SharedSecretAuthConfig, SharedSecretAuthLayer, StandaloneBody, WebhookPipeline,
     json_response,
 };
@@ -101,7 +101,7 @@ fn main() {
         ),
         "rate_limit" => run(
             FixedWindowRateLimitLayer::new(
-                RateLimitConfig::new().max_requests(std::num::NonZeroU32::MAX),
+                RateLimitConfig::new().max_requests(u32::MAX),
             )
             .layer(handler()),
             small,
@@ -124,10 +124,7 @@ fn main() {
         ),
         "pipeline_get_flow" => {
             let limits = Limits {
-                rate_limit: RateLimitSettings {
-                    max_requests: u64::from(u32::MAX),
-                    ..Limits::default().rate_limit
-                },
+                rate_limit: RateLimitConfig::new().max_requests(u32::MAX),
                 ..Limits::default()
             };
             let pipeline = WebhookPipeline::in_memory(limits);

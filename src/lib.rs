@@ -83,6 +83,7 @@ pub mod gateway;
 pub mod guard;
 pub mod health;
 pub mod json;
+pub mod limit;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod pipeline;
@@ -112,11 +113,12 @@ pub use body_limit::{
 pub use client_ip::{InvalidCidr, TrustedProxies};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{
-    AuthFailureSettings, BodySettings, ChildSessions, ConfigError, ExecProvider, FileMode,
-    InFlightSettings, Limits, MetricsSettings, RateLimitSettings, ResolvedConfig, ResolvedRoute,
+    ChildSessions, ConfigError, ExecProvider, FileMode, Limits, MetricsSettings, ResolvedConfig,
+    ResolvedRoute,
     RouteConfig, SecretInput, SecretProvider, SecretProviders, SecretRef, SecretSource,
     SkippedRoute, UnresolvedSecret, WebhooksConfig, normalize_webhook_path,
 };
+pub use limit::InvalidLimit;
 pub use guard::{RequireJson, RequireJsonLayer, RequirePost, RequirePostLayer};
 pub use health::{Health, HealthLayer};
 pub use in_flight::{

@@ -398,10 +398,7 @@ async fn lockout_counts_the_forwarded_client_behind_a_trusted_proxy() {
 #[tokio::test]
 async fn tracked_clients_stay_bounded_under_a_flood_and_a_lockout_survives_it() {
     let clock = ManualClock::new(0);
-    let config = LockoutConfig {
-        max_tracked_ips: 4096,
-        ..LockoutConfig::default()
-    };
+    let config = LockoutConfig::new().max_tracked_ips(4096);
     let lockout = AuthLockout::with_clock(config, clock.clone());
     let (_, handler) = counted();
     let mut svc = SharedSecretAuth::new(

@@ -2,9 +2,9 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -39,9 +39,9 @@ fn ok_service()
 
 fn config(window_ms: u64, max: u32, keys: usize) -> RateLimitConfig {
     RateLimitConfig::new()
-        .window_ms(NonZeroU64::new(window_ms).unwrap())
-        .max_requests(NonZeroU32::new(max).unwrap())
-        .max_tracked_keys(NonZeroUsize::new(keys).unwrap())
+        .window(Duration::from_millis(window_ms))
+        .max_requests(max)
+        .max_tracked_keys(keys)
 }
 
 fn limiter(config: RateLimitConfig) -> (FixedWindowLimiter, Arc<ManualClock>) {
@@ -472,20 +472,20 @@ async fn constructors_and_accessors() {
     let config = config(5_000, 7, 9);
     assert_eq!(
         (
-            config.get_window_ms(),
-            config.get_max_requests(),
-            config.get_max_tracked_keys()
+            config.window,
+            config.max_requests,
+            config.max_tracked_keys
         ),
-        (5_000, 7, 9)
+        (Duration::from_millis(5_000), 7, 9)
     );
     let defaults = RateLimitConfig::default();
     assert_eq!(
         (
-            defaults.get_window_ms(),
-            defaults.get_max_requests(),
-            defaults.get_max_tracked_keys()
+            defaults.window,
+            defaults.max_requests,
+            defaults.max_tracked_keys
         ),
-        (60_000, 120, 4_096)
+        (Duration::from_millis(60_000), 120, 4_096)
     );
     let mut svc = FixedWindowRateLimit::new(ok_service(), config);
     assert_eq!(svc.limiter().config(), config);
@@ -493,7 +493,7 @@ async fn constructors_and_accessors() {
     let _: &mut _ = svc.get_mut();
     let inner = svc.into_inner();
     let layered = FixedWindowRateLimit::<()>::layer(config).layer(inner);
-    assert_eq!(layered.limiter().config().get_max_requests(), 7);
+    assert_eq!(layered.limiter().config().max_requests, 7);
 }
 
 #[tokio::test]

@@ -10,20 +10,44 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use serde::Deserialize;
 
 use crate::clock::{SharedClock, SystemClock};
+use crate::limit::{
+    InvalidLimit, at_least_a_millisecond, deserialize_millis, deserialize_positive, millis, positive,
+};
 
-/// Settings of an [`AuthLockout`]. Defaults are the contract's: 20 failures within 60 s lock an IP
-/// out for 60 s; at most 4,096 IPs are tracked.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Failure count, window, lockout length and tracked-IP cap of the brute-force guard (SPEC §2.2),
+/// `limits.authFailures` in the configuration file.
+///
+/// Defaults are the contract's: 20 failures within 60 s lock an IP out for 60 s; at most 4,096 IPs
+/// are tracked. Plain data like every layer's configuration: fields, setters of the same name, and
+/// [`validate`](Self::validate), which refuses a zero naming the field. Deserialises from `max`,
+/// `windowMs`, `lockoutMs` and `maxTrackedIps`.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_webhooks::LockoutConfig;
+/// let config = LockoutConfig::new().max_failures(5).lockout(Duration::from_secs(300));
+/// assert_eq!((config.max_failures, config.window), (5, Duration::from_secs(60)));
+/// assert_eq!(LockoutConfig::new().max_failures(0).validate().unwrap_err().field(), "max");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct LockoutConfig {
-    /// Failures within `window` that trigger a lockout.
+    /// `max`: failures within `window` that lock the IP out. Default 20.
+    #[serde(rename = "max", deserialize_with = "deserialize_positive")]
     pub max_failures: u32,
-    /// The window failures are counted in, anchored at an IP's first failure.
+    /// `windowMs`: the window failures are counted in, anchored at an IP's first failure. Default
+    /// 60 s.
+    #[serde(rename = "windowMs", deserialize_with = "deserialize_millis")]
     pub window: Duration,
-    /// How long a locked-out IP is refused.
+    /// `lockoutMs`: how long a locked-out IP is refused. Default 60 s.
+    #[serde(rename = "lockoutMs", deserialize_with = "deserialize_millis")]
     pub lockout: Duration,
-    /// At most this many IPs are tracked; beyond it the least recently touched are forgotten.
+    /// `maxTrackedIps`: IPs remembered at most; beyond it the least recently touched that is not
+    /// locked out is forgotten. Default 4,096.
+    #[serde(deserialize_with = "deserialize_positive")]
     pub max_tracked_ips: usize,
 }
 
@@ -35,6 +59,46 @@ impl Default for LockoutConfig {
             lockout: Duration::from_secs(60),
             max_tracked_ips: 4096,
         }
+    }
+}
+
+impl LockoutConfig {
+    /// The defaults of SPEC §2.2.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets how many failures within the window lock an IP out.
+    pub fn max_failures(mut self, max_failures: u32) -> Self {
+        self.max_failures = max_failures;
+        self
+    }
+
+    /// Sets the window failures are counted in.
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Sets how long a locked-out IP is refused.
+    pub fn lockout(mut self, lockout: Duration) -> Self {
+        self.lockout = lockout;
+        self
+    }
+
+    /// Sets how many IPs are tracked at most.
+    pub fn max_tracked_ips(mut self, max_tracked_ips: usize) -> Self {
+        self.max_tracked_ips = max_tracked_ips;
+        self
+    }
+
+    /// The configuration if every field is usable, or the first that is not.
+    pub fn validate(self) -> Result<Self, InvalidLimit> {
+        positive("max", self.max_failures.into())?;
+        at_least_a_millisecond("windowMs", self.window)?;
+        at_least_a_millisecond("lockoutMs", self.lockout)?;
+        positive("maxTrackedIps", self.max_tracked_ips as u64)?;
+        Ok(self)
     }
 }
 
@@ -84,13 +148,24 @@ struct Entry {
 
 impl AuthLockout {
     /// A lockout with `config`, on the system clock.
+    ///
+    /// # Panics
+    ///
+    /// If `config` does not [`validate`](LockoutConfig::validate); the message names the field.
     pub fn new(config: LockoutConfig) -> Self {
         Self::with_clock(config, SystemClock::shared())
     }
 
     /// A lockout with `config` reading `clock` (a [`ManualClock`](crate::ManualClock) in tests).
+    ///
+    /// # Panics
+    ///
+    /// If `config` does not [`validate`](LockoutConfig::validate); the message names the field.
     pub fn with_clock(config: LockoutConfig, clock: SharedClock) -> Self {
-        let max = config.max_tracked_ips.max(1);
+        let config = config
+            .validate()
+            .unwrap_or_else(|invalid| panic!("invalid LockoutConfig: {invalid}"));
+        let max = config.max_tracked_ips;
         // Shards keep unrelated IPs off one lock; their capacities add up to at most `max`.
         let shard_count = if max >= 64 { 16 } else { 1 };
         let shard_capacity = max / shard_count;
@@ -218,10 +293,6 @@ fn evict_one(shard: &mut HashMap<IpAddr, Entry>, now: u64) -> bool {
         .or_else(|| shard.iter().min_by_key(|(_, entry)| entry.last_touched))
         .map(|(ip, _)| *ip);
     victim.is_some_and(|ip| shard.remove(&ip).is_some())
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl fmt::Debug for AuthLockout {

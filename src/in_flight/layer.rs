@@ -1,6 +1,7 @@
 use tower_layer::Layer;
 
-use super::limiter::{InFlightConfig, InFlightLimiter};
+use super::config::InFlightConfig;
+use super::limiter::InFlightLimiter;
 use super::service::InFlightLimit;
 use crate::rate_limit::{KeyExtractor, NormalizedPathAndPeerIp};
 

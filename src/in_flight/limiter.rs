@@ -1,60 +1,14 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
-use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::Request;
 use parking_lot::Mutex;
 
+use super::config::InFlightConfig;
 use crate::rate_limit::{KeyExtractor, PreHashed, shard_of};
-
-/// Settings of an [`InFlightLimiter`]: slots per key and tracked-key cap. Neither may be zero.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InFlightConfig {
-    max_per_key: NonZeroU32,
-    max_tracked_keys: NonZeroUsize,
-}
-
-impl Default for InFlightConfig {
-    /// 8 in flight per key, 4,096 tracked keys (SPEC §2.4).
-    fn default() -> Self {
-        Self {
-            max_per_key: NonZeroU32::new(8).unwrap_or(NonZeroU32::MIN),
-            max_tracked_keys: NonZeroUsize::new(4_096).unwrap_or(NonZeroUsize::MIN),
-        }
-    }
-}
-
-impl InFlightConfig {
-    /// The defaults of SPEC §2.4.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Sets how many requests of one key may be in flight at once.
-    pub fn max_per_key(mut self, max_per_key: NonZeroU32) -> Self {
-        self.max_per_key = max_per_key;
-        self
-    }
-
-    /// Sets how many keys may have requests in flight at once.
-    pub fn max_tracked_keys(mut self, max_tracked_keys: NonZeroUsize) -> Self {
-        self.max_tracked_keys = max_tracked_keys;
-        self
-    }
-
-    /// Slots per key.
-    pub fn get_max_per_key(&self) -> u32 {
-        self.max_per_key.get()
-    }
-
-    /// The tracked-key cap.
-    pub fn get_max_tracked_keys(&self) -> usize {
-        self.max_tracked_keys.get()
-    }
-}
 
 /// The in-flight counters, shareable between layers.
 ///
@@ -114,14 +68,21 @@ impl Drop for InFlightPermit {
 
 impl InFlightLimiter {
     /// A new limiter.
+    ///
+    /// # Panics
+    ///
+    /// If `config` does not [`validate`](InFlightConfig::validate); the message names the field.
     pub fn new(config: InFlightConfig) -> Self {
+        let config = config
+            .validate()
+            .unwrap_or_else(|invalid| panic!("invalid InFlightConfig: {invalid}"));
         // The cap is global here, so the shard count only spreads lock contention.
         let shards = (0..crate::rate_limit::shard_count(usize::MAX))
             .map(|_| Mutex::new(HashMap::with_hasher(PreHashed)))
             .collect();
         Self {
             inner: Arc::new(Inner {
-                max_per_key: config.max_per_key.get(),
+                max_per_key: config.max_per_key,
                 config,
                 tracked: AtomicUsize::new(0),
                 hasher: RandomState::new(),
@@ -156,7 +117,7 @@ impl InFlightLimiter {
             Some(count) if *count >= inner.max_per_key => return None,
             Some(count) => *count += 1,
             None => {
-                let cap = inner.config.max_tracked_keys.get();
+                let cap = inner.config.max_tracked_keys;
                 if inner.tracked.fetch_add(1, Ordering::AcqRel) >= cap {
                     inner.tracked.fetch_sub(1, Ordering::AcqRel);
                     return None;
@@ -209,8 +170,8 @@ mod tests {
     fn limiter(per_key: u32, keys: usize) -> InFlightLimiter {
         InFlightLimiter::new(
             InFlightConfig::new()
-                .max_per_key(NonZeroU32::new(per_key).unwrap())
-                .max_tracked_keys(NonZeroUsize::new(keys).unwrap()),
+                .max_per_key(per_key)
+                .max_tracked_keys(keys),
         )
     }
 

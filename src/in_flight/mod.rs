@@ -42,6 +42,7 @@
 //! ```
 
 mod body;
+mod config;
 mod future;
 mod layer;
 mod limiter;
@@ -50,5 +51,6 @@ mod service;
 pub use body::InFlightBody;
 pub use future::InFlightResponseFuture;
 pub use layer::InFlightLimitLayer;
-pub use limiter::{InFlightConfig, InFlightLimiter, InFlightPermit};
+pub use config::InFlightConfig;
+pub use limiter::{InFlightLimiter, InFlightPermit};
 pub use service::InFlightLimit;

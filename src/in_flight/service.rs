@@ -6,7 +6,8 @@ use tower_service::Service;
 use super::body::InFlightBody;
 use super::future::InFlightResponseFuture;
 use super::layer::InFlightLimitLayer;
-use super::limiter::{InFlightConfig, InFlightLimiter};
+use super::config::InFlightConfig;
+use super::limiter::InFlightLimiter;
 use crate::body::ResponseBody;
 use crate::rate_limit::{KeyExtractor, NormalizedPathAndPeerIp};
 

@@ -1,7 +1,8 @@
 use tower_layer::Layer;
 
 use super::key::{KeyExtractor, PathAndClientIp};
-use super::limiter::{FixedWindowLimiter, RateLimitConfig};
+use super::config::RateLimitConfig;
+use super::limiter::FixedWindowLimiter;
 use super::service::FixedWindowRateLimit;
 use crate::client_ip::TrustedProxies;
 

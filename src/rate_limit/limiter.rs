@@ -3,76 +3,14 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
-use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::sync::Arc;
 
 use http::Request;
 use parking_lot::Mutex;
 
+use super::config::RateLimitConfig;
 use super::key::KeyExtractor;
 use crate::clock::{SharedClock, SystemClock};
-
-/// Settings of a [`FixedWindowLimiter`]: window length, quota and tracked-key cap.
-///
-/// Zero is not a valid value for any of them, and the types say so: a zero window, quota or cap
-/// cannot be built, so the limiter never has to guess what one would mean.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateLimitConfig {
-    window_ms: NonZeroU64,
-    max_requests: NonZeroU32,
-    max_tracked_keys: NonZeroUsize,
-}
-
-impl Default for RateLimitConfig {
-    /// Window 60,000 ms, 120 requests per window, 4,096 tracked keys (SPEC §2.3).
-    fn default() -> Self {
-        Self {
-            window_ms: NonZeroU64::new(60_000).unwrap_or(NonZeroU64::MIN),
-            max_requests: NonZeroU32::new(120).unwrap_or(NonZeroU32::MIN),
-            max_tracked_keys: NonZeroUsize::new(4_096).unwrap_or(NonZeroUsize::MIN),
-        }
-    }
-}
-
-impl RateLimitConfig {
-    /// The defaults of SPEC §2.3.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Sets the window length in milliseconds.
-    pub fn window_ms(mut self, window_ms: NonZeroU64) -> Self {
-        self.window_ms = window_ms;
-        self
-    }
-
-    /// Sets how many requests a key may make per window; the next one is rejected.
-    pub fn max_requests(mut self, max_requests: NonZeroU32) -> Self {
-        self.max_requests = max_requests;
-        self
-    }
-
-    /// Sets how many keys are tracked at most.
-    pub fn max_tracked_keys(mut self, max_tracked_keys: NonZeroUsize) -> Self {
-        self.max_tracked_keys = max_tracked_keys;
-        self
-    }
-
-    /// The window length in milliseconds.
-    pub fn get_window_ms(&self) -> u64 {
-        self.window_ms.get()
-    }
-
-    /// Requests allowed per key and window.
-    pub fn get_max_requests(&self) -> u32 {
-        self.max_requests.get()
-    }
-
-    /// The tracked-key cap.
-    pub fn get_max_tracked_keys(&self) -> usize {
-        self.max_tracked_keys.get()
-    }
-}
 
 /// A request over its key's quota.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,20 +80,31 @@ impl fmt::Debug for FixedWindowLimiter {
 
 impl FixedWindowLimiter {
     /// A limiter reading the system clock.
+    ///
+    /// # Panics
+    ///
+    /// If `config` does not [`validate`](RateLimitConfig::validate); the message names the field.
     pub fn new(config: RateLimitConfig) -> Self {
         Self::with_clock(config, SystemClock::shared())
     }
 
     /// A limiter reading `clock` (a [`ManualClock`](crate::ManualClock) in tests).
+    ///
+    /// # Panics
+    ///
+    /// If `config` does not [`validate`](RateLimitConfig::validate); the message names the field.
     pub fn with_clock(config: RateLimitConfig, clock: SharedClock) -> Self {
-        let cap = config.max_tracked_keys.get();
+        let config = config
+            .validate()
+            .unwrap_or_else(|invalid| panic!("invalid RateLimitConfig: {invalid}"));
+        let cap = config.max_tracked_keys;
         let shards = split_cap(cap)
             .map(|shard_cap| Mutex::new(Shard::with_cap(shard_cap)))
             .collect();
         Self {
             inner: Arc::new(Inner {
-                window_ms: config.window_ms.get(),
-                max_requests: config.max_requests.get(),
+                window_ms: crate::limit::millis(config.window),
+                max_requests: config.max_requests,
                 config,
                 hasher: RandomState::new(),
                 clock,

@@ -5,7 +5,8 @@ use tower_service::Service;
 
 use super::key::{KeyExtractor, PathAndClientIp};
 use super::layer::FixedWindowRateLimitLayer;
-use super::limiter::{FixedWindowLimiter, RateLimitConfig};
+use super::config::RateLimitConfig;
+use super::limiter::FixedWindowLimiter;
 use crate::body::ResponseBody;
 use crate::future::ResponseFuture;
 use crate::rejection::Rejection;
