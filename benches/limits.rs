@@ -86,9 +86,7 @@ fn open_config() -> RateLimitConfig {
 }
 
 fn closed_config() -> RateLimitConfig {
-    RateLimitConfig::new()
-        .window(Duration::MAX)
-        .max_requests(1)
+    RateLimitConfig::new().window(Duration::MAX).max_requests(1)
 }
 
 fn rate_limit(c: &mut Criterion, rt: &Runtime) {

@@ -41,8 +41,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 use tower_webhooks::metrics::WebhookMetrics;
 use tower_webhooks::{
-    Limits, MemoryStore, MemoryStoreConfig, RateLimitConfig, ResolvedRoute, Secret,
-    TelemetryLayer, WebhookPipeline,
+    Limits, MemoryStore, MemoryStoreConfig, RateLimitConfig, ResolvedRoute, Secret, TelemetryLayer,
+    WebhookPipeline,
 };
 
 const SECRET: &str = "whsec_4f1c2b7e9a0d3c5b8e6f1a2d4c7b9e0f";

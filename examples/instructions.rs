@@ -22,9 +22,8 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_webhooks::in_flight::InFlightConfig;
 use tower_webhooks::{
     BodyLimitConfig, BodyLimitLayer, FixedWindowRateLimitLayer, InFlightLimitLayer, Limits,
-    RateLimitConfig, ResolvedRoute, ScrubConfig, ScrubOwnerMetadataLayer,
-    Secret, SharedSecretAuthConfig, SharedSecretAuthLayer, StandaloneBody, WebhookPipeline,
-    json_response,
+    RateLimitConfig, ResolvedRoute, ScrubConfig, ScrubOwnerMetadataLayer, Secret,
+    SharedSecretAuthConfig, SharedSecretAuthLayer, StandaloneBody, WebhookPipeline, json_response,
 };
 
 const SECRET: &str = "whsec_4f1c2b7e9a0d3c5b8e6f1a2d4c7b9e0f";

@@ -2,7 +2,7 @@
 //! every route.
 //!
 //! ```text
-//! request ─► WebhookRouter (path → route) ─► RequirePost ─► FixedWindowRateLimit ─► RequireJson
+//! request ─► WebhookRouter (path → route) ─► ResolveClientIp ─► RequirePost ─► FixedWindowRateLimit ─► RequireJson
 //!         ─► InFlightLimit ─► SharedSecretAuth ─► BodyLimit (buffered) ─► ScrubOwnerMetadata
 //!         ─► TaskFlowActionService ─► response
 //! ```
@@ -42,6 +42,7 @@ use tower_layer::Layer;
 
 use crate::auth::{AuthLockout, SharedSecretAuth, SharedSecretAuthConfig};
 use crate::body_limit::BodyLimit;
+use crate::client_ip::ResolveClientIp;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{ChildSessions, Limits, ResolvedRoute};
 use crate::guard::{RequireJson, RequirePost};
@@ -57,11 +58,13 @@ use crate::telemetry::RecordRoute;
 /// The service of one route: every layer of the contract over the TaskFlow service, recording the
 /// route id for a [`Telemetry`](crate::telemetry::Telemetry) layer outside the router.
 pub type RouteService<St> = RecordRoute<
-    RequirePost<
-        FixedWindowRateLimit<
-            RequireJson<
-                InFlightLimit<
-                    SharedSecretAuth<BodyLimit<ScrubOwnerMetadata<TaskFlowActionService<St>>>>,
+    ResolveClientIp<
+        RequirePost<
+            FixedWindowRateLimit<
+                RequireJson<
+                    InFlightLimit<
+                        SharedSecretAuth<BodyLimit<ScrubOwnerMetadata<TaskFlowActionService<St>>>>,
+                    >,
                 >,
             >,
         >,
@@ -127,8 +130,7 @@ impl<St: TaskFlowStore> WebhookPipeline<St> {
         let rate_limit = FixedWindowRateLimitLayer::with_limiter(FixedWindowLimiter::with_clock(
             limits.rate_limit,
             Arc::clone(&clock),
-        ))
-        .trusted_proxies(limits.trusted_proxies.clone());
+        ));
         let in_flight = InFlightLimitLayer::new(limits.in_flight);
         let lockout = AuthLockout::with_clock(limits.auth_failures, clock);
 
@@ -178,13 +180,16 @@ impl<St: TaskFlowStore> WebhookPipeline<St> {
         let auth = SharedSecretAuth::new(
             limited,
             SharedSecretAuthConfig::new(route.secrets.iter().cloned())
-                .lockout(self.lockout.clone())
-                .trusted_proxies(self.limits.trusted_proxies.clone()),
+                .lockout(self.lockout.clone()),
         );
         let in_flight = self.in_flight.layer(auth);
         let json = RequireJson::new(in_flight);
         let rate_limited = self.rate_limit.layer(json);
-        RecordRoute::new(RequirePost::new(rate_limited), route.id.as_str())
+        let post = RequirePost::new(rate_limited);
+        // The one place the trusted proxies are configured: the rate limit and the lockout read
+        // the client it finds.
+        let client = ResolveClientIp::new(post, self.limits.trusted_proxies.clone());
+        RecordRoute::new(client, route.id.as_str())
     }
 
     /// A route table of `routes`, for [`WebhookRouter::from_table`] or a reload through

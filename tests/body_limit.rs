@@ -187,19 +187,13 @@ where
 
 fn buffered() -> (BodyLimit<Echo, Buffered>, Echo) {
     let echo = Echo::default();
-    let svc = BodyLimit::new(
-        echo.clone(),
-        BodyLimitConfig::buffered().max_bytes(CAP),
-    );
+    let svc = BodyLimit::new(echo.clone(), BodyLimitConfig::buffered().max_bytes(CAP));
     (svc, echo)
 }
 
 fn streaming() -> (BodyLimit<Drain, Streaming>, Drain) {
     let drain = Drain::default();
-    let svc = BodyLimit::new(
-        drain.clone(),
-        BodyLimitConfig::streaming().max_bytes(CAP),
-    );
+    let svc = BodyLimit::new(drain.clone(), BodyLimitConfig::streaming().max_bytes(CAP));
     (svc, drain)
 }
 
@@ -446,9 +440,8 @@ async fn a_slow_body_that_ends_within_the_deadline_passes() {
 #[tokio::test(start_paused = true)]
 async fn the_deadline_is_configurable() {
     let echo = Echo::default();
-    let svc =
-        BodyLimitLayer::new(BodyLimitConfig::buffered().timeout(Duration::from_millis(100)))
-            .layer(echo.clone());
+    let svc = BodyLimitLayer::new(BodyLimitConfig::buffered().timeout(Duration::from_millis(100)))
+        .layer(echo.clone());
     let (tx, body) = channel();
     let client = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(101)).await;

@@ -15,7 +15,7 @@ use support::{RawResponse, TestServer, connect, is_closed, post_bytes, raw, read
 use tokio::io::AsyncWriteExt;
 use tower_webhooks::gateway::Gateway;
 use tower_webhooks::in_flight::InFlightLimiter;
-use tower_webhooks::rate_limit::NormalizedPathAndPeerIp;
+use tower_webhooks::keyed::NormalizedPathAndPeerIp;
 use tower_webhooks::{Limits, ResolvedRoute, Secret, WebhookPipeline};
 
 const SECRET: &str = "contract-secret-0123456789";

@@ -28,7 +28,7 @@ use support::{
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tower_webhooks::gateway::{DEFAULT_ROUTE_ID, Gateway};
-use tower_webhooks::rate_limit::NormalizedPathAndPeerIp;
+use tower_webhooks::keyed::NormalizedPathAndPeerIp;
 use tower_webhooks::serve::ServeOptions;
 use tower_webhooks::{Limits, MemoryStore, ResolvedRoute, Secret, TrustedProxies, WebhookPipeline};
 

@@ -14,7 +14,7 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_webhooks::future::ResponseFuture;
 use tower_webhooks::{
     FixedWindowLimiter, FixedWindowRateLimit, FixedWindowRateLimitLayer, GlobalKey, ManualClock,
-    PathAndClientIp, RateLimitConfig, ResponseBody, SharedClock, TrustedProxies,
+    PathAndClientIp, RateLimitConfig, ResolveClientIp, ResponseBody, SharedClock, TrustedProxies,
 };
 
 assert_impl_all!(ResponseFuture<futures_util::future::Ready<Result<Response<Full<Bytes>>, Infallible>>>: Send, Sync);
@@ -400,9 +400,10 @@ fn forwarded(peer: &str, xff: &str) -> Req {
 async fn trusted_proxies_key_by_the_forwarded_client() {
     let (limiter, _clock) = limiter(config(60_000, 1, 16));
     let proxies = TrustedProxies::parse(["10.0.0.0/8"]).unwrap();
-    let svc = FixedWindowRateLimitLayer::with_limiter(limiter.clone())
-        .trusted_proxies(proxies)
-        .layer(ok_service());
+    let svc = ResolveClientIp::new(
+        FixedWindowRateLimitLayer::with_limiter(limiter.clone()).layer(ok_service()),
+        proxies,
+    );
     // Two clients behind one proxy have separate budgets.
     assert_eq!(
         send(&svc, forwarded("10.0.0.1:80", "203.0.113.5")).await.0,
@@ -471,11 +472,7 @@ async fn ipv4_mapped_peers_share_the_ipv4_budget() {
 async fn constructors_and_accessors() {
     let config = config(5_000, 7, 9);
     assert_eq!(
-        (
-            config.window,
-            config.max_requests,
-            config.max_tracked_keys
-        ),
+        (config.window, config.max_requests, config.max_tracked_keys),
         (Duration::from_millis(5_000), 7, 9)
     );
     let defaults = RateLimitConfig::default();

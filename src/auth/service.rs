@@ -1,6 +1,5 @@
 //! The [`SharedSecretAuth`] service.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -9,10 +8,11 @@ use http::{HeaderMap, HeaderName, Request, Response, Uri};
 use tower_service::Service;
 
 use super::layer::{AuthState, SharedSecretAuthConfig, SharedSecretAuthLayer};
-use super::lockout::LockState;
 use super::secrets::SecretsHandle;
 use crate::body::ResponseBody;
+use crate::client_ip::ClientIp;
 use crate::future::ResponseFuture;
+use crate::keyed::LockState;
 use crate::rejection::Rejection;
 
 /// Lets a request through only when it presents one of the configured secrets. See the
@@ -76,31 +76,30 @@ where
         if state.refuse_query_secrets && has_secret_in_query(request.uri()) {
             return ResponseFuture::rejected(Rejection::SecretInQueryString);
         }
-        let mut client: Option<(IpAddr, LockState)> = None;
+        let mut client: Option<(u64, LockState)> = None;
         // A request without a known client is neither refused by nor counted towards the lockout
-        // (see `TrustedProxies::known_client_ip`).
+        // (see `ClientIp::known`).
         let known_client = state
             .lockout
             .as_ref()
-            .and_then(|lockout| Some((lockout, state.trusted_proxies.known_client_ip(&request)?)));
+            .and_then(|lockout| Some((lockout, ClientIp::of(&request).known()?)));
         if let Some((lockout, ip)) = known_client {
-            match lockout.check(ip) {
+            let key = lockout.key_of(ip);
+            match lockout.state(key) {
                 LockState::Locked { retry_after_secs } => {
-                    return ResponseFuture::rejected(Rejection::LockedOut {
-                        retry_after_secs,
-                    });
+                    return ResponseFuture::rejected(Rejection::LockedOut { retry_after_secs });
                 }
-                other => client = Some((ip, other)),
+                other => client = Some((key, other)),
             }
         }
         let presented =
             presented_secret(request.headers(), &state.secret_header, state.accept_bearer);
         let authenticated = !presented.is_empty() && state.secrets.matches(presented);
-        if let (Some(lockout), Some((ip, lock_state))) = (&state.lockout, client) {
+        if let (Some(lockout), Some((key, lock_state))) = (&state.lockout, client) {
             if !authenticated {
-                lockout.record_failure(ip);
+                lockout.failed(key);
             } else if lock_state == LockState::Tracked {
-                lockout.record_success(ip);
+                lockout.succeeded(key);
             }
         }
         if authenticated {

@@ -49,8 +49,8 @@ mod limiter;
 mod service;
 
 pub use body::InFlightBody;
+pub use config::InFlightConfig;
 pub use future::InFlightResponseFuture;
 pub use layer::InFlightLimitLayer;
-pub use config::InFlightConfig;
 pub use limiter::{InFlightLimiter, InFlightPermit};
 pub use service::InFlightLimit;

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::limit::{InvalidLimit, at_least_a_millisecond, deserialize_millis, deserialize_positive, positive};
+use crate::limit::{
+    InvalidLimit, at_least_a_millisecond, deserialize_millis, deserialize_positive, positive,
+};
 
 /// Window length, quota and tracked-key cap of a fixed-window rate limit (SPEC §2.3), `limits.rateLimit`
 /// in the configuration file.

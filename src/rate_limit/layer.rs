@@ -1,10 +1,9 @@
 use tower_layer::Layer;
 
-use super::key::{KeyExtractor, PathAndClientIp};
 use super::config::RateLimitConfig;
 use super::limiter::FixedWindowLimiter;
 use super::service::FixedWindowRateLimit;
-use crate::client_ip::TrustedProxies;
+use crate::keyed::{KeyExtractor, PathAndClientIp};
 
 /// Layer of [`FixedWindowRateLimit`].
 ///
@@ -17,8 +16,11 @@ pub struct FixedWindowRateLimitLayer<K = PathAndClientIp> {
 }
 
 impl FixedWindowRateLimitLayer {
-    /// A layer with a new limiter on the system clock, keyed by raw path and client IP (no trusted
-    /// proxies).
+    /// A layer with a new limiter on the system clock, keyed by raw path and client IP.
+    ///
+    /// # Panics
+    ///
+    /// If `config` does not [`validate`](RateLimitConfig::validate); the message names the field.
     pub fn new(config: RateLimitConfig) -> Self {
         Self::with_limiter(FixedWindowLimiter::new(config))
     }
@@ -29,11 +31,6 @@ impl FixedWindowRateLimitLayer {
             limiter,
             key: PathAndClientIp::default(),
         }
-    }
-
-    /// Believes `X-Forwarded-For` from `proxies` when finding the client IP.
-    pub fn trusted_proxies(self, proxies: TrustedProxies) -> Self {
-        self.key_extractor(PathAndClientIp::new(proxies))
     }
 }
 
@@ -52,7 +49,7 @@ impl<K> FixedWindowRateLimitLayer<K> {
     }
 
     /// The key extractor.
-    pub fn get_key_extractor(&self) -> &K {
+    pub fn key(&self) -> &K {
         &self.key
     }
 }

@@ -9,11 +9,13 @@
 //!   wall-clock minute, and a request exactly `window` after the start opens the next window.
 //! - **Every request counts**, rejected ones too: a client that keeps sending while limited does not
 //!   earn requests back before the window ends.
-//! - **Keys.** [`PathAndClientIp`] (the default) keys on the raw path as the URI gives it, so `/x`
-//!   and `/x/` are separate budgets, and on [`TrustedProxies::client_ip`](crate::TrustedProxies::client_ip),
-//!   which believes `X-Forwarded-For` only from configured proxies. [`GlobalKey`] gives every request
-//!   one budget; any [`KeyExtractor`] can be plugged in. Keys are hashed with a per-limiter random
-//!   seed into a `u64`, so counting allocates nothing.
+//! - **Keys.** [`PathAndClientIp`](crate::PathAndClientIp) (the default) keys on the raw path as
+//!   the URI gives it, so `/x` and `/x/` are separate budgets, and on
+//!   [`ClientIp::of`](crate::ClientIp::of): the socket peer, or the client a
+//!   [`ResolveClientIpLayer`](crate::ResolveClientIpLayer) in front found behind trusted proxies.
+//!   [`GlobalKey`](crate::GlobalKey) gives every request one budget; any
+//!   [`KeyExtractor`](crate::KeyExtractor) can be plugged in. Keys are the stable keyed hash of
+//!   [`keyed`](crate::keyed), a `u64`, so counting allocates nothing.
 //! - **Bounded memory.** At most `max_tracked_keys` keys are tracked; a new key evicts the least
 //!   recently touched key of its shard. [`FixedWindowLimiter`] states exactly what is guaranteed.
 //! - **One limiter per layer.** The layer builds its [`FixedWindowLimiter`] once; clones of the layer
@@ -51,15 +53,11 @@
 //! ```
 
 mod config;
-mod key;
 mod layer;
 mod limiter;
 mod service;
 
-pub use key::{GlobalKey, KeyExtractor, NormalizedPathAndPeerIp, PathAndClientIp};
-pub use layer::FixedWindowRateLimitLayer;
 pub use config::RateLimitConfig;
+pub use layer::FixedWindowRateLimitLayer;
 pub use limiter::{FixedWindowLimiter, Limited};
 pub use service::FixedWindowRateLimit;
-
-pub(crate) use limiter::{PreHashed, shard_count, shard_of};

@@ -3,12 +3,12 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::key::{KeyExtractor, PathAndClientIp};
-use super::layer::FixedWindowRateLimitLayer;
 use super::config::RateLimitConfig;
+use super::layer::FixedWindowRateLimitLayer;
 use super::limiter::FixedWindowLimiter;
 use crate::body::ResponseBody;
 use crate::future::ResponseFuture;
+use crate::keyed::{KeyExtractor, PathAndClientIp};
 use crate::rejection::Rejection;
 
 /// Fixed-window rate limit (SPEC §2.3): over quota ⇒ `429 Too Many Requests` with `Retry-After`.
@@ -27,7 +27,7 @@ impl<S> FixedWindowRateLimit<S> {
         Self::from_parts(
             inner,
             FixedWindowLimiter::new(config),
-            PathAndClientIp::default(),
+            PathAndClientIp::new(),
         )
     }
 
