@@ -543,3 +543,97 @@ fn the_in_memory_stores_answer_on_the_first_poll() {
         LockState::Locked { .. }
     ));
 }
+
+/// A window store that answers only when the test says so: a shared backend, slowly.
+#[derive(Clone)]
+struct GatedStore {
+    gates: std::sync::Arc<std::sync::Mutex<Vec<tokio::sync::oneshot::Receiver<Answer>>>>,
+}
+
+type Answer = Result<tower_webhooks::keyed::WindowHit, tower_webhooks::keyed::Unavailable>;
+
+struct Gate(tokio::sync::oneshot::Receiver<Answer>);
+
+impl Future for Gate {
+    type Output = Answer;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or(Err(tower_webhooks::keyed::Unavailable::new())))
+    }
+}
+
+impl WindowStore for GatedStore {
+    type HitFuture = Gate;
+
+    fn key_hasher(&self) -> KeyHasher {
+        KeyHasher::default()
+    }
+
+    fn hit(&self, _key: u64) -> Gate {
+        Gate(self.gates.lock().unwrap().remove(0))
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_answers_later_holds_the_request_until_it_does() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::Service;
+    use tower_webhooks::keyed::{Unavailable, WindowHit};
+
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..3).map(|_| tokio::sync::oneshot::channel()).unzip();
+    let store = GatedStore {
+        gates: std::sync::Arc::new(std::sync::Mutex::new(receivers)),
+    };
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = {
+        let calls = calls.clone();
+        service_fn(move |_req: Request<Body>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, Infallible>(Response::new(Body::default())) }
+        })
+    };
+    let mut svc = FixedWindowRateLimitLayer::with_store(store).layer(counted);
+    let hit = |count| WindowHit {
+        count,
+        max_requests: 1,
+        resets_in_ms: 1_500,
+    };
+    let answers: [Answer; 3] = [Ok(hit(1)), Ok(hit(2)), Err(Unavailable::new())];
+    let mut statuses = Vec::new();
+    for (sender, answer) in senders.into_iter().zip(answers) {
+        std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+        let mut future = pin!(svc.call(from_peer_as("192.0.2.8:1", None)));
+        // Not answered yet: nothing reaches the inner service.
+        assert!(futures_util::poll!(future.as_mut()).is_pending());
+        let before = calls.load(Ordering::SeqCst);
+        sender.send(answer).unwrap();
+        let response = future.await.unwrap();
+        let called = calls.load(Ordering::SeqCst) - before;
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        statuses.push((response_status(&body, called), retry_after));
+    }
+    assert_eq!(
+        statuses,
+        [
+            ("passed".to_owned(), None),
+            ("Too Many Requests".to_owned(), Some("2".to_owned())),
+            ("Service Unavailable".to_owned(), None),
+        ]
+    );
+}
+
+/// `passed` when the inner service answered (once), else the rejection's text.
+fn response_status(body: &Bytes, inner_calls: usize) -> String {
+    match inner_calls {
+        1 => "passed".to_owned(),
+        0 => String::from_utf8(body.to_vec()).unwrap(),
+        n => panic!("the inner service was called {n} times"),
+    }
+}

@@ -187,14 +187,24 @@ impl AuthLockout {
 
     /// Whether `ip` is locked out now.
     pub fn is_locked(&self, ip: IpAddr) -> bool {
-        matches!(self.state(self.key_of(ip)), LockState::Locked { .. })
+        matches!(self.check_ip(ip), LockState::Locked { .. })
+    }
+
+    /// Whether `ip` is locked out, tracked or clean now.
+    #[inline]
+    pub(crate) fn check_ip(&self, ip: IpAddr) -> LockState {
+        // Nobody has failed lately (the usual case): one atomic load, no hashing, no clock read,
+        // no lock.
+        if self.inner.entries.is_empty() {
+            return LockState::Clean;
+        }
+        self.state(self.key_of(ip))
     }
 
     /// Whether `key` is locked out, tracked or clean now.
     #[inline]
     pub(crate) fn state(&self, key: u64) -> LockState {
         let inner = &*self.inner;
-        // Nobody has failed lately (the usual case): one atomic load, no clock read, no lock.
         if inner.entries.is_empty() {
             return LockState::Clean;
         }

@@ -1,5 +1,6 @@
 //! The [`SharedSecretAuth`] service.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -76,7 +77,7 @@ where
         if state.refuse_query_secrets && has_secret_in_query(request.uri()) {
             return ResponseFuture::rejected(Rejection::SecretInQueryString);
         }
-        let mut client: Option<(u64, LockState)> = None;
+        let mut client: Option<(IpAddr, LockState)> = None;
         // A request without a known client is neither refused by nor counted towards the lockout
         // (see `ClientIp::known`).
         let known_client = state
@@ -84,22 +85,21 @@ where
             .as_ref()
             .and_then(|lockout| Some((lockout, ClientIp::of(&request).known()?)));
         if let Some((lockout, ip)) = known_client {
-            let key = lockout.key_of(ip);
-            match lockout.state(key) {
+            match lockout.check_ip(ip) {
                 LockState::Locked { retry_after_secs } => {
                     return ResponseFuture::rejected(Rejection::LockedOut { retry_after_secs });
                 }
-                other => client = Some((key, other)),
+                other => client = Some((ip, other)),
             }
         }
         let presented =
             presented_secret(request.headers(), &state.secret_header, state.accept_bearer);
         let authenticated = !presented.is_empty() && state.secrets.matches(presented);
-        if let (Some(lockout), Some((key, lock_state))) = (&state.lockout, client) {
+        if let (Some(lockout), Some((ip, lock_state))) = (&state.lockout, client) {
             if !authenticated {
-                lockout.failed(key);
+                lockout.failed(lockout.key_of(ip));
             } else if lock_state == LockState::Tracked {
-                lockout.succeeded(key);
+                lockout.succeeded(lockout.key_of(ip));
             }
         }
         if authenticated {

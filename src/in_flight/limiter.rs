@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::Request;
 
 use super::config::InFlightConfig;
-use crate::keyed::{KeyExtractor, KeyHasher, ShardedLru, SlotStore, Unavailable, WhenFull};
+use crate::keyed::{Keep, KeyExtractor, KeyHasher, ShardedLru, SlotStore, Unavailable, WhenFull};
 
 /// The in-flight counters, shareable between layers: the in-memory [`SlotStore`].
 ///
@@ -139,13 +139,10 @@ impl InFlightLimiter {
 impl Inner {
     #[inline]
     fn release(&self, key: u64) {
-        let mut shard = self.counts.shard(key);
-        if let Some(count) = shard.get(key) {
+        self.counts.shard(key).update_or_remove(key, |count| {
             *count -= 1;
-            if *count == 0 {
-                shard.remove(key);
-            }
-        }
+            if *count == 0 { Keep::No } else { Keep::Yes }
+        });
     }
 }
 

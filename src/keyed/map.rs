@@ -1,6 +1,7 @@
 //! [`ShardedLru`]: the one bounded map of keyed state.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -104,12 +105,12 @@ impl<V: Copy> ShardedLru<V> {
         let max_entries = max_entries.max(1);
         let shards = match when_full {
             WhenFull::EvictLeastRecent => split_cap(max_entries)
-                .map(|cap| Mutex::new(Shard::new(cap, cap.min(PREALLOCATE_PER_SHARD), true)))
+                .map(|cap| Mutex::new(Shard::Lru(LruShard::new(cap))))
                 .collect(),
-            // The cap is global, so the shard count only spreads lock contention, and the shards
-            // grow as keys arrive.
+            // The cap is global, so the shard count only spreads lock contention; the shards grow
+            // as keys arrive, and with nothing to evict they need no order: a plain map.
             WhenFull::Refuse => (0..MAX_SHARDS)
-                .map(|_| Mutex::new(Shard::new(max_entries, 0, false)))
+                .map(|_| Mutex::new(Shard::Plain(HashMap::with_hasher(PreHashed))))
                 .collect(),
         };
         Self {
@@ -134,7 +135,7 @@ impl<V: Copy> ShardedLru<V> {
     pub fn clear(&self) {
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
-            let dropped = shard.index.len();
+            let dropped = shard.len();
             shard.clear();
             self.len.fetch_sub(dropped, Ordering::Relaxed);
         }
@@ -150,7 +151,7 @@ pub struct ShardGuard<'a, V> {
 impl<V> fmt::Debug for ShardGuard<'_, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShardGuard")
-            .field("len", &self.shard.index.len())
+            .field("len", &self.shard.len())
             .finish()
     }
 }
@@ -159,17 +160,26 @@ impl<V: Copy> ShardGuard<'_, V> {
     /// The value of `key`, now the most recently touched of its shard.
     #[inline]
     pub fn get(&mut self, key: u64) -> Option<&mut V> {
-        let shard = &mut *self.shard;
-        let i = *shard.index.get(&key)?;
-        shard.touch(i);
-        Some(&mut shard.slots[i].value)
+        match &mut *self.shard {
+            Shard::Lru(shard) => {
+                let i = *shard.index.get(&key)?;
+                shard.touch(i);
+                Some(&mut shard.slots[i].value)
+            }
+            Shard::Plain(map) => map.get_mut(&key),
+        }
     }
 
     /// The value of `key`, leaving the order alone.
     #[inline]
     pub fn peek(&self, key: u64) -> Option<&V> {
-        let i = *self.shard.index.get(&key)?;
-        Some(&self.shard.slots[i].value)
+        match &*self.shard {
+            Shard::Lru(shard) => {
+                let i = *shard.index.get(&key)?;
+                Some(&shard.slots[i].value)
+            }
+            Shard::Plain(map) => map.get(&key),
+        }
     }
 
     /// The value of `key`, touched, or a new entry made by `value`.
@@ -185,50 +195,100 @@ impl<V: Copy> ShardGuard<'_, V> {
         evictable: impl FnMut(&V) -> bool,
     ) -> Result<&mut V, MapFull> {
         let map = self.map;
-        let shard = &mut *self.shard;
-        if let Some(&i) = shard.index.get(&key) {
-            shard.touch(i);
-            return Ok(&mut shard.slots[i].value);
-        }
-        let i = match map.when_full {
-            WhenFull::Refuse => {
-                // Count first, so concurrent inserts in other shards can never take the map
-                // past its cap together.
-                if map.len.fetch_add(1, Ordering::AcqRel) >= map.max_entries {
-                    map.len.fetch_sub(1, Ordering::AcqRel);
-                    return Err(MapFull);
+        match &mut *self.shard {
+            Shard::Lru(shard) => {
+                if let Some(&i) = shard.index.get(&key) {
+                    shard.touch(i);
+                    return Ok(&mut shard.slots[i].value);
                 }
-                shard.place(key, value())
+                let i = if shard.index.len() < shard.cap {
+                    map.len.fetch_add(1, Ordering::Relaxed);
+                    shard.place(key, value())
+                } else {
+                    shard.replace_victim(key, value(), evictable)
+                };
+                shard.index.insert(key, i);
+                Ok(&mut shard.slots[i].value)
             }
-            WhenFull::EvictLeastRecent if shard.index.len() < shard.cap => {
-                map.len.fetch_add(1, Ordering::Relaxed);
-                shard.place(key, value())
+            // One probe of the table whether the key is there or not.
+            Shard::Plain(plain) => match plain.entry(key) {
+                Entry::Occupied(entry) => Ok(entry.into_mut()),
+                Entry::Vacant(entry) => {
+                    // Count first, so concurrent inserts in other shards can never take the map
+                    // past its cap together.
+                    if map.len.fetch_add(1, Ordering::AcqRel) >= map.max_entries {
+                        map.len.fetch_sub(1, Ordering::AcqRel);
+                        return Err(MapFull);
+                    }
+                    Ok(entry.insert(value()))
+                }
+            },
+        }
+    }
+
+    /// Applies `update` to the value of `key`, if there is one, without touching it; the entry is
+    /// forgotten when `update` says so. Whether `key` was there.
+    #[inline]
+    pub fn update_or_remove(&mut self, key: u64, update: impl FnOnce(&mut V) -> Keep) -> bool {
+        match &mut *self.shard {
+            Shard::Lru(shard) => {
+                let Some(&i) = shard.index.get(&key) else {
+                    return false;
+                };
+                if update(&mut shard.slots[i].value) == Keep::Yes {
+                    return true;
+                }
+                shard.index.remove(&key);
+                shard.release(i);
             }
-            WhenFull::EvictLeastRecent => shard.replace_victim(key, value(), evictable),
-        };
-        shard.index.insert(key, i);
-        Ok(&mut shard.slots[i].value)
+            // One probe for the update and the removal both.
+            Shard::Plain(plain) => {
+                let Entry::Occupied(mut entry) = plain.entry(key) else {
+                    return false;
+                };
+                if update(entry.get_mut()) == Keep::Yes {
+                    return true;
+                }
+                entry.remove();
+            }
+        }
+        self.map.len.fetch_sub(1, Ordering::AcqRel);
+        true
     }
 
     /// Forgets `key`, returning its value.
     #[inline]
     pub fn remove(&mut self, key: u64) -> Option<V> {
-        let shard = &mut *self.shard;
-        let i = shard.index.remove(&key)?;
-        shard.release(i);
+        let value = match &mut *self.shard {
+            Shard::Lru(shard) => {
+                let i = shard.index.remove(&key)?;
+                shard.release(i);
+                shard.slots[i].value
+            }
+            Shard::Plain(plain) => plain.remove(&key)?,
+        };
         self.map.len.fetch_sub(1, Ordering::AcqRel);
-        Some(shard.slots[i].value)
+        Some(value)
     }
 
     /// Keys held by this shard.
     pub fn len(&self) -> usize {
-        self.shard.index.len()
+        self.shard.len()
     }
 
     /// Whether this shard holds no key.
     pub fn is_empty(&self) -> bool {
-        self.shard.index.is_empty()
+        self.shard.len() == 0
     }
+}
+
+/// Whether [`ShardGuard::update_or_remove`] keeps the entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// Keep it.
+    Yes,
+    /// Forget it.
+    No,
 }
 
 /// The shard caps for a total cap: a power-of-two count of shards, each with room for at least one
@@ -289,17 +349,38 @@ impl Hasher for PreHashedHasher {
 
 const NIL: usize = usize::MAX;
 
-/// One shard: an index from key to slot, the slots in a doubly linked list from most to least
-/// recently touched (kept only when the map evicts), and a free list of slots whose keys were
-/// removed.
-struct Shard<V> {
+/// One shard: ordered for a map that evicts, plain for one that refuses.
+enum Shard<V> {
+    Lru(LruShard<V>),
+    Plain(HashMap<u64, V, PreHashed>),
+}
+
+impl<V> Shard<V> {
+    fn len(&self) -> usize {
+        match self {
+            Shard::Lru(shard) => shard.index.len(),
+            Shard::Plain(map) => map.len(),
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            Shard::Lru(shard) => shard.clear(),
+            Shard::Plain(map) => map.clear(),
+        }
+    }
+}
+
+/// An ordered shard: an index from key to slot, the slots in a doubly linked list from most to
+/// least recently touched, and a free list of slots whose keys were removed. Slots are reused in
+/// place, so a full shard never allocates.
+struct LruShard<V> {
     index: HashMap<u64, usize, PreHashed>,
     slots: Vec<Slot<V>>,
     head: usize,
     tail: usize,
     free: usize,
     cap: usize,
-    ordered: bool,
 }
 
 struct Slot<V> {
@@ -309,8 +390,9 @@ struct Slot<V> {
     next: usize,
 }
 
-impl<V: Copy> Shard<V> {
-    fn new(cap: usize, reserve: usize, ordered: bool) -> Self {
+impl<V> LruShard<V> {
+    fn new(cap: usize) -> Self {
+        let reserve = cap.min(PREALLOCATE_PER_SHARD);
         Self {
             index: HashMap::with_capacity_and_hasher(reserve, PreHashed),
             slots: Vec::with_capacity(reserve),
@@ -318,7 +400,6 @@ impl<V: Copy> Shard<V> {
             tail: NIL,
             free: NIL,
             cap,
-            ordered,
         }
     }
 
@@ -349,9 +430,7 @@ impl<V: Copy> Shard<V> {
                 i
             }
         };
-        if self.ordered {
-            self.link_front(i);
-        }
+        self.link_front(i);
         i
     }
 
@@ -384,16 +463,14 @@ impl<V: Copy> Shard<V> {
 
     /// Returns slot `i`, whose key has left the index, to the free list.
     fn release(&mut self, i: usize) {
-        if self.ordered {
-            self.unlink(i);
-        }
+        self.unlink(i);
         self.slots[i].next = self.free;
         self.free = i;
     }
 
     #[inline]
     fn touch(&mut self, i: usize) {
-        if self.ordered && self.head != i {
+        if self.head != i {
             self.unlink(i);
             self.link_front(i);
         }
@@ -438,7 +515,10 @@ mod tests {
     use super::*;
 
     fn keys<V: Copy>(map: &ShardedLru<V>) -> Vec<u64> {
-        map.shards[0].lock().order()
+        match &*map.shards[0].lock() {
+            Shard::Lru(shard) => shard.order(),
+            Shard::Plain(_) => panic!("not ordered"),
+        }
     }
 
     #[test]
@@ -504,7 +584,10 @@ mod tests {
         map.shard(3).insert_with(3, || 3, |_| true).unwrap();
         // Room was free: nothing evicted, no slot added.
         assert_eq!(keys(&map), [3, 2]);
-        assert_eq!(map.shards[0].lock().slots.len(), 2);
+        match &*map.shards[0].lock() {
+            Shard::Lru(shard) => assert_eq!(shard.slots.len(), 2),
+            Shard::Plain(_) => panic!("not ordered"),
+        }
         map.clear();
         assert!(map.is_empty());
     }

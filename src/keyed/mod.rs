@@ -25,4 +25,4 @@ mod map;
 pub use backend::{LockState, LockoutStore, SlotStore, Unavailable, WindowHit, WindowStore};
 pub use hash::{KeyHasher, KeyMaterial};
 pub use key::{GlobalKey, KeyExtractor, NormalizedPathAndPeerIp, PathAndClientIp};
-pub use map::{MapFull, ShardGuard, ShardedLru, WhenFull};
+pub use map::{Keep, MapFull, ShardGuard, ShardedLru, WhenFull};

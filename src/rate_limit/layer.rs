@@ -3,15 +3,15 @@ use tower_layer::Layer;
 use super::config::RateLimitConfig;
 use super::limiter::FixedWindowLimiter;
 use super::service::FixedWindowRateLimit;
-use crate::keyed::{KeyExtractor, PathAndClientIp};
+use crate::keyed::{KeyExtractor, PathAndClientIp, WindowStore};
 
 /// Layer of [`FixedWindowRateLimit`].
 ///
-/// The layer owns one [`FixedWindowLimiter`]; every service it builds, and every clone of the layer
-/// or of those services, counts into that one limiter.
+/// The layer owns one store, by default a [`FixedWindowLimiter`] in memory; every service it builds,
+/// and every clone of the layer or of those services, counts into that one store.
 #[derive(Clone, Debug)]
-pub struct FixedWindowRateLimitLayer<K = PathAndClientIp> {
-    limiter: FixedWindowLimiter,
+pub struct FixedWindowRateLimitLayer<K = PathAndClientIp, W = FixedWindowLimiter> {
+    store: W,
     key: K,
 }
 
@@ -27,25 +27,32 @@ impl FixedWindowRateLimitLayer {
 
     /// A layer counting into an existing `limiter`, shared with whoever else holds it.
     pub fn with_limiter(limiter: FixedWindowLimiter) -> Self {
+        Self::with_store(limiter)
+    }
+}
+
+impl<W: WindowStore> FixedWindowRateLimitLayer<PathAndClientIp, W> {
+    /// A layer counting into `store`: in memory, or shared between replicas.
+    pub fn with_store(store: W) -> Self {
         Self {
-            limiter,
-            key: PathAndClientIp::default(),
+            store,
+            key: PathAndClientIp::new(),
         }
     }
 }
 
-impl<K> FixedWindowRateLimitLayer<K> {
+impl<K, W> FixedWindowRateLimitLayer<K, W> {
     /// Keys requests with `key` instead.
-    pub fn key_extractor<K2: KeyExtractor>(self, key: K2) -> FixedWindowRateLimitLayer<K2> {
+    pub fn key_extractor<K2: KeyExtractor>(self, key: K2) -> FixedWindowRateLimitLayer<K2, W> {
         FixedWindowRateLimitLayer {
-            limiter: self.limiter,
+            store: self.store,
             key,
         }
     }
 
-    /// The limiter.
-    pub fn limiter(&self) -> &FixedWindowLimiter {
-        &self.limiter
+    /// The store counted into: the limiter, in memory.
+    pub fn limiter(&self) -> &W {
+        &self.store
     }
 
     /// The key extractor.
@@ -54,10 +61,10 @@ impl<K> FixedWindowRateLimitLayer<K> {
     }
 }
 
-impl<S, K: Clone> Layer<S> for FixedWindowRateLimitLayer<K> {
-    type Service = FixedWindowRateLimit<S, K>;
+impl<S, K: Clone, W: Clone> Layer<S> for FixedWindowRateLimitLayer<K, W> {
+    type Service = FixedWindowRateLimit<S, K, W>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        FixedWindowRateLimit::from_parts(inner, self.limiter.clone(), self.key.clone())
+        FixedWindowRateLimit::from_parts(inner, self.store.clone(), self.key.clone())
     }
 }

@@ -53,11 +53,13 @@
 //! ```
 
 mod config;
+mod future;
 mod layer;
 mod limiter;
 mod service;
 
 pub use config::RateLimitConfig;
+pub use future::RateLimitFuture;
 pub use layer::FixedWindowRateLimitLayer;
 pub use limiter::{FixedWindowLimiter, Limited};
 pub use service::FixedWindowRateLimit;

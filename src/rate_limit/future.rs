@@ -1,0 +1,121 @@
+//! [`RateLimitFuture`]: decided in `call` when the store answers at once, later when it does not.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::Response;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::body::ResponseBody;
+use crate::future::ResponseFuture;
+use crate::keyed::{Unavailable, WindowHit};
+use crate::rejection::Rejection;
+
+pin_project! {
+    /// Response future of [`FixedWindowRateLimit`](crate::FixedWindowRateLimit).
+    ///
+    /// With the in-memory store the decision is made in `call` and this is the inner future or a
+    /// ready `429`. A store that answers later keeps the request and the inner service (the one
+    /// `poll_ready` was driven on) in a box until it does: only that path allocates.
+    pub struct RateLimitFuture<S, R, H>
+    where
+        S: Service<R>,
+    {
+        #[pin]
+        kind: Kind<S, R, H>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, R, H>
+    where
+        S: Service<R>,
+    {
+        Decided { #[pin] future: ResponseFuture<S::Future> },
+        Waiting { waiting: Box<Waiting<S, R, H>> },
+    }
+}
+
+/// A request whose store has not answered yet.
+struct Waiting<S, R, H> {
+    hit: H,
+    request: Option<R>,
+    inner: S,
+}
+
+impl<S: Service<R>, R, H> RateLimitFuture<S, R, H> {
+    pub(crate) fn decided(future: ResponseFuture<S::Future>) -> Self {
+        Self {
+            kind: Kind::Decided { future },
+        }
+    }
+
+    pub(crate) fn waiting(hit: H, request: R, inner: S) -> Self {
+        Self {
+            kind: Kind::Waiting {
+                waiting: Box::new(Waiting {
+                    hit,
+                    request: Some(request),
+                    inner,
+                }),
+            },
+        }
+    }
+}
+
+impl<S: Service<R>, R, H> fmt::Debug for RateLimitFuture<S, R, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Decided { future } => f.debug_tuple("RateLimitFuture").field(future).finish(),
+            Kind::Waiting { .. } => f.write_str("RateLimitFuture::Waiting"),
+        }
+    }
+}
+
+/// What a store's answer means for the request: call the inner service, or the rejection.
+pub(crate) fn verdict(answer: Result<WindowHit, Unavailable>) -> Result<(), Rejection> {
+    match answer {
+        Ok(hit) => match hit.limited() {
+            None => Ok(()),
+            Some(limited) => Err(Rejection::TooManyRequests {
+                retry_after_secs: limited.retry_after_secs(),
+            }),
+        },
+        Err(_unavailable) => Err(Rejection::ServiceUnavailable),
+    }
+}
+
+impl<S, R, H, B> Future for RateLimitFuture<S, R, H>
+where
+    S: Service<R, Response = Response<B>>,
+    H: Future<Output = Result<WindowHit, Unavailable>> + Unpin,
+{
+    type Output = Result<Response<ResponseBody<B>>, S::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let next = match self.as_mut().project().kind.project() {
+                KindProj::Decided { future } => return future.poll(cx),
+                KindProj::Waiting { waiting } => {
+                    let answer = ready!(Pin::new(&mut waiting.hit).poll(cx));
+                    match (verdict(answer), waiting.request.take()) {
+                        (Ok(()), Some(request)) => {
+                            ResponseFuture::called(waiting.inner.call(request))
+                        }
+                        (Err(rejection), _) => ResponseFuture::rejected(rejection),
+                        // Polled again after the request went on: a caller bug, answered 500.
+                        (Ok(()), None) => ResponseFuture::rejected(Rejection::InternalServerError),
+                    }
+                }
+            };
+            self.as_mut()
+                .project()
+                .kind
+                .set(Kind::Decided { future: next });
+        }
+    }
+}
