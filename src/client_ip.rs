@@ -114,11 +114,16 @@ impl ClientIp {
     /// The client of `request`: its `ClientIp` extension, or, without one, its socket peer.
     #[inline]
     pub fn of<B>(request: &Request<B>) -> Self {
-        match request.extensions().get::<Self>() {
-            Some(resolved) => *resolved,
-            None => Self {
-                ip: known_peer_ip(request),
-            },
+        let extensions = request.extensions();
+        // A request carrying no more than its peer address (the usual case without forwarding)
+        // has no resolved client to look up.
+        if extensions.len() > 1 {
+            if let Some(resolved) = extensions.get::<Self>() {
+                return *resolved;
+            }
+        }
+        Self {
+            ip: known_peer_ip(request),
         }
     }
 

@@ -253,13 +253,25 @@ impl<const C: usize, const D: usize> Sip<C, D> {
     }
 }
 
-/// Up to eight bytes as a little-endian integer.
+/// Fewer than eight bytes as a little-endian integer, read as at most one 4-, one 2- and one
+/// 1-byte load: a variable-length copy into a buffer would call `memcpy` for every field.
 #[inline(always)]
 fn load_le(bytes: &[u8]) -> u64 {
-    debug_assert!(bytes.len() <= 8);
-    let mut le = [0; 8];
-    le[..bytes.len()].copy_from_slice(bytes);
-    u64::from_le_bytes(le)
+    debug_assert!(bytes.len() < 8);
+    let mut word = 0;
+    let mut at = 0;
+    if let Some(four) = bytes.first_chunk::<4>() {
+        word = u64::from(u32::from_le_bytes(*four));
+        at = 4;
+    }
+    if let Some(two) = bytes[at..].first_chunk::<2>() {
+        word |= u64::from(u16::from_le_bytes(*two)) << (8 * at);
+        at += 2;
+    }
+    if let Some(&one) = bytes.get(at) {
+        word |= u64::from(one) << (8 * at);
+    }
+    word
 }
 
 #[cfg(test)]

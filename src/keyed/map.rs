@@ -95,17 +95,35 @@ const MAX_SHARDS: usize = 16;
 /// handful of keys would evict far earlier than the cap suggests.
 const MIN_KEYS_PER_SHARD: usize = 64;
 
-/// Room reserved up front per evicting shard, so the default caps never reallocate on the request
-/// path while a huge configured cap does not reserve memory it may never use.
+/// Room reserved up front per evicting shard of a [`ShardedLru::preallocated`] map, so the default
+/// caps never reallocate on the request path while a huge configured cap does not reserve memory
+/// it may never use.
 const PREALLOCATE_PER_SHARD: usize = 1_024;
 
 impl<V: Copy> ShardedLru<V> {
-    /// A map of at most `max_entries` keys (at least one).
+    /// A map of at most `max_entries` keys (at least one), growing as keys arrive.
     pub fn new(max_entries: usize, when_full: WhenFull) -> Self {
+        Self::build(max_entries, when_full, false)
+    }
+
+    /// A map of at most `max_entries` keys whose evicting shards reserve room for up to 1,024 keys
+    /// each up front, so a busy map with the default caps never reallocates on the request path.
+    pub fn preallocated(max_entries: usize, when_full: WhenFull) -> Self {
+        Self::build(max_entries, when_full, true)
+    }
+
+    fn build(max_entries: usize, when_full: WhenFull, preallocate: bool) -> Self {
         let max_entries = max_entries.max(1);
         let shards = match when_full {
             WhenFull::EvictLeastRecent => split_cap(max_entries)
-                .map(|cap| Mutex::new(Shard::Lru(LruShard::new(cap))))
+                .map(|cap| {
+                    let reserve = if preallocate {
+                        cap.min(PREALLOCATE_PER_SHARD)
+                    } else {
+                        0
+                    };
+                    Mutex::new(Shard::Lru(LruShard::new(cap, reserve)))
+                })
                 .collect(),
             // The cap is global, so the shard count only spreads lock contention; the shards grow
             // as keys arrive, and with nothing to evict they need no order: a plain map.
@@ -391,8 +409,7 @@ struct Slot<V> {
 }
 
 impl<V> LruShard<V> {
-    fn new(cap: usize) -> Self {
-        let reserve = cap.min(PREALLOCATE_PER_SHARD);
+    fn new(cap: usize, reserve: usize) -> Self {
         Self {
             index: HashMap::with_capacity_and_hasher(reserve, PreHashed),
             slots: Vec::with_capacity(reserve),

@@ -10,7 +10,6 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::body::ResponseBody;
-use crate::future::ResponseFuture;
 use crate::keyed::{Unavailable, WindowHit};
 use crate::rejection::Rejection;
 
@@ -19,7 +18,8 @@ pin_project! {
     ///
     /// With the in-memory store the decision is made in `call` and this is the inner future or a
     /// ready `429`. A store that answers later keeps the request and the inner service (the one
-    /// `poll_ready` was driven on) in a box until it does: only that path allocates.
+    /// `poll_ready` was driven on) in a box until it does: only that path allocates, and the
+    /// future stays as small as the inner one.
     pub struct RateLimitFuture<S, R, H>
     where
         S: Service<R>,
@@ -35,7 +35,8 @@ pin_project! {
     where
         S: Service<R>,
     {
-        Decided { #[pin] future: ResponseFuture<S::Future> },
+        Called { #[pin] future: S::Future },
+        Rejected { rejection: Option<Rejection> },
         Waiting { waiting: Box<Waiting<S, R, H>> },
     }
 }
@@ -48,9 +49,17 @@ struct Waiting<S, R, H> {
 }
 
 impl<S: Service<R>, R, H> RateLimitFuture<S, R, H> {
-    pub(crate) fn decided(future: ResponseFuture<S::Future>) -> Self {
+    pub(crate) fn called(future: S::Future) -> Self {
         Self {
-            kind: Kind::Decided { future },
+            kind: Kind::Called { future },
+        }
+    }
+
+    pub(crate) fn rejected(rejection: Rejection) -> Self {
+        Self {
+            kind: Kind::Rejected {
+                rejection: Some(rejection),
+            },
         }
     }
 
@@ -70,13 +79,18 @@ impl<S: Service<R>, R, H> RateLimitFuture<S, R, H> {
 impl<S: Service<R>, R, H> fmt::Debug for RateLimitFuture<S, R, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            Kind::Decided { future } => f.debug_tuple("RateLimitFuture").field(future).finish(),
+            Kind::Called { .. } => f.write_str("RateLimitFuture::Called"),
+            Kind::Rejected { rejection } => f
+                .debug_tuple("RateLimitFuture::Rejected")
+                .field(rejection)
+                .finish(),
             Kind::Waiting { .. } => f.write_str("RateLimitFuture::Waiting"),
         }
     }
 }
 
 /// What a store's answer means for the request: call the inner service, or the rejection.
+#[inline]
 pub(crate) fn verdict(answer: Result<WindowHit, Unavailable>) -> Result<(), Rejection> {
     match answer {
         Ok(hit) => match hit.limited() {
@@ -99,23 +113,32 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let next = match self.as_mut().project().kind.project() {
-                KindProj::Decided { future } => return future.poll(cx),
+                KindProj::Called { future } => {
+                    let response = ready!(future.poll(cx))?;
+                    return Poll::Ready(Ok(response.map(ResponseBody::new)));
+                }
+                KindProj::Rejected { rejection } => {
+                    // Polling again after completion is a caller bug; answer 500 rather than panic.
+                    let rejection = rejection.take().unwrap_or(Rejection::InternalServerError);
+                    return Poll::Ready(Ok(rejection.into_response()));
+                }
                 KindProj::Waiting { waiting } => {
                     let answer = ready!(Pin::new(&mut waiting.hit).poll(cx));
                     match (verdict(answer), waiting.request.take()) {
-                        (Ok(()), Some(request)) => {
-                            ResponseFuture::called(waiting.inner.call(request))
-                        }
-                        (Err(rejection), _) => ResponseFuture::rejected(rejection),
+                        (Ok(()), Some(request)) => Kind::Called {
+                            future: waiting.inner.call(request),
+                        },
+                        (Err(rejection), _) => Kind::Rejected {
+                            rejection: Some(rejection),
+                        },
                         // Polled again after the request went on: a caller bug, answered 500.
-                        (Ok(()), None) => ResponseFuture::rejected(Rejection::InternalServerError),
+                        (Ok(()), None) => Kind::Rejected {
+                            rejection: Some(Rejection::InternalServerError),
+                        },
                     }
                 }
             };
-            self.as_mut()
-                .project()
-                .kind
-                .set(Kind::Decided { future: next });
+            self.as_mut().project().kind.set(next);
         }
     }
 }

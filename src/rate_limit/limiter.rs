@@ -111,7 +111,10 @@ impl FixedWindowLimiter {
                 config,
                 hasher: KeyHasher::default(),
                 clock,
-                windows: ShardedLru::new(config.max_tracked_keys, WhenFull::EvictLeastRecent),
+                windows: ShardedLru::preallocated(
+                    config.max_tracked_keys,
+                    WhenFull::EvictLeastRecent,
+                ),
             }),
         }
     }

@@ -10,7 +10,6 @@ use super::future::{RateLimitFuture, verdict};
 use super::layer::FixedWindowRateLimitLayer;
 use super::limiter::FixedWindowLimiter;
 use crate::body::ResponseBody;
-use crate::future::ResponseFuture;
 use crate::keyed::{KeyExtractor, PathAndClientIp, WindowStore};
 
 /// Fixed-window rate limit (SPEC §2.3): over quota ⇒ `429 Too Many Requests` with `Retry-After`.
@@ -100,10 +99,10 @@ where
         self.key.key_material(&request, &mut material);
         let mut hit = self.store.hit(material.finish());
         match poll_now(&mut hit) {
-            Poll::Ready(answer) => RateLimitFuture::decided(match verdict(answer) {
-                Ok(()) => ResponseFuture::called(self.inner.call(request)),
-                Err(rejection) => ResponseFuture::rejected(rejection),
-            }),
+            Poll::Ready(answer) => match verdict(answer) {
+                Ok(()) => RateLimitFuture::called(self.inner.call(request)),
+                Err(rejection) => RateLimitFuture::rejected(rejection),
+            },
             Poll::Pending => {
                 // The service `poll_ready` was driven on goes with the request; a clone stays.
                 let clone = self.inner.clone();
