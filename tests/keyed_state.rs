@@ -27,6 +27,33 @@ use tower_webhooks::{
 
 const SECRET: &str = "keyed-state-secret";
 
+/// An inner service whose future is `Send + Sync`.
+#[derive(Clone)]
+struct Inner;
+
+impl tower::Service<Request<Full<Bytes>>> for Inner {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: Request<Full<Bytes>>) -> Self::Future {
+        std::future::ready(Ok(Response::new(Full::default())))
+    }
+}
+
+// hyper and axum need `Send` futures, warp 0.4 `Sync` ones; the boxed waiting state keeps both.
+static_assertions::assert_impl_all!(
+    tower_webhooks::rate_limit::RateLimitFuture<
+        Inner,
+        Request<Full<Bytes>>,
+        std::future::Ready<Result<tower_webhooks::keyed::WindowHit, tower_webhooks::keyed::Unavailable>>,
+    >: Send, Sync
+);
+
 /// The message a panic carried, for constructors that refuse an invalid configuration.
 fn panic_message(run: impl FnOnce()) -> String {
     let payload = catch_unwind(AssertUnwindSafe(run)).expect_err("expected a panic");

@@ -8,14 +8,19 @@
 //!   lockout: sharded, exact LRU per shard, caps that add up to the total, with a hook that lets the
 //!   lockout keep locked clients while anything else can go, and a fail-closed mode for the
 //!   in-flight counts.
-//! - [`WindowStore`], [`SlotStore`] and [`LockoutStore`] are the seam a shared backend implements.
-//!   The in-memory stores answer with ready futures; see [`backend`](self#the-backend-seam).
+//! - [`WindowStore`], [`SlotStore`] and [`LockoutStore`] are the seam a shared backend implements;
+//!   the in-memory stores answer with ready futures (below).
 //!
 //! # The backend seam
 //!
 //! Every decision may be asynchronous and may fail ([`Unavailable`]). The in-memory stores'
 //! futures are [`std::future::Ready`], and a layer polls the decision once in `call`: ready, it
-//! decides there as always.
+//! decides there as always, with nothing boxed. Only an answer still pending keeps the request
+//! (and the service `poll_ready` was driven on) in a boxed state of the response future; an
+//! unavailable store is answered `503 Service Unavailable`. [`FixedWindowRateLimit`] counts
+//! through [`WindowStore`] this way.
+//!
+//! [`FixedWindowRateLimit`]: crate::FixedWindowRateLimit
 
 mod backend;
 mod hash;
