@@ -76,7 +76,7 @@ fn map(c: &mut Criterion) {
         })
     });
     // Eviction that skips kept entries: the lockout's rule, with a quarter of the shard locked.
-    group.bench_function("insert + evict past kept entries", |b| {
+    group.bench_function("64 inserts, evicting past kept entries", |b| {
         b.iter_batched(
             || {
                 let map = ShardedLru::new(64, WhenFull::EvictLeastRecent);
