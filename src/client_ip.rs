@@ -115,15 +115,22 @@ impl ClientIp {
     #[inline]
     pub fn of<B>(request: &Request<B>) -> Self {
         let extensions = request.extensions();
-        // A request carrying no more than its peer address (the usual case without forwarding)
-        // has no resolved client to look up.
-        if extensions.len() > 1 {
+        let peer = peer_addr(request);
+        // A request whose only extension is its peer address (the usual case without forwarding)
+        // has no resolved client to look up; any other extension may be one.
+        if extensions.len() > usize::from(peer.is_some()) {
             if let Some(resolved) = extensions.get::<Self>() {
                 return *resolved;
             }
         }
-        Self {
-            ip: known_peer_ip(request),
+        match peer {
+            Some(peer) => Self {
+                ip: Some(peer.ip().to_canonical()),
+            },
+            None => {
+                warn_missing_peer_once();
+                Self { ip: None }
+            }
         }
     }
 

@@ -664,3 +664,33 @@ fn response_status(body: &Bytes, inner_calls: usize) -> String {
         n => panic!("the inner service was called {n} times"),
     }
 }
+
+/// A front end that knows the client but records no socket address leaves the `ClientIp` as the
+/// request's only extension; it must still be the client, not an unknown one.
+#[test]
+fn a_client_ip_without_a_peer_address_is_still_the_client() {
+    let client: IpAddr = "203.0.113.70".parse().unwrap();
+    let mut request = Request::new(());
+    request.extensions_mut().insert(ClientIp::new(client));
+    assert_eq!(ClientIp::of(&request).known(), Some(client));
+    let lockout = AuthLockout::new(LockoutConfig::new().max_failures(1));
+    let auth = tower_webhooks::SharedSecretAuthLayer::new(
+        tower_webhooks::SharedSecretAuthConfig::new([Secret::new(SECRET).unwrap()])
+            .lockout(lockout.clone()),
+    )
+    .layer(ok());
+    let mut wrong = Request::post("/hook")
+        .header("authorization", "Bearer wrong")
+        .body(Body::default())
+        .unwrap();
+    wrong.extensions_mut().insert(ClientIp::new(client));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let status = rt.block_on(auth.oneshot(wrong)).unwrap().status();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        lockout.is_locked(client),
+        "the failure was not counted against the client"
+    );
+}
