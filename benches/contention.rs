@@ -7,7 +7,6 @@
 //! `cargo bench --bench contention -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
-use std::num::{NonZeroU32, NonZeroU64};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -16,8 +15,8 @@ use tower_webhooks::{FixedWindowLimiter, RateLimitConfig};
 fn limiter() -> FixedWindowLimiter {
     FixedWindowLimiter::new(
         RateLimitConfig::new()
-            .window_ms(NonZeroU64::MAX)
-            .max_requests(NonZeroU32::MAX),
+            .window(Duration::MAX)
+            .max_requests(u32::MAX),
     )
 }
 

@@ -9,7 +9,7 @@
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroU64};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -81,14 +81,12 @@ fn bench_service<S, B>(
 /// A quota that the bench never exhausts, and a window that never ends during it.
 fn open_config() -> RateLimitConfig {
     RateLimitConfig::new()
-        .window_ms(NonZeroU64::MAX)
-        .max_requests(NonZeroU32::MAX)
+        .window(Duration::MAX)
+        .max_requests(u32::MAX)
 }
 
 fn closed_config() -> RateLimitConfig {
-    RateLimitConfig::new()
-        .window_ms(NonZeroU64::MAX)
-        .max_requests(NonZeroU32::MIN)
+    RateLimitConfig::new().window(Duration::MAX).max_requests(1)
 }
 
 fn rate_limit(c: &mut Criterion, rt: &Runtime) {

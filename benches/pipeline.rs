@@ -41,8 +41,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 use tower_webhooks::metrics::WebhookMetrics;
 use tower_webhooks::{
-    Limits, MemoryStore, MemoryStoreConfig, RateLimitSettings, ResolvedRoute, Secret,
-    TelemetryLayer, WebhookPipeline,
+    Limits, MemoryStore, MemoryStoreConfig, RateLimitConfig, ResolvedRoute, Secret, TelemetryLayer,
+    WebhookPipeline,
 };
 
 const SECRET: &str = "whsec_4f1c2b7e9a0d3c5b8e6f1a2d4c7b9e0f";
@@ -176,11 +176,7 @@ fn pipeline(c: &mut Criterion) {
 
     // Limits that a long run never reaches: the bench measures the pipeline, not its 429.
     let limits = Limits {
-        rate_limit: RateLimitSettings {
-            window_ms: 60_000,
-            max_requests: u64::from(u32::MAX),
-            max_tracked_keys: 4096,
-        },
+        rate_limit: RateLimitConfig::new().max_requests(u32::MAX),
         ..Limits::default()
     };
     // No flow cap: a million creates would otherwise be answered 507 after the first 10,000.

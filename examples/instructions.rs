@@ -17,17 +17,17 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
+use prometheus_client::registry::Registry;
 use serde_json::json;
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_webhooks::in_flight::InFlightConfig;
+use tower_webhooks::metrics::WebhookMetrics;
 use tower_webhooks::{
     BodyLimitConfig, BodyLimitLayer, FixedWindowRateLimitLayer, InFlightLimitLayer, Limits,
-    RateLimitConfig, RateLimitSettings, ResolvedRoute, ScrubConfig, ScrubOwnerMetadataLayer,
-    MemoryStore, RouteService, Secret, SharedSecretAuthConfig, SharedSecretAuthLayer,
-    StandaloneBody, TelemetryLayer, WebhookPipeline, WebhookRouter, json_response,
+    MemoryStore, RateLimitConfig, ResolvedRoute, RouteService, ScrubConfig,
+    ScrubOwnerMetadataLayer, Secret, SharedSecretAuthConfig, SharedSecretAuthLayer, StandaloneBody,
+    TelemetryLayer, WebhookPipeline, WebhookRouter, json_response,
 };
-use prometheus_client::registry::Registry;
-use tower_webhooks::metrics::WebhookMetrics;
 
 const SECRET: &str = "whsec_4f1c2b7e9a0d3c5b8e6f1a2d4c7b9e0f";
 const PATH: &str = "/plugins/webhooks/bench";
@@ -106,7 +106,7 @@ fn main() {
         ),
         "rate_limit" => run(
             FixedWindowRateLimitLayer::new(
-                RateLimitConfig::new().max_requests(std::num::NonZeroU32::MAX),
+                RateLimitConfig::new().max_requests(u32::MAX),
             )
             .layer(handler()),
             small,
@@ -166,16 +166,15 @@ fn main() {
 /// A pipeline whose rate limit a run never reaches, holding one flow, and a `get_flow` body for it.
 fn get_flow_pipeline() -> (WebhookPipeline<MemoryStore>, Bytes) {
     let limits = Limits {
-        rate_limit: RateLimitSettings {
-            max_requests: u64::from(u32::MAX),
-            ..Limits::default().rate_limit
-        },
+        rate_limit: RateLimitConfig::new().max_requests(u32::MAX),
         ..Limits::default()
     };
     let pipeline = WebhookPipeline::in_memory(limits);
-    let route = pipeline
-        .route(&ResolvedRoute::new("bench", "agent:main:main", [secret()]).with_path(PATH));
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let route =
+        pipeline.route(&ResolvedRoute::new("bench", "agent:main:main", [secret()]).with_path(PATH));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let created = rt.block_on(async {
         let body = Bytes::from_static(br#"{"action":"create_flow","goal":"bench"}"#);
         let response = route.oneshot(request(body)).await.unwrap();

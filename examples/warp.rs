@@ -77,7 +77,7 @@ where
             secret,
         ])))
         .layer(BodyLimitLayer::new(
-            BodyLimitConfig::streaming().with_max_bytes(MAX_BODY_BYTES),
+            BodyLimitConfig::streaming().max_bytes(MAX_BODY_BYTES),
         ))
         .service(warp::service(routes()))
 }

@@ -9,9 +9,19 @@
 //! nearest to us) and the first address that is not a trusted proxy is the client. IPv4-mapped IPv6
 //! addresses (`::ffff:a.b.c.d`) count as the IPv4 address.
 //!
+//! # Worked out once per request
+//!
+//! The trusted proxies are configured in one place, [`ResolveClientIpLayer`] (the pipeline puts one
+//! at the top of every route, from `limits.trustedProxies`). It walks `X-Forwarded-For` once and,
+//! when that names someone other than the peer, leaves the answer in the request as a [`ClientIp`]
+//! extension. Everything that keys on the client (the rate limit, the auth lockout, the access log)
+//! reads [`ClientIp::of`]: that extension, or without one the socket peer. So the rate limiter and
+//! the lockout can never disagree about who a client is, and a layer used alone, with no resolver in
+//! front, simply trusts nobody.
+//!
 //! A request with no peer address at all counts as coming from `0.0.0.0` for the limiters: every such
 //! request then shares one rate-limit and in-flight budget. The auth lockout, though, never counts or
-//! refuses such a request ([`TrustedProxies::known_client_ip`]): one unknown client's wrong secrets
+//! refuses such a request ([`ClientIp::known`] is `None`): one unknown client's wrong secrets
 //! must not lock every other unknown client out. That only happens when the server does not record
 //! peer addresses (`axum::serve(listener, app)` without connect info, say); a warning is logged the
 //! first time.
@@ -21,9 +31,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use http::{HeaderName, Request};
 use ipnet::{IpNet, Ipv4Net};
+use tower_layer::Layer;
+use tower_service::Service;
 
 /// `X-Forwarded-For`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -65,6 +78,198 @@ fn warn_missing_peer_once() {
             "request without a peer address: insert the SocketAddr into the request extensions (or \
              use axum's into_make_service_with_connect_info); such requests share one client budget"
         );
+    }
+}
+
+/// The client of a request, as the limiters and the lockout count it: a request extension.
+///
+/// [`ResolveClientIpLayer`] inserts one when the client, found behind trusted proxies, is not the
+/// socket peer; [`ClientIp::of`] reads it back, or the peer when there is none. Insert one yourself
+/// when something in front of this crate already knows the client better.
+///
+/// ```
+/// use std::net::{IpAddr, SocketAddr};
+/// use tower_webhooks::client_ip::ClientIp;
+///
+/// let mut request = http::Request::new(());
+/// assert_eq!(ClientIp::of(&request).known(), None);
+/// request.extensions_mut().insert(SocketAddr::from(([10, 0, 0, 1], 4000)));
+/// assert_eq!(ClientIp::of(&request).known(), Some(IpAddr::from([10, 0, 0, 1])));
+/// request.extensions_mut().insert(ClientIp::new(IpAddr::from([203, 0, 113, 9])));
+/// assert_eq!(ClientIp::of(&request).ip(), IpAddr::from([203, 0, 113, 9]));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClientIp {
+    ip: Option<IpAddr>,
+}
+
+impl ClientIp {
+    /// The client `ip` (IPv4-mapped IPv6 counts as IPv4).
+    pub fn new(ip: IpAddr) -> Self {
+        Self {
+            ip: Some(ip.to_canonical()),
+        }
+    }
+
+    /// The client of `request`: its `ClientIp` extension, or, without one, its socket peer.
+    #[inline]
+    pub fn of<B>(request: &Request<B>) -> Self {
+        let extensions = request.extensions();
+        let peer = peer_addr(request);
+        // A request whose only extension is its peer address (the usual case without forwarding)
+        // has no resolved client to look up; any other extension may be one.
+        if extensions.len() > usize::from(peer.is_some()) {
+            if let Some(resolved) = extensions.get::<Self>() {
+                return *resolved;
+            }
+        }
+        match peer {
+            Some(peer) => Self {
+                ip: Some(peer.ip().to_canonical()),
+            },
+            None => {
+                warn_missing_peer_once();
+                Self { ip: None }
+            }
+        }
+    }
+
+    /// The client of `request` behind `proxies`; when that is not the socket peer, it is also left
+    /// in the request as an extension, for [`ClientIp::of`]. A `ClientIp` already in the request is
+    /// kept: whoever put it there resolved it first.
+    pub fn resolve<B>(request: &mut Request<B>, proxies: &TrustedProxies) -> Self {
+        if let Some(resolved) = request.extensions().get::<Self>() {
+            return *resolved;
+        }
+        let peer = known_peer_ip(request);
+        let client = match peer {
+            Some(peer) if proxies.contains(peer) => Some(proxies.client_behind(peer, request)),
+            other => other,
+        };
+        let resolved = Self { ip: client };
+        // Only a forwarded client needs the extension (and its allocation): for everyone else
+        // `of` finds the same answer in the peer address.
+        if client != peer {
+            request.extensions_mut().insert(resolved);
+        }
+        resolved
+    }
+
+    /// The client IP, or `None` when the request had no peer address at all.
+    ///
+    /// What the auth lockout keys on: a client nobody can tell apart from the others must neither
+    /// count towards a lockout nor be refused by one, or a single unknown caller sending wrong
+    /// secrets would lock every caller out.
+    #[inline]
+    pub fn known(self) -> Option<IpAddr> {
+        self.ip
+    }
+
+    /// The client IP, or [`UNKNOWN_CLIENT`] for a request without a peer address: what the rate
+    /// limit keys on.
+    #[inline]
+    pub fn ip(self) -> IpAddr {
+        self.ip.unwrap_or(UNKNOWN_CLIENT)
+    }
+}
+
+/// Layer of [`ResolveClientIp`]: the one place the trusted proxies are configured.
+#[derive(Clone, Debug, Default)]
+pub struct ResolveClientIpLayer {
+    proxies: TrustedProxies,
+}
+
+impl ResolveClientIpLayer {
+    /// Believes `X-Forwarded-For` from `proxies`.
+    pub fn new(proxies: TrustedProxies) -> Self {
+        Self { proxies }
+    }
+
+    /// The trusted proxies.
+    pub fn trusted_proxies(&self) -> &TrustedProxies {
+        &self.proxies
+    }
+}
+
+impl<S> Layer<S> for ResolveClientIpLayer {
+    type Service = ResolveClientIp<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ResolveClientIp::new(inner, self.proxies.clone())
+    }
+}
+
+/// Works out the client of each request once, behind trusted proxies, for every limiter after it
+/// ([`ClientIp::resolve`]). Never answers by itself.
+///
+/// ```
+/// use tower::{ServiceBuilder, ServiceExt};
+/// use tower_webhooks::client_ip::{ClientIp, ResolveClientIpLayer};
+/// use tower_webhooks::TrustedProxies;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let svc = ServiceBuilder::new()
+///     .layer(ResolveClientIpLayer::new(TrustedProxies::parse(["10.0.0.0/8"]).unwrap()))
+///     .service_fn(|req: http::Request<()>| async move {
+///         Ok::<_, std::convert::Infallible>(ClientIp::of(&req).ip().to_string())
+///     });
+/// let mut request = http::Request::builder().header("x-forwarded-for", "203.0.113.9").body(()).unwrap();
+/// request.extensions_mut().insert(std::net::SocketAddr::from(([10, 0, 0, 2], 80)));
+/// assert_eq!(svc.oneshot(request).await.unwrap(), "203.0.113.9");
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ResolveClientIp<S> {
+    inner: S,
+    proxies: TrustedProxies,
+}
+
+impl<S> ResolveClientIp<S> {
+    /// Wraps `inner`, believing `X-Forwarded-For` from `proxies`.
+    pub fn new(inner: S, proxies: TrustedProxies) -> Self {
+        Self { inner, proxies }
+    }
+
+    /// A layer believing `X-Forwarded-For` from `proxies`.
+    pub fn layer(proxies: TrustedProxies) -> ResolveClientIpLayer {
+        ResolveClientIpLayer::new(proxies)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for ResolveClientIp<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // Nobody trusted: the client is the peer, which `ClientIp::of` reads without help.
+        if !self.proxies.is_empty() {
+            ClientIp::resolve(&mut request, &self.proxies);
+        }
+        self.inner.call(request)
     }
 }
 
@@ -139,26 +344,25 @@ impl TrustedProxies {
     ///
     /// When every forwarded entry is trusted, the leftmost is the client. When an entry cannot be
     /// parsed the walk stops there and the last address it reached is the client: what lies beyond a
-    /// garbled hop cannot be believed.
+    /// garbled hop cannot be believed. A request without a peer address is [`UNKNOWN_CLIENT`].
+    ///
+    /// This works the answer out afresh; inside a stack, read [`ClientIp::of`] instead, which
+    /// [`ResolveClientIp`] prepared once.
     pub fn client_ip<B>(&self, request: &Request<B>) -> IpAddr {
-        self.known_client_ip(request).unwrap_or(UNKNOWN_CLIENT)
+        match known_peer_ip(request) {
+            Some(peer) if self.contains(peer) => self.client_behind(peer, request),
+            Some(peer) => peer,
+            None => UNKNOWN_CLIENT,
+        }
     }
 
-    /// [`client_ip`](Self::client_ip), or `None` when the request has no peer address at all.
-    ///
-    /// What the auth lockout keys on: a client nobody can tell apart from the others must neither
-    /// count towards a lockout nor be refused by one, or a single unknown caller sending wrong
-    /// secrets would lock every caller out.
-    pub fn known_client_ip<B>(&self, request: &Request<B>) -> Option<IpAddr> {
-        let peer = known_peer_ip(request)?;
-        if self.is_empty() || !self.contains(peer) {
-            return Some(peer);
-        }
+    /// The client behind the trusted `peer`, from `X-Forwarded-For`.
+    fn client_behind<B>(&self, peer: IpAddr, request: &Request<B>) -> IpAddr {
         let mut client = peer;
         // Several X-Forwarded-For headers form one list in order; walk it from the end.
         for value in request.headers().get_all(X_FORWARDED_FOR).iter().rev() {
             let Ok(value) = value.to_str() else {
-                return Some(client);
+                return client;
             };
             for hop in value.rsplit(',') {
                 let hop = hop.trim();
@@ -166,15 +370,15 @@ impl TrustedProxies {
                     continue;
                 }
                 let Some(ip) = parse_forwarded_ip(hop) else {
-                    return Some(client);
+                    return client;
                 };
                 client = ip;
                 if !self.contains(ip) {
-                    return Some(ip);
+                    return ip;
                 }
             }
         }
-        Some(client)
+        client
     }
 }
 

@@ -83,8 +83,11 @@ pub mod gateway;
 pub mod guard;
 pub mod health;
 pub mod json;
+pub mod keyed;
+pub mod limit;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+mod path;
 pub mod pipeline;
 pub mod rejection;
 pub mod router;
@@ -109,13 +112,12 @@ pub use body_limit::{
     BodyLimit, BodyLimitConfig, BodyLimitLayer, BodyTimeoutError, Buffered, BufferedFuture,
     LimitedBody, Streaming,
 };
-pub use client_ip::{InvalidCidr, TrustedProxies};
+pub use client_ip::{ClientIp, InvalidCidr, ResolveClientIp, ResolveClientIpLayer, TrustedProxies};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::{
-    AuthFailureSettings, BodySettings, ConfigError, ExecProvider, FileMode, InFlightSettings,
-    Limits, MetricsSettings, RateLimitSettings, ResolvedConfig, ResolvedRoute, RouteConfig,
-    SecretInput, SecretProvider, SecretProviders, SecretRef, SecretSource, SkippedRoute,
-    UnresolvedSecret, WebhooksConfig, normalize_webhook_path,
+    ConfigError, ExecProvider, FileMode, Limits, MetricsSettings, ResolvedConfig, ResolvedRoute,
+    RouteConfig, SecretInput, SecretProvider, SecretProviders, SecretRef, SecretSource,
+    SkippedRoute, UnresolvedSecret, WebhooksConfig, normalize_webhook_path,
 };
 pub use guard::{RequireJson, RequireJsonLayer, RequirePost, RequirePostLayer};
 pub use health::{Health, HealthLayer};
@@ -123,10 +125,11 @@ pub use in_flight::{
     InFlightBody, InFlightConfig, InFlightLimit, InFlightLimitLayer, InFlightLimiter,
     InFlightPermit, InFlightResponseFuture,
 };
+pub use keyed::{GlobalKey, KeyExtractor, KeyHasher, NormalizedPathAndPeerIp, PathAndClientIp};
+pub use limit::InvalidLimit;
 pub use pipeline::{RouteService, WebhookPipeline};
 pub use rate_limit::{
-    FixedWindowLimiter, FixedWindowRateLimit, FixedWindowRateLimitLayer, GlobalKey, KeyExtractor,
-    Limited, NormalizedPathAndPeerIp, PathAndClientIp, RateLimitConfig,
+    FixedWindowLimiter, FixedWindowRateLimit, FixedWindowRateLimitLayer, Limited, RateLimitConfig,
 };
 pub use rejection::{Rejection, RejectionReason};
 pub use router::{RouteTable, RouteTableHandle, RouterFuture, WebhookRouter};

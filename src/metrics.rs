@@ -582,9 +582,8 @@ mod tests {
         let limiter = pipeline.rate_limiter();
         limiter.hit(limiter.hash("a")).unwrap();
         limiter.hit(limiter.hash("b")).unwrap();
-        pipeline
-            .lockout()
-            .record_failure("192.0.2.1".parse().unwrap());
+        let lockout = pipeline.lockout();
+        lockout.failed(lockout.key_of("192.0.2.1".parse().unwrap()));
         let samples = parse_samples(&endpoint.render());
         for (series, value) in [
             (r#"webhook_tracked_keys{limiter="rate_limit"}"#, 2.0),

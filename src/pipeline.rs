@@ -2,7 +2,7 @@
 //! every route.
 //!
 //! ```text
-//! request ─► WebhookRouter (path → route) ─► RequirePost ─► FixedWindowRateLimit ─► RequireJson
+//! request ─► WebhookRouter (path → route) ─► ResolveClientIp ─► RequirePost ─► FixedWindowRateLimit ─► RequireJson
 //!         ─► InFlightLimit ─► SharedSecretAuth ─► BodyLimit (buffered) ─► ScrubOwnerMetadata
 //!         ─► TaskFlowActionService ─► response
 //! ```
@@ -36,21 +36,18 @@
 //! ```
 
 use std::fmt;
-use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tower_layer::Layer;
 
-use crate::auth::{AuthLockout, LockoutConfig, SharedSecretAuth, SharedSecretAuthConfig};
-use crate::body_limit::{BodyLimit, BodyLimitConfig};
+use crate::auth::{AuthLockout, SharedSecretAuth, SharedSecretAuthConfig};
+use crate::body_limit::BodyLimit;
+use crate::client_ip::ResolveClientIp;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Limits, ResolvedRoute};
 use crate::guard::{RequireJson, RequirePost};
-use crate::in_flight::{InFlightConfig, InFlightLimit, InFlightLimitLayer, InFlightLimiter};
-use crate::rate_limit::{
-    FixedWindowLimiter, FixedWindowRateLimit, FixedWindowRateLimitLayer, RateLimitConfig,
-};
+use crate::in_flight::{InFlightLimit, InFlightLimitLayer, InFlightLimiter};
+use crate::rate_limit::{FixedWindowLimiter, FixedWindowRateLimit, FixedWindowRateLimitLayer};
 use crate::router::{RouteTable, WebhookRouter};
 use crate::scrub::{ScrubConfig, ScrubOwnerMetadata};
 use crate::taskflow::{MemoryStore, TaskFlowActionService, TaskFlowRoute, TaskFlowStore};
@@ -59,11 +56,13 @@ use crate::telemetry::RecordRoute;
 /// The service of one route: every layer of the contract over the TaskFlow service, recording the
 /// route id for a [`Telemetry`](crate::telemetry::Telemetry) layer outside the router.
 pub type RouteService<St> = RecordRoute<
-    RequirePost<
-        FixedWindowRateLimit<
-            RequireJson<
-                InFlightLimit<
-                    SharedSecretAuth<BodyLimit<ScrubOwnerMetadata<TaskFlowActionService<St>>>>,
+    ResolveClientIp<
+        RequirePost<
+            FixedWindowRateLimit<
+                RequireJson<
+                    InFlightLimit<
+                        SharedSecretAuth<BodyLimit<ScrubOwnerMetadata<TaskFlowActionService<St>>>>,
+                    >,
                 >,
             >,
         >,
@@ -118,43 +117,20 @@ impl<St: TaskFlowStore> WebhookPipeline<St> {
     }
 
     /// A pipeline whose rate limit and lockout read `clock`.
+    ///
+    /// # Panics
+    ///
+    /// If a section of `limits` does not validate (a zero quota, say); the message names the
+    /// field. Limits read by [`WebhooksConfig`](crate::WebhooksConfig) always validate.
     pub fn with_clock(store: impl Into<Arc<St>>, limits: Limits, clock: SharedClock) -> Self {
-        let rate = &limits.rate_limit;
-        let rate_config = RateLimitConfig::new()
-            .window_ms(NonZeroU64::new(rate.window_ms).unwrap_or(NonZeroU64::MIN))
-            .max_requests(
-                NonZeroU32::new(u32::try_from(rate.max_requests).unwrap_or(u32::MAX))
-                    .unwrap_or(NonZeroU32::MIN),
-            )
-            .max_tracked_keys(
-                NonZeroUsize::new(rate.max_tracked_keys).unwrap_or(NonZeroUsize::MIN),
-            );
+        // `Limits` holds each layer's own configuration: nothing to translate, and the
+        // constructors refuse (never clamp) a value the loader would have refused.
         let rate_limit = FixedWindowRateLimitLayer::with_limiter(FixedWindowLimiter::with_clock(
-            rate_config,
+            limits.rate_limit,
             Arc::clone(&clock),
-        ))
-        .trusted_proxies(limits.trusted_proxies.clone());
-
-        let in_flight_config = InFlightConfig::new()
-            .max_per_key(
-                NonZeroU32::new(u32::try_from(limits.in_flight.max_per_key).unwrap_or(u32::MAX))
-                    .unwrap_or(NonZeroU32::MIN),
-            )
-            .max_tracked_keys(
-                NonZeroUsize::new(limits.in_flight.max_tracked_keys).unwrap_or(NonZeroUsize::MIN),
-            );
-        let in_flight = InFlightLimitLayer::with_limiter(InFlightLimiter::new(in_flight_config));
-
-        let failures = &limits.auth_failures;
-        let lockout = AuthLockout::with_clock(
-            LockoutConfig {
-                max_failures: failures.max,
-                window: Duration::from_millis(failures.window_ms),
-                lockout: Duration::from_millis(failures.lockout_ms),
-                max_tracked_ips: LockoutConfig::default().max_tracked_ips,
-            },
-            clock,
-        );
+        ));
+        let in_flight = InFlightLimitLayer::new(limits.in_flight);
+        let lockout = AuthLockout::with_clock(limits.auth_failures, clock);
 
         Self {
             store: store.into(),
@@ -198,23 +174,20 @@ impl<St: TaskFlowStore> WebhookPipeline<St> {
             .child_sessions(route.child_sessions.clone());
         let action = TaskFlowActionService::new(Arc::clone(&self.store), taskflow_route);
         let scrubbed = ScrubOwnerMetadata::new(action, Arc::clone(&self.scrub));
-        let body = &self.limits.body;
-        let limited = BodyLimit::new(
-            scrubbed,
-            BodyLimitConfig::buffered()
-                .with_max_bytes(body.max_bytes)
-                .with_timeout(Duration::from_millis(body.timeout_ms)),
-        );
+        let limited = BodyLimit::new(scrubbed, self.limits.body);
         let auth = SharedSecretAuth::new(
             limited,
             SharedSecretAuthConfig::new(route.secrets.iter().cloned())
-                .lockout(self.lockout.clone())
-                .trusted_proxies(self.limits.trusted_proxies.clone()),
+                .lockout(self.lockout.clone()),
         );
         let in_flight = self.in_flight.layer(auth);
         let json = RequireJson::new(in_flight);
         let rate_limited = self.rate_limit.layer(json);
-        RecordRoute::new(RequirePost::new(rate_limited), route.id.as_str())
+        let post = RequirePost::new(rate_limited);
+        // The one place the trusted proxies are configured: the rate limit and the lockout read
+        // the client it finds.
+        let client = ResolveClientIp::new(post, self.limits.trusted_proxies.clone());
+        RecordRoute::new(client, route.id.as_str())
     }
 
     /// A route table of `routes`, for [`WebhookRouter::from_table`] or a reload through

@@ -129,6 +129,9 @@ pub enum Rejection {
     InvalidRequestBody,
     /// `500` `Internal Server Error`.
     InternalServerError,
+    /// `503` `Service Unavailable`: the shared state a limiter decides with could not be reached
+    /// and the store is set to refuse rather than fall back (SPEC §7).
+    ServiceUnavailable,
 }
 
 impl Rejection {
@@ -146,6 +149,7 @@ impl Rejection {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::InternalServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -163,17 +167,18 @@ impl Rejection {
             Self::RequestBodyTimeout => "Request body timeout",
             Self::InvalidRequestBody => "invalid request body",
             Self::InternalServerError => "Internal Server Error",
+            Self::ServiceUnavailable => "Service Unavailable",
         }
     }
 
     /// The word metrics and the access log count this rejection under; `None` for `404` (not a
-    /// refusal: the request is simply not ours) and `500` (a failure, not a refusal).
+    /// refusal: the request is simply not ours), `500` and `503` (failures, not refusals).
     ///
     /// A `429` from [`TooManyRequests`](Rejection::TooManyRequests) is `rate_limited`; the in-flight
     /// limit records [`RejectionReason::InFlight`] in its place.
     pub const fn reason(self) -> Option<RejectionReason> {
         match self {
-            Self::NotFound | Self::InternalServerError => None,
+            Self::NotFound | Self::InternalServerError | Self::ServiceUnavailable => None,
             Self::MethodNotAllowed => Some(RejectionReason::Method),
             Self::TooManyRequests { .. } => Some(RejectionReason::RateLimited),
             Self::LockedOut { .. } => Some(RejectionReason::LockedOut),

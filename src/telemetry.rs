@@ -62,7 +62,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::client_ip::TrustedProxies;
+use crate::client_ip::{ClientIp, TrustedProxies};
 #[cfg(feature = "metrics")]
 use crate::metrics::WebhookMetrics;
 use crate::rejection::RejectionReason;
@@ -346,7 +346,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let settings = &self.settings;
         let log = settings.access_log
             && tracing::enabled!(target: ACCESS_LOG_TARGET, tracing::Level::INFO);
@@ -358,7 +358,8 @@ where
         }
         let access = log.then(|| AccessFields {
             method: request.method().clone(),
-            client_ip: settings.trusted_proxies.client_ip(&request),
+            // Resolved once: the limiters inside read the same answer back.
+            client_ip: ClientIp::resolve(&mut request, &settings.trusted_proxies).ip(),
         });
         let start = Instant::now();
         let mut observation = Observation::default();

@@ -12,8 +12,8 @@ use http_body_util::{BodyExt, Full};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt, service_fn};
 use tower_webhooks::{
-    AuthLockout, LockoutConfig, ManualClock, ResponseBody, Secret, SharedSecretAuth,
-    SharedSecretAuthConfig, SharedSecretAuthLayer, TrustedProxies,
+    AuthLockout, LockoutConfig, ManualClock, ResolveClientIp, ResponseBody, Secret,
+    SharedSecretAuth, SharedSecretAuthConfig, SharedSecretAuthLayer, TrustedProxies,
 };
 
 type Body = Full<Bytes>;
@@ -361,11 +361,13 @@ async fn lockout_counts_the_forwarded_client_behind_a_trusted_proxy() {
     let clock = ManualClock::new(0);
     let (_, handler) = counted();
     let proxy: IpAddr = "10.0.0.1".parse().unwrap();
-    let svc = SharedSecretAuth::new(
-        handler,
-        SharedSecretAuthConfig::new([secret("right")])
-            .lockout(locking(&clock))
-            .trusted_proxies(TrustedProxies::parse(["10.0.0.0/8"]).unwrap()),
+    // The trusted proxies are configured once, in front; the lockout reads the client it found.
+    let svc = ResolveClientIp::new(
+        SharedSecretAuth::new(
+            handler,
+            SharedSecretAuthConfig::new([secret("right")]).lockout(locking(&clock)),
+        ),
+        TrustedProxies::parse(["10.0.0.0/8"]).unwrap(),
     );
     let via_proxy = |client: &str, value: &[u8]| {
         let mut req = request(proxy, &[("authorization", value)]);
@@ -398,10 +400,7 @@ async fn lockout_counts_the_forwarded_client_behind_a_trusted_proxy() {
 #[tokio::test]
 async fn tracked_clients_stay_bounded_under_a_flood_and_a_lockout_survives_it() {
     let clock = ManualClock::new(0);
-    let config = LockoutConfig {
-        max_tracked_ips: 4096,
-        ..LockoutConfig::default()
-    };
+    let config = LockoutConfig::new().max_tracked_ips(4096);
     let lockout = AuthLockout::with_clock(config, clock.clone());
     let (_, handler) = counted();
     let mut svc = SharedSecretAuth::new(

@@ -187,19 +187,13 @@ where
 
 fn buffered() -> (BodyLimit<Echo, Buffered>, Echo) {
     let echo = Echo::default();
-    let svc = BodyLimit::new(
-        echo.clone(),
-        BodyLimitConfig::buffered().with_max_bytes(CAP),
-    );
+    let svc = BodyLimit::new(echo.clone(), BodyLimitConfig::buffered().max_bytes(CAP));
     (svc, echo)
 }
 
 fn streaming() -> (BodyLimit<Drain, Streaming>, Drain) {
     let drain = Drain::default();
-    let svc = BodyLimit::new(
-        drain.clone(),
-        BodyLimitConfig::streaming().with_max_bytes(CAP),
-    );
+    let svc = BodyLimit::new(drain.clone(), BodyLimitConfig::streaming().max_bytes(CAP));
     (svc, drain)
 }
 
@@ -311,7 +305,7 @@ async fn large_frames_stop_being_polled_at_the_frame_that_passes_the_cap() {
     let echo = Echo::default();
     let svc = BodyLimit::new(
         echo.clone(),
-        BodyLimitConfig::buffered().with_max_bytes(100 * 1024),
+        BodyLimitConfig::buffered().max_bytes(100 * 1024),
     );
     let (body, polls) = Endless::new(64 * 1024);
     let got = answer(svc, post(&[], body)).await;
@@ -446,9 +440,8 @@ async fn a_slow_body_that_ends_within_the_deadline_passes() {
 #[tokio::test(start_paused = true)]
 async fn the_deadline_is_configurable() {
     let echo = Echo::default();
-    let svc =
-        BodyLimitLayer::new(BodyLimitConfig::buffered().with_timeout(Duration::from_millis(100)))
-            .layer(echo.clone());
+    let svc = BodyLimitLayer::new(BodyLimitConfig::buffered().timeout(Duration::from_millis(100)))
+        .layer(echo.clone());
     let (tx, body) = channel();
     let client = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(101)).await;
@@ -526,10 +519,10 @@ async fn the_inner_service_called_is_the_one_made_ready() {
 
 #[tokio::test]
 async fn the_three_constructors_agree() {
-    let config = BodyLimitConfig::buffered().with_max_bytes(3);
-    assert_eq!(config.max_bytes(), 3);
-    assert_eq!(config.timeout(), Duration::from_secs(15));
-    assert_eq!(BodyLimitConfig::buffered().max_bytes(), 262_144);
+    let config = BodyLimitConfig::buffered().max_bytes(3);
+    assert_eq!(config.max_bytes, 3);
+    assert_eq!(config.timeout, Duration::from_secs(15));
+    assert_eq!(BodyLimitConfig::buffered().max_bytes, 262_144);
     let a = BodyLimit::new(Echo::default(), config);
     let b = BodyLimitLayer::new(config).layer(Echo::default());
     let c = BodyLimit::<Echo>::layer(config).layer(Echo::default());
@@ -596,7 +589,7 @@ mod under_axum {
             )
             .route("/text", route_post(|body: String| async move { body }))
             .layer(BodyLimitLayer::new(
-                BodyLimitConfig::streaming().with_max_bytes(CAP),
+                BodyLimitConfig::streaming().max_bytes(CAP),
             ));
         (app, calls)
     }
@@ -647,7 +640,7 @@ mod under_axum {
         let app = Router::new()
             .route("/hook", route_post(|body: Bytes| async move { body }))
             .layer(BodyLimitLayer::new(
-                BodyLimitConfig::buffered().with_max_bytes(CAP),
+                BodyLimitConfig::buffered().max_bytes(CAP),
             ));
         let got = answer(app.clone(), chunked("/hook", &[b"0123456789", b"abcdefX"])).await;
         assert_rejected(&got, 413, "Payload too large", true);

@@ -27,7 +27,7 @@ fn app() -> Router {
             Secret::new("s3cret").unwrap(),
         ])))
         .layer(BodyLimitLayer::new(
-            BodyLimitConfig::buffered().with_max_bytes(64),
+            BodyLimitConfig::buffered().max_bytes(64),
         ))
         // axum routes take axum's body; the buffered body converts back without a copy.
         .map_request(|request: Request<BufferedBody>| request.map(Body::new))

@@ -1452,16 +1452,16 @@ fn skipped_routes_are_warned_and_returned_while_others_start() {
 #[test]
 fn limits_defaults() {
     let limits = Limits::default();
-    assert_eq!(limits.rate_limit.window_ms, 60_000);
+    assert_eq!(limits.rate_limit.window.as_millis(), 60_000);
     assert_eq!(limits.rate_limit.max_requests, 120);
     assert_eq!(limits.rate_limit.max_tracked_keys, 4_096);
     assert_eq!(limits.in_flight.max_per_key, 8);
     assert_eq!(limits.in_flight.max_tracked_keys, 4_096);
     assert_eq!(limits.body.max_bytes, 262_144);
-    assert_eq!(limits.body.timeout_ms, 15_000);
-    assert_eq!(limits.auth_failures.max, 20);
-    assert_eq!(limits.auth_failures.window_ms, 60_000);
-    assert_eq!(limits.auth_failures.lockout_ms, 60_000);
+    assert_eq!(limits.body.timeout.as_millis(), 15_000);
+    assert_eq!(limits.auth_failures.max_failures, 20);
+    assert_eq!(limits.auth_failures.window.as_millis(), 60_000);
+    assert_eq!(limits.auth_failures.lockout.as_millis(), 60_000);
     assert!(limits.trusted_proxies.is_empty());
     assert_eq!(load("{ limits: {} }").limits(), &limits);
     assert_eq!(
@@ -1485,7 +1485,7 @@ fn limits_overrides() {
     let limits = config.limits();
     assert_eq!(
         (
-            limits.rate_limit.window_ms,
+            limits.rate_limit.window.as_millis(),
             limits.rate_limit.max_requests,
             limits.rate_limit.max_tracked_keys
         ),
@@ -1499,14 +1499,14 @@ fn limits_overrides() {
         (1, 2)
     );
     assert_eq!(
-        (limits.body.max_bytes, limits.body.timeout_ms),
+        (limits.body.max_bytes, limits.body.timeout.as_millis()),
         (60_000, 500)
     );
     assert_eq!(
         (
-            limits.auth_failures.max,
-            limits.auth_failures.window_ms,
-            limits.auth_failures.lockout_ms
+            limits.auth_failures.max_failures,
+            limits.auth_failures.window.as_millis(),
+            limits.auth_failures.lockout.as_millis()
         ),
         (3, 4, 5)
     );
@@ -1518,7 +1518,7 @@ fn limits_overrides() {
     // Only the overridden field changes.
     let partial = load("{ limits: { rateLimit: { maxRequests: 7 } } }");
     assert_eq!(partial.limits().rate_limit.max_requests, 7);
-    assert_eq!(partial.limits().rate_limit.window_ms, 60_000);
+    assert_eq!(partial.limits().rate_limit.window.as_millis(), 60_000);
     assert_eq!(partial.resolve().limits, *partial.limits());
 }
 

@@ -15,7 +15,7 @@ use support::{RawResponse, TestServer, connect, is_closed, post_bytes, raw, read
 use tokio::io::AsyncWriteExt;
 use tower_webhooks::gateway::Gateway;
 use tower_webhooks::in_flight::InFlightLimiter;
-use tower_webhooks::rate_limit::NormalizedPathAndPeerIp;
+use tower_webhooks::keyed::NormalizedPathAndPeerIp;
 use tower_webhooks::{Limits, ResolvedRoute, Secret, WebhookPipeline};
 
 const SECRET: &str = "contract-secret-0123456789";
@@ -98,10 +98,9 @@ fn assert_no_owner_metadata(response: &RawResponse) {
 #[tokio::test]
 async fn every_plain_rejection_has_its_status_text_and_headers() {
     let limits = Limits {
-        body: tower_webhooks::BodySettings {
-            max_bytes: 1024,
-            timeout_ms: 300,
-        },
+        body: tower_webhooks::BodyLimitConfig::buffered()
+            .max_bytes(1024)
+            .timeout(std::time::Duration::from_millis(300)),
         ..Limits::default()
     };
     let (server, pipeline) = gateway_with(limits, &[route()]).await;

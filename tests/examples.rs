@@ -17,7 +17,6 @@ mod piecemeal_example;
 mod warp_example;
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 
 use support::{RawResponse, post_bytes, raw};
 use tokio::net::TcpListener;
@@ -225,7 +224,7 @@ async fn warp_body_over_the_cap_is_refused_before_warp_reads_it() {
 // ---- piecemeal -----------------------------------------------------------------------------------
 
 fn quota(max_requests: u32) -> RateLimitConfig {
-    RateLimitConfig::new().max_requests(NonZeroU32::new(max_requests).unwrap())
+    RateLimitConfig::new().max_requests(max_requests)
 }
 
 #[tokio::test]

@@ -28,7 +28,7 @@ use support::{
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tower_webhooks::gateway::{DEFAULT_ROUTE_ID, Gateway};
-use tower_webhooks::rate_limit::NormalizedPathAndPeerIp;
+use tower_webhooks::keyed::NormalizedPathAndPeerIp;
 use tower_webhooks::serve::ServeOptions;
 use tower_webhooks::{Limits, MemoryStore, ResolvedRoute, Secret, TrustedProxies, WebhookPipeline};
 
@@ -278,7 +278,7 @@ async fn a_stalled_body_gets_408_and_frees_its_slot() {
     let mut limits = roomy();
     // Long enough that the 429 below is asked for while both bodies still stall; short enough to
     // keep the test quick.
-    limits.body.timeout_ms = 1_000;
+    limits.body.timeout = Duration::from_millis(1_000);
     limits.in_flight.max_per_key = 2;
     let (server, pipeline) = start(limits, ServeOptions::default()).await;
     let addr = server.addr;

@@ -2,7 +2,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -36,8 +35,8 @@ fn request(path: &str, peer: &str) -> Req {
 
 fn config(per_key: u32, keys: usize) -> InFlightConfig {
     InFlightConfig::new()
-        .max_per_key(NonZeroU32::new(per_key).unwrap())
-        .max_tracked_keys(NonZeroUsize::new(keys).unwrap())
+        .max_per_key(per_key)
+        .max_tracked_keys(keys)
 }
 
 /// A handler that reports when it starts, then waits for a permit of `gate`.
@@ -413,7 +412,7 @@ async fn clones_share_one_limiter_and_layers_can_share_one() {
 async fn constructors_and_accessors() {
     let defaults = InFlightConfig::default();
     assert_eq!(
-        (defaults.get_max_per_key(), defaults.get_max_tracked_keys()),
+        (defaults.max_per_key, defaults.max_tracked_keys),
         (8, 4_096)
     );
     let mut svc = InFlightLimit::new(instant(), config(3, 5));
@@ -421,7 +420,7 @@ async fn constructors_and_accessors() {
     let _: &_ = svc.get_ref();
     let _: &mut _ = svc.get_mut();
     let layered = InFlightLimit::<()>::layer(config(2, 2)).layer(svc.into_inner());
-    assert_eq!(layered.limiter().config().get_max_per_key(), 2);
+    assert_eq!(layered.limiter().config().max_per_key, 2);
     let body = InFlightBody::<Full<Bytes>>::default();
     assert!(!body.holds_slot());
     assert_eq!(format!("{body:?}"), "InFlightBody { holds_slot: false }");

@@ -49,8 +49,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use tower_webhooks::{
-    BufferedBody, CancelHook, ChildCancel, Flow, InFlightSettings, Limits, MemoryStore,
-    MemoryStoreConfig, RateLimitSettings, ResolvedRoute, Secret, SystemClock, Task,
+    BufferedBody, CancelHook, ChildCancel, Flow, InFlightConfig, Limits, MemoryStore,
+    MemoryStoreConfig, RateLimitConfig, ResolvedRoute, Secret, SystemClock, Task,
     TaskFlowActionService, TaskFlowRoute, TaskFlowStore, TaskStatus, WebhookPipeline,
 };
 
@@ -950,14 +950,8 @@ async fn concurrent_actions_over_http_keep_every_invariant() {
     // The storm comes from one address: lift the per-client budgets so nothing is refused for
     // volume (the limits have their own tests).
     let limits = Limits {
-        rate_limit: RateLimitSettings {
-            max_requests: 1_000_000,
-            ..RateLimitSettings::default()
-        },
-        in_flight: InFlightSettings {
-            max_per_key: 64,
-            ..InFlightSettings::default()
-        },
+        rate_limit: RateLimitConfig::new().max_requests(1_000_000),
+        in_flight: InFlightConfig::new().max_per_key(64),
         ..Limits::default()
     };
     let pipeline = WebhookPipeline::new(store.clone(), limits);

@@ -2,9 +2,9 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -14,7 +14,7 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_webhooks::future::ResponseFuture;
 use tower_webhooks::{
     FixedWindowLimiter, FixedWindowRateLimit, FixedWindowRateLimitLayer, GlobalKey, ManualClock,
-    PathAndClientIp, RateLimitConfig, ResponseBody, SharedClock, TrustedProxies,
+    PathAndClientIp, RateLimitConfig, ResolveClientIp, ResponseBody, SharedClock, TrustedProxies,
 };
 
 assert_impl_all!(ResponseFuture<futures_util::future::Ready<Result<Response<Full<Bytes>>, Infallible>>>: Send, Sync);
@@ -39,9 +39,9 @@ fn ok_service()
 
 fn config(window_ms: u64, max: u32, keys: usize) -> RateLimitConfig {
     RateLimitConfig::new()
-        .window_ms(NonZeroU64::new(window_ms).unwrap())
-        .max_requests(NonZeroU32::new(max).unwrap())
-        .max_tracked_keys(NonZeroUsize::new(keys).unwrap())
+        .window(Duration::from_millis(window_ms))
+        .max_requests(max)
+        .max_tracked_keys(keys)
 }
 
 fn limiter(config: RateLimitConfig) -> (FixedWindowLimiter, Arc<ManualClock>) {
@@ -400,9 +400,10 @@ fn forwarded(peer: &str, xff: &str) -> Req {
 async fn trusted_proxies_key_by_the_forwarded_client() {
     let (limiter, _clock) = limiter(config(60_000, 1, 16));
     let proxies = TrustedProxies::parse(["10.0.0.0/8"]).unwrap();
-    let svc = FixedWindowRateLimitLayer::with_limiter(limiter.clone())
-        .trusted_proxies(proxies)
-        .layer(ok_service());
+    let svc = ResolveClientIp::new(
+        FixedWindowRateLimitLayer::with_limiter(limiter.clone()).layer(ok_service()),
+        proxies,
+    );
     // Two clients behind one proxy have separate budgets.
     assert_eq!(
         send(&svc, forwarded("10.0.0.1:80", "203.0.113.5")).await.0,
@@ -471,21 +472,17 @@ async fn ipv4_mapped_peers_share_the_ipv4_budget() {
 async fn constructors_and_accessors() {
     let config = config(5_000, 7, 9);
     assert_eq!(
-        (
-            config.get_window_ms(),
-            config.get_max_requests(),
-            config.get_max_tracked_keys()
-        ),
-        (5_000, 7, 9)
+        (config.window, config.max_requests, config.max_tracked_keys),
+        (Duration::from_millis(5_000), 7, 9)
     );
     let defaults = RateLimitConfig::default();
     assert_eq!(
         (
-            defaults.get_window_ms(),
-            defaults.get_max_requests(),
-            defaults.get_max_tracked_keys()
+            defaults.window,
+            defaults.max_requests,
+            defaults.max_tracked_keys
         ),
-        (60_000, 120, 4_096)
+        (Duration::from_millis(60_000), 120, 4_096)
     );
     let mut svc = FixedWindowRateLimit::new(ok_service(), config);
     assert_eq!(svc.limiter().config(), config);
@@ -493,7 +490,7 @@ async fn constructors_and_accessors() {
     let _: &mut _ = svc.get_mut();
     let inner = svc.into_inner();
     let layered = FixedWindowRateLimit::<()>::layer(config).layer(inner);
-    assert_eq!(layered.limiter().config().get_max_requests(), 7);
+    assert_eq!(layered.limiter().config().max_requests, 7);
 }
 
 #[tokio::test]

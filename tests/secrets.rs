@@ -31,8 +31,7 @@ use tower_webhooks::{
     AuthLockout, BufferedBody, CancelHook, ChildCancel, ChildSessionPolicy, ConfigError, Limits,
     LockoutConfig, MemoryStore, MemoryStoreConfig, ResolvedRoute, Secret, SecretInput,
     SecretProviders, SecretRef, SecretSource, SharedSecretAuthConfig, SharedSecretAuthLayer,
-    SystemClock, Task, TaskFlowActionService, TaskFlowRoute, TrustedProxies, WebhookPipeline,
-    WebhooksConfig,
+    SystemClock, Task, TaskFlowActionService, TaskFlowRoute, WebhookPipeline, WebhooksConfig,
 };
 
 // Every configured secret value. Each is distinctive, so a leak of even a fragment shows.
@@ -807,8 +806,7 @@ fn no_debug_or_display_shows_a_secret() {
     // Layers, services and builders holding secrets.
     let secrets: Vec<Secret> = SECRETS.iter().map(|s| secret(s)).collect();
     let auth_config = SharedSecretAuthConfig::new(secrets.clone())
-        .lockout(AuthLockout::new(LockoutConfig::default()))
-        .trusted_proxies(TrustedProxies::parse(["127.0.0.1/32"]).unwrap());
+        .lockout(AuthLockout::new(LockoutConfig::default()));
     check_debug("SharedSecretAuthConfig", &auth_config);
     let layer = SharedSecretAuthLayer::new(auth_config.clone());
     check_debug("SharedSecretAuthLayer", &layer);

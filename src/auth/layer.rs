@@ -9,7 +9,6 @@ use tower_layer::Layer;
 use super::lockout::{AuthLockout, LockoutConfig};
 use super::secrets::{SecretDigests, SecretsHandle};
 use super::service::SharedSecretAuth;
-use crate::client_ip::TrustedProxies;
 use crate::secret::Secret;
 
 /// The header OpenClaw clients send the secret in when they do not use `Authorization: Bearer`.
@@ -31,7 +30,6 @@ pub struct SharedSecretAuthConfig {
     pub(crate) accept_bearer: bool,
     pub(crate) refuse_query_secrets: bool,
     pub(crate) lockout: Option<AuthLockout>,
-    pub(crate) trusted_proxies: TrustedProxies,
 }
 
 impl SharedSecretAuthConfig {
@@ -45,7 +43,6 @@ impl SharedSecretAuthConfig {
             accept_bearer: true,
             refuse_query_secrets: true,
             lockout: Some(AuthLockout::new(LockoutConfig::default())),
-            trusted_proxies: TrustedProxies::none(),
         }
     }
 
@@ -78,12 +75,6 @@ impl SharedSecretAuthConfig {
         self.lockout = None;
         self
     }
-
-    /// Proxies whose `X-Forwarded-For` names the client the lockout counts against.
-    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
-        self.trusted_proxies = proxies;
-        self
-    }
 }
 
 impl fmt::Debug for SharedSecretAuthConfig {
@@ -94,7 +85,6 @@ impl fmt::Debug for SharedSecretAuthConfig {
             .field("accept_bearer", &self.accept_bearer)
             .field("refuse_query_secrets", &self.refuse_query_secrets)
             .field("lockout", &self.lockout)
-            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -107,7 +97,6 @@ pub(crate) struct AuthState {
     pub(crate) accept_bearer: bool,
     pub(crate) refuse_query_secrets: bool,
     pub(crate) lockout: Option<AuthLockout>,
-    pub(crate) trusted_proxies: TrustedProxies,
 }
 
 impl AuthState {
@@ -118,7 +107,6 @@ impl AuthState {
             accept_bearer: config.accept_bearer,
             refuse_query_secrets: config.refuse_query_secrets,
             lockout: config.lockout,
-            trusted_proxies: config.trusted_proxies,
         })
     }
 }

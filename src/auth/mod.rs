@@ -30,8 +30,9 @@
 //! After 20 failed authentications within 60 s from one client IP, that IP is answered `429` for 60 s,
 //! even with the right secret; a success resets the count. The counts live in an [`AuthLockout`]
 //! that several layers can share (the pipeline gives all routes one), bounded to 4,096 IPs. The
-//! client IP is the socket peer, or behind [trusted proxies](crate::TrustedProxies) the forwarded
-//! client.
+//! client IP is [`ClientIp::of`](crate::ClientIp::of): the socket peer, or the forwarded client that
+//! a [`ResolveClientIpLayer`](crate::ResolveClientIpLayer) in front found behind trusted proxies.
+//! A request with no peer address neither counts towards nor is refused by the lockout.
 //!
 //! # Rotation
 //!

@@ -9,10 +9,11 @@ use http::{HeaderMap, HeaderName, Request, Response, Uri};
 use tower_service::Service;
 
 use super::layer::{AuthState, SharedSecretAuthConfig, SharedSecretAuthLayer};
-use super::lockout::LockState;
 use super::secrets::SecretsHandle;
 use crate::body::ResponseBody;
+use crate::client_ip::ClientIp;
 use crate::future::ResponseFuture;
+use crate::keyed::LockState;
 use crate::rejection::Rejection;
 
 /// Lets a request through only when it presents one of the configured secrets. See the
@@ -78,13 +79,13 @@ where
         }
         let mut client: Option<(IpAddr, LockState)> = None;
         // A request without a known client is neither refused by nor counted towards the lockout
-        // (see `TrustedProxies::known_client_ip`).
+        // (see `ClientIp::known`).
         let known_client = state
             .lockout
             .as_ref()
-            .and_then(|lockout| Some((lockout, state.trusted_proxies.known_client_ip(&request)?)));
+            .and_then(|lockout| Some((lockout, ClientIp::of(&request).known()?)));
         if let Some((lockout, ip)) = known_client {
-            match lockout.check(ip) {
+            match lockout.check_ip(ip) {
                 LockState::Locked { retry_after_secs } => {
                     return ResponseFuture::rejected(Rejection::LockedOut { retry_after_secs });
                 }
@@ -96,9 +97,9 @@ where
         let authenticated = !presented.is_empty() && state.secrets.matches(presented);
         if let (Some(lockout), Some((ip, lock_state))) = (&state.lockout, client) {
             if !authenticated {
-                lockout.record_failure(ip);
+                lockout.failed(lockout.key_of(ip));
             } else if lock_state == LockState::Tracked {
-                lockout.record_success(ip);
+                lockout.succeeded(lockout.key_of(ip));
             }
         }
         if authenticated {

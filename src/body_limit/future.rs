@@ -136,8 +136,8 @@ where
                 inner: Some(inner),
                 collected: Collected::Empty,
                 declared,
-                max_bytes: config.max_bytes(),
-                timeout: config.timeout(),
+                max_bytes: config.max_bytes,
+                timeout: config.timeout,
                 deadline: None,
             },
         }

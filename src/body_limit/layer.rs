@@ -3,9 +3,13 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use serde::Deserialize;
 use tower_layer::Layer;
 
 use super::service::BodyLimit;
+use crate::limit::{
+    InvalidLimit, at_least_a_millisecond, deserialize_millis, deserialize_positive, positive,
+};
 
 /// Mode marker: collect the whole body, then call the inner service with a
 /// [`BufferedBody`](crate::BufferedBody). Rejections (413, 408, 400) are exact.
@@ -21,14 +25,34 @@ pub struct Streaming {
     _private: (),
 }
 
-/// Limits of [`BodyLimit`]: a byte cap, a total deadline from the start of reading, and the mode.
+/// Limits of [`BodyLimit`] (SPEC §2 step 7), `limits.body` in the configuration file: a byte cap, a
+/// total deadline from the start of reading, and the mode.
 ///
 /// The mode is a type parameter because the two modes hand the inner service different request body
 /// types; picking it here lets one `BodyLimitLayer::new(config)` infer the right service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// Plain data like every layer's configuration: fields, setters of the same name, and
+/// [`validate`](Self::validate), which refuses a zero cap or a deadline under a millisecond naming
+/// the field. Deserialises from `maxBytes` and `timeoutMs`.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_webhooks::BodyLimitConfig;
+/// let config = BodyLimitConfig::buffered().max_bytes(1_024).timeout(Duration::from_secs(5));
+/// assert_eq!((config.max_bytes, config.timeout), (1_024, Duration::from_secs(5)));
+/// assert_eq!(BodyLimitConfig::buffered().max_bytes(0).validate().unwrap_err().field(), "maxBytes");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct BodyLimitConfig<M = Buffered> {
-    max_bytes: usize,
-    timeout: Duration,
+    /// `maxBytes`: the largest body accepted. A body of exactly `max_bytes` bytes passes; one more
+    /// byte is a 413. Default 262,144.
+    #[serde(deserialize_with = "deserialize_positive")]
+    pub max_bytes: usize,
+    /// `timeoutMs`: the total time allowed to read the body. Default 15 s.
+    #[serde(rename = "timeoutMs", deserialize_with = "deserialize_millis")]
+    pub timeout: Duration,
+    #[serde(skip)]
     _mode: PhantomData<M>,
 }
 
@@ -48,15 +72,9 @@ impl BodyLimitConfig<Streaming> {
     }
 }
 
-impl Default for BodyLimitConfig<Buffered> {
+impl<M> Default for BodyLimitConfig<M> {
     fn default() -> Self {
-        Self::buffered()
-    }
-}
-
-impl Default for BodyLimitConfig<Streaming> {
-    fn default() -> Self {
-        Self::streaming()
+        Self::with_defaults()
     }
 }
 
@@ -75,25 +93,28 @@ impl<M> BodyLimitConfig<M> {
     }
 
     /// Sets the byte cap. A body of exactly `max_bytes` bytes passes; one more byte is a 413.
-    pub const fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+    pub const fn max_bytes(mut self, max_bytes: usize) -> Self {
         self.max_bytes = max_bytes;
         self
     }
 
     /// Sets the total deadline for reading the body.
-    pub const fn with_timeout(mut self, timeout: Duration) -> Self {
+    pub const fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
-    /// The byte cap.
-    pub const fn max_bytes(&self) -> usize {
-        self.max_bytes
+    /// The configuration if every field is usable, or the first that is not.
+    pub fn validate(self) -> Result<Self, InvalidLimit> {
+        positive("maxBytes", self.max_bytes as u64)?;
+        at_least_a_millisecond("timeoutMs", self.timeout)?;
+        Ok(self)
     }
 
-    /// The total deadline for reading the body.
-    pub const fn timeout(&self) -> Duration {
-        self.timeout
+    /// `self`, or a panic naming the field `validate` refuses.
+    pub(crate) fn validated(self) -> Self {
+        self.validate()
+            .unwrap_or_else(|invalid| panic!("invalid BodyLimitConfig: {invalid}"))
     }
 }
 
@@ -105,8 +126,14 @@ pub struct BodyLimitLayer<M = Buffered> {
 
 impl<M> BodyLimitLayer<M> {
     /// A layer applying `config`.
-    pub const fn new(config: BodyLimitConfig<M>) -> Self {
-        Self { config }
+    ///
+    /// # Panics
+    ///
+    /// If `config` does not [`validate`](BodyLimitConfig::validate); the message names the field.
+    pub fn new(config: BodyLimitConfig<M>) -> Self {
+        Self {
+            config: config.validated(),
+        }
     }
 
     /// The configuration.
@@ -119,6 +146,6 @@ impl<S, M: Copy> Layer<S> for BodyLimitLayer<M> {
     type Service = BodyLimit<S, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BodyLimit::new(inner, self.config)
+        BodyLimit::from_validated(inner, self.config)
     }
 }

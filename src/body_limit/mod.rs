@@ -71,8 +71,8 @@
 //! let svc = ServiceBuilder::new()
 //!     .layer(BodyLimitLayer::new(
 //!         BodyLimitConfig::buffered()
-//!             .with_max_bytes(16)
-//!             .with_timeout(Duration::from_secs(5)),
+//!             .max_bytes(16)
+//!             .timeout(Duration::from_secs(5)),
 //!     ))
 //!     .service_fn(|req: Request<BufferedBody>| async move {
 //!         // The whole body is already here.
@@ -125,7 +125,7 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let app = Router::new()
 //!     .route("/hook", post(|body: Bytes| async move { body.len().to_string() }))
-//!     .layer(BodyLimitLayer::new(BodyLimitConfig::streaming().with_max_bytes(4)));
+//!     .layer(BodyLimitLayer::new(BodyLimitConfig::streaming().max_bytes(4)));
 //!
 //! // No Content-Length: the overrun is found while axum reads the body.
 //! let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"hello"))]);

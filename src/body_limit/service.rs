@@ -25,12 +25,20 @@ pub struct BodyLimit<S, M = Buffered> {
 
 impl<S, M> BodyLimit<S, M> {
     /// Wraps `inner`; the mode comes from `config`.
-    pub const fn new(inner: S, config: BodyLimitConfig<M>) -> Self {
+    ///
+    /// # Panics
+    ///
+    /// If `config` does not [`validate`](BodyLimitConfig::validate); the message names the field.
+    pub fn new(inner: S, config: BodyLimitConfig<M>) -> Self {
+        Self::from_validated(inner, config.validated())
+    }
+
+    pub(crate) const fn from_validated(inner: S, config: BodyLimitConfig<M>) -> Self {
         Self { inner, config }
     }
 
-    /// A layer wrapping services in `BodyLimit`.
-    pub const fn layer(config: BodyLimitConfig<M>) -> BodyLimitLayer<M> {
+    /// A layer wrapping services in `BodyLimit`; see [`BodyLimitLayer::new`].
+    pub fn layer(config: BodyLimitConfig<M>) -> BodyLimitLayer<M> {
         BodyLimitLayer::new(config)
     }
 
@@ -164,7 +172,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let declared = match check_content_length(request.headers(), self.config.max_bytes()) {
+        let declared = match check_content_length(request.headers(), self.config.max_bytes) {
             Ok(declared) => declared,
             Err(rejection) => return BufferedFuture::rejected(rejection),
         };
@@ -193,13 +201,13 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let declared = match check_content_length(request.headers(), self.config.max_bytes()) {
+        let declared = match check_content_length(request.headers(), self.config.max_bytes) {
             Ok(declared) => declared,
             Err(rejection) => return ResponseFuture::rejected(rejection),
         };
         let (mut parts, body) = request.into_parts();
         normalise_content_length(&mut parts.headers, declared);
-        let body = LimitedBody::new(body, self.config.max_bytes(), self.config.timeout());
+        let body = LimitedBody::new(body, self.config.max_bytes, self.config.timeout);
         ResponseFuture::called(self.inner.call(Request::from_parts(parts, body)))
     }
 }

@@ -6,23 +6,28 @@ use serde_json::Value;
 
 use super::ConfigError;
 use super::value::{Object, deny_unknown, index, join, object, positive_int};
+use crate::auth::LockoutConfig;
+use crate::body_limit::BodyLimitConfig;
 use crate::client_ip::TrustedProxies;
+use crate::in_flight::InFlightConfig;
+use crate::limit::InvalidLimit;
+use crate::rate_limit::RateLimitConfig;
 use crate::taskflow::MemoryStoreConfig;
 
 /// Every tunable number of the request pipeline, plus the trusted proxies.
 ///
-/// `Default` gives the contract's numbers. This is plain data: each layer has its own configuration
-/// type, and the pipeline builder maps from this one.
+/// `Default` gives the contract's numbers. Each section is the configuration type of its layer, so
+/// the pipeline hands them over as they are.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Limits {
     /// `limits.rateLimit`: the fixed-window rate limit (§2.3).
-    pub rate_limit: RateLimitSettings,
+    pub rate_limit: RateLimitConfig,
     /// `limits.inFlight`: the in-flight limit (§2.4).
-    pub in_flight: InFlightSettings,
+    pub in_flight: InFlightConfig,
     /// `limits.body`: the body size and time cap (§2 step 7).
-    pub body: BodySettings,
+    pub body: BodyLimitConfig,
     /// `limits.authFailures`: the brute-force guard (§2.2).
-    pub auth_failures: AuthFailureSettings,
+    pub auth_failures: LockoutConfig,
     /// `limits.trustedProxies`: proxies whose `X-Forwarded-For` is believed. Default: none.
     pub trusted_proxies: TrustedProxies,
     /// `limits.store`: caps and retention of the in-memory TaskFlow store that
@@ -30,84 +35,6 @@ pub struct Limits {
     /// `maxFlowsPerOwner` (10,000), `maxTasksPerFlow` (1,000), `maxBytesPerOwner` (67,108,864, the
     /// JSON size of an owner's flows and tasks) and `retentionMs` (604,800,000, 7 days).
     pub store: MemoryStoreConfig,
-}
-
-/// `limits.rateLimit`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateLimitSettings {
-    /// `windowMs`: window length in milliseconds. Default 60,000.
-    pub window_ms: u64,
-    /// `maxRequests`: requests allowed per key and window. Default 120.
-    pub max_requests: u64,
-    /// `maxTrackedKeys`: keys remembered at most. Default 4,096.
-    pub max_tracked_keys: usize,
-}
-
-impl Default for RateLimitSettings {
-    fn default() -> Self {
-        Self {
-            window_ms: 60_000,
-            max_requests: 120,
-            max_tracked_keys: 4_096,
-        }
-    }
-}
-
-/// `limits.inFlight`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InFlightSettings {
-    /// `maxPerKey`: concurrent requests per key. Default 8.
-    pub max_per_key: usize,
-    /// `maxTrackedKeys`: keys remembered at most. Default 4,096.
-    pub max_tracked_keys: usize,
-}
-
-impl Default for InFlightSettings {
-    fn default() -> Self {
-        Self {
-            max_per_key: 8,
-            max_tracked_keys: 4_096,
-        }
-    }
-}
-
-/// `limits.body`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BodySettings {
-    /// `maxBytes`: largest accepted body. Default 262,144.
-    pub max_bytes: usize,
-    /// `timeoutMs`: time allowed to read the whole body. Default 15,000.
-    pub timeout_ms: u64,
-}
-
-impl Default for BodySettings {
-    fn default() -> Self {
-        Self {
-            max_bytes: 262_144,
-            timeout_ms: 15_000,
-        }
-    }
-}
-
-/// `limits.authFailures`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AuthFailureSettings {
-    /// `max`: failed authentications per client IP and window before lockout. Default 20.
-    pub max: u32,
-    /// `windowMs`: the counting window. Default 60,000.
-    pub window_ms: u64,
-    /// `lockoutMs`: how long a locked-out IP is refused. Default 60,000.
-    pub lockout_ms: u64,
-}
-
-impl Default for AuthFailureSettings {
-    fn default() -> Self {
-        Self {
-            max: 20,
-            window_ms: 60_000,
-            lockout_ms: 60_000,
-        }
-    }
 }
 
 // Counts and byte sizes become `usize`; capping them at `u32::MAX` keeps the check identical on
@@ -140,32 +67,54 @@ impl Limits {
 
         if let Some((m, p)) = section(map, "rateLimit", path)? {
             deny_unknown(m, &p, &["windowMs", "maxRequests", "maxTrackedKeys"])?;
-            let r = &mut limits.rate_limit;
-            set(m, "windowMs", &p, MAX_MS, &mut r.window_ms)?;
-            set(m, "maxRequests", &p, MAX_COUNT, &mut r.max_requests)?;
-            set_usize(m, "maxTrackedKeys", &p, &mut r.max_tracked_keys)?;
+            let mut r = limits.rate_limit;
+            if let Some(ms) = int(m, "windowMs", &p, MAX_MS)? {
+                r = r.window(Duration::from_millis(ms));
+            }
+            if let Some(n) = int(m, "maxRequests", &p, MAX_COUNT)? {
+                // Bounded by MAX_COUNT, which is u32::MAX.
+                r = r.max_requests(n as u32);
+            }
+            if let Some(n) = count(m, "maxTrackedKeys", &p)? {
+                r = r.max_tracked_keys(n);
+            }
+            limits.rate_limit = r.validate().map_err(|e| invalid(&p, e))?;
         }
         if let Some((m, p)) = section(map, "inFlight", path)? {
             deny_unknown(m, &p, &["maxPerKey", "maxTrackedKeys"])?;
-            let f = &mut limits.in_flight;
-            set_usize(m, "maxPerKey", &p, &mut f.max_per_key)?;
-            set_usize(m, "maxTrackedKeys", &p, &mut f.max_tracked_keys)?;
+            let mut f = limits.in_flight;
+            if let Some(n) = int(m, "maxPerKey", &p, MAX_COUNT)? {
+                f = f.max_per_key(n as u32);
+            }
+            if let Some(n) = count(m, "maxTrackedKeys", &p)? {
+                f = f.max_tracked_keys(n);
+            }
+            limits.in_flight = f.validate().map_err(|e| invalid(&p, e))?;
         }
         if let Some((m, p)) = section(map, "body", path)? {
             deny_unknown(m, &p, &["maxBytes", "timeoutMs"])?;
-            let b = &mut limits.body;
-            set_usize(m, "maxBytes", &p, &mut b.max_bytes)?;
-            set(m, "timeoutMs", &p, MAX_MS, &mut b.timeout_ms)?;
+            let mut b = limits.body;
+            if let Some(n) = count(m, "maxBytes", &p)? {
+                b = b.max_bytes(n);
+            }
+            if let Some(ms) = int(m, "timeoutMs", &p, MAX_MS)? {
+                b = b.timeout(Duration::from_millis(ms));
+            }
+            limits.body = b.validate().map_err(|e| invalid(&p, e))?;
         }
         if let Some((m, p)) = section(map, "authFailures", path)? {
             deny_unknown(m, &p, &["max", "windowMs", "lockoutMs"])?;
-            let a = &mut limits.auth_failures;
-            if let Some(v) = m.get("max") {
-                // Bounded by MAX_COUNT, which is u32::MAX.
-                a.max = positive_int(v, &join(&p, "max"), MAX_COUNT)? as u32;
+            let mut a = limits.auth_failures;
+            if let Some(n) = int(m, "max", &p, MAX_COUNT)? {
+                a = a.max_failures(n as u32);
             }
-            set(m, "windowMs", &p, MAX_MS, &mut a.window_ms)?;
-            set(m, "lockoutMs", &p, MAX_MS, &mut a.lockout_ms)?;
+            if let Some(ms) = int(m, "windowMs", &p, MAX_MS)? {
+                a = a.window(Duration::from_millis(ms));
+            }
+            if let Some(ms) = int(m, "lockoutMs", &p, MAX_MS)? {
+                a = a.lockout(Duration::from_millis(ms));
+            }
+            limits.auth_failures = a.validate().map_err(|e| invalid(&p, e))?;
         }
         if let Some((m, p)) = section(map, "store", path)? {
             deny_unknown(
@@ -215,18 +164,16 @@ fn section<'a>(
         .transpose()
 }
 
-fn set(map: &Object, key: &str, path: &str, max: u64, slot: &mut u64) -> Result<(), ConfigError> {
-    if let Some(v) = map.get(key) {
-        *slot = positive_int(v, &join(path, key), max)?;
-    }
-    Ok(())
+/// A positive integer up to `max`, if the key is there.
+fn int(map: &Object, key: &str, path: &str, max: u64) -> Result<Option<u64>, ConfigError> {
+    map.get(key)
+        .map(|v| positive_int(v, &join(path, key), max))
+        .transpose()
 }
 
-fn set_usize(map: &Object, key: &str, path: &str, slot: &mut usize) -> Result<(), ConfigError> {
-    if let Some(n) = count(map, key, path)? {
-        *slot = n;
-    }
-    Ok(())
+/// A layer's own refusal, at the path of the field it names.
+fn invalid(section: &str, error: InvalidLimit) -> ConfigError {
+    ConfigError::invalid(join(section, error.field()), error.message())
 }
 
 /// A count or byte size, if the key is there.

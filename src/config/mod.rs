@@ -138,7 +138,7 @@ use std::path::Path;
 use serde_json::Value;
 
 pub use error::ConfigError;
-pub use limits::{AuthFailureSettings, BodySettings, InFlightSettings, Limits, RateLimitSettings};
+pub use limits::Limits;
 pub use metrics::MetricsSettings;
 pub use nesting::MAX_NESTING_DEPTH;
 pub use path::{normalize_webhook_path, request_route_path};

@@ -1,6 +1,8 @@
-//! Webhook path normalisation, shared by the loader, the router and the in-flight limiter.
+//! Webhook path normalisation, shared by the loader and the router.
 
 use std::borrow::Cow;
+
+pub use crate::path::request_route_path;
 
 /// Normalises a webhook path the way the original plugin does \[compat\].
 ///
@@ -41,29 +43,6 @@ pub fn normalize_webhook_path(path: &str) -> Cow<'_, str> {
     Cow::Owned(owned)
 }
 
-/// The route path a *request* path asks for: the path with one trailing `/` removed (SPEC §1).
-///
-/// Unlike [`normalize_webhook_path`], which is for configured paths, nothing is trimmed: an HTTP
-/// target holds no ASCII whitespace, and trimming Unicode whitespace (U+00A0, U+3000…) would let
-/// endless raw spellings reach one route, each with a fresh rate-limit window of its own. So apart
-/// from `/x` and `/x/`, no two request paths reach the same route.
-///
-/// ```
-/// use tower_webhooks::config::request_route_path;
-///
-/// assert_eq!(request_route_path("/hooks/zap/"), "/hooks/zap");
-/// assert_eq!(request_route_path("/hooks/zap//"), "/hooks/zap/");
-/// assert_eq!(request_route_path("/hooks/zap\u{a0}"), "/hooks/zap\u{a0}");
-/// assert_eq!(request_route_path("/"), "/");
-/// ```
-pub fn request_route_path(path: &str) -> &str {
-    if path.len() > 1 {
-        path.strip_suffix('/').unwrap_or(path)
-    } else {
-        path
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,23 +62,5 @@ mod tests {
         assert_eq!(normalize_webhook_path("\u{feff} /a/ \u{3000}"), "/a");
         // U+0085 is no whitespace to JavaScript's trim.
         assert_eq!(normalize_webhook_path("/a\u{85}"), "/a\u{85}");
-    }
-
-    #[test]
-    fn a_request_path_loses_one_trailing_slash_and_nothing_else() {
-        for (input, expected) in [
-            ("/", "/"),
-            ("//", "/"),
-            ("/x", "/x"),
-            ("/x/", "/x"),
-            ("/x//", "/x/"),
-            (" /x", " /x"),
-            ("/x ", "/x "),
-            ("/x\u{a0}", "/x\u{a0}"),
-            ("/x\u{3000}/", "/x\u{3000}"),
-            ("/x\u{feff}", "/x\u{feff}"),
-        ] {
-            assert_eq!(request_route_path(input), expected, "{input:?}");
-        }
     }
 }

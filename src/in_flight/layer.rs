@@ -1,8 +1,9 @@
 use tower_layer::Layer;
 
-use super::limiter::{InFlightConfig, InFlightLimiter};
+use super::config::InFlightConfig;
+use super::limiter::InFlightLimiter;
 use super::service::InFlightLimit;
-use crate::rate_limit::{KeyExtractor, NormalizedPathAndPeerIp};
+use crate::keyed::{KeyExtractor, NormalizedPathAndPeerIp};
 
 /// Layer of [`InFlightLimit`].
 ///
@@ -44,7 +45,7 @@ impl<K> InFlightLimitLayer<K> {
     }
 
     /// The key extractor.
-    pub fn get_key_extractor(&self) -> &K {
+    pub fn key(&self) -> &K {
         &self.key
     }
 }

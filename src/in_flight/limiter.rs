@@ -1,74 +1,27 @@
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::future::{Ready, ready};
+use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::Request;
-use parking_lot::Mutex;
 
-use crate::rate_limit::{KeyExtractor, PreHashed, shard_of};
+use super::config::InFlightConfig;
+use crate::keyed::{Keep, KeyExtractor, KeyHasher, ShardedLru, SlotStore, Unavailable, WhenFull};
 
-/// Settings of an [`InFlightLimiter`]: slots per key and tracked-key cap. Neither may be zero.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InFlightConfig {
-    max_per_key: NonZeroU32,
-    max_tracked_keys: NonZeroUsize,
-}
-
-impl Default for InFlightConfig {
-    /// 8 in flight per key, 4,096 tracked keys (SPEC §2.4).
-    fn default() -> Self {
-        Self {
-            max_per_key: NonZeroU32::new(8).unwrap_or(NonZeroU32::MIN),
-            max_tracked_keys: NonZeroUsize::new(4_096).unwrap_or(NonZeroUsize::MIN),
-        }
-    }
-}
-
-impl InFlightConfig {
-    /// The defaults of SPEC §2.4.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Sets how many requests of one key may be in flight at once.
-    pub fn max_per_key(mut self, max_per_key: NonZeroU32) -> Self {
-        self.max_per_key = max_per_key;
-        self
-    }
-
-    /// Sets how many keys may have requests in flight at once.
-    pub fn max_tracked_keys(mut self, max_tracked_keys: NonZeroUsize) -> Self {
-        self.max_tracked_keys = max_tracked_keys;
-        self
-    }
-
-    /// Slots per key.
-    pub fn get_max_per_key(&self) -> u32 {
-        self.max_per_key.get()
-    }
-
-    /// The tracked-key cap.
-    pub fn get_max_tracked_keys(&self) -> usize {
-        self.max_tracked_keys.get()
-    }
-}
-
-/// The in-flight counters, shareable between layers.
+/// The in-flight counters, shareable between layers: the in-memory [`SlotStore`].
 ///
 /// Cloning shares the counters. A key is tracked exactly while it has at least one request in
 /// flight: its entry is removed when its last slot is released, so idle keys cost nothing.
 ///
 /// # Bound
 ///
-/// At most `max_tracked_keys` keys are tracked, counted over the whole limiter (not per shard).
-/// When that many keys have requests in flight, a request with a **new** key is refused (fail
-/// closed) rather than evicting a key whose requests are still running, which would let it exceed
-/// its own limit. Keys already tracked are unaffected.
+/// At most `max_tracked_keys` keys are tracked, counted over the whole limiter (not per shard): the
+/// counts live in a [`ShardedLru`] in [`WhenFull::Refuse`] mode. When that many keys have requests
+/// in flight, a request with a **new** key is refused (fail closed) rather than evicting a key whose
+/// requests are still running, which would let it exceed its own limit. Keys already tracked are
+/// unaffected.
 ///
-/// Keys are `u64` hashes with a per-limiter random seed, as in
+/// Keys are `u64`s from the stable [`KeyHasher`], as in
 /// [`FixedWindowLimiter`](crate::FixedWindowLimiter).
 #[derive(Clone)]
 pub struct InFlightLimiter {
@@ -78,11 +31,8 @@ pub struct InFlightLimiter {
 struct Inner {
     max_per_key: u32,
     config: InFlightConfig,
-    /// Keys present in the maps, plus transiently one per insertion being attempted. It never falls
-    /// below the true count, so checking it keeps the true count under the cap.
-    tracked: AtomicUsize,
-    hasher: RandomState,
-    shards: Box<[Mutex<HashMap<u64, u32, PreHashed>>]>,
+    hasher: KeyHasher,
+    counts: ShardedLru<u32>,
 }
 
 impl fmt::Debug for InFlightLimiter {
@@ -114,18 +64,20 @@ impl Drop for InFlightPermit {
 
 impl InFlightLimiter {
     /// A new limiter.
+    ///
+    /// # Panics
+    ///
+    /// If `config` does not [`validate`](InFlightConfig::validate); the message names the field.
     pub fn new(config: InFlightConfig) -> Self {
-        // The cap is global here, so the shard count only spreads lock contention.
-        let shards = (0..crate::rate_limit::shard_count(usize::MAX))
-            .map(|_| Mutex::new(HashMap::with_hasher(PreHashed)))
-            .collect();
+        let config = config
+            .validate()
+            .unwrap_or_else(|invalid| panic!("invalid InFlightConfig: {invalid}"));
         Self {
             inner: Arc::new(Inner {
-                max_per_key: config.max_per_key.get(),
+                max_per_key: config.max_per_key,
                 config,
-                tracked: AtomicUsize::new(0),
-                hasher: RandomState::new(),
-                shards,
+                hasher: KeyHasher::default(),
+                counts: ShardedLru::new(config.max_tracked_keys, WhenFull::Refuse),
             }),
         }
     }
@@ -135,35 +87,32 @@ impl InFlightLimiter {
         self.inner.config
     }
 
-    /// The key of `request` under `extractor`, hashed with this limiter's seed.
+    /// The key of `request` under `extractor`.
+    #[inline]
     pub fn hash_request<K: KeyExtractor, B>(&self, extractor: &K, request: &Request<B>) -> u64 {
-        let mut state = self.inner.hasher.build_hasher();
-        extractor.hash_key(request, &mut state);
-        state.finish()
+        let mut material = self.inner.hasher.material();
+        extractor.key_material(request, &mut material);
+        material.finish()
     }
 
-    /// Any value hashed with this limiter's seed.
+    /// Any `Hash` value as a key; see [`FixedWindowLimiter::hash`](crate::FixedWindowLimiter::hash).
     pub fn hash<T: Hash + ?Sized>(&self, value: &T) -> u64 {
-        self.inner.hasher.hash_one(value)
+        let mut material = self.inner.hasher.material();
+        value.hash(&mut material);
+        material.finish()
     }
 
     /// Takes a slot for `key`, or `None` if the key has all its slots taken, or if it is new and the
     /// tracked-key cap is reached.
+    #[inline]
     pub fn try_acquire(&self, key: u64) -> Option<InFlightPermit> {
         let inner = &*self.inner;
-        let mut shard = inner.shards[shard_of(key, inner.shards.len())].lock();
-        match shard.get_mut(&key) {
-            Some(count) if *count >= inner.max_per_key => return None,
-            Some(count) => *count += 1,
-            None => {
-                let cap = inner.config.max_tracked_keys.get();
-                if inner.tracked.fetch_add(1, Ordering::AcqRel) >= cap {
-                    inner.tracked.fetch_sub(1, Ordering::AcqRel);
-                    return None;
-                }
-                shard.insert(key, 1);
-            }
+        let mut shard = inner.counts.shard(key);
+        let count = shard.insert_with(key, || 0, |_| false).ok()?;
+        if *count >= inner.max_per_key {
+            return None;
         }
+        *count += 1;
         drop(shard);
         Some(InFlightPermit {
             inner: Arc::clone(&self.inner),
@@ -173,14 +122,12 @@ impl InFlightLimiter {
 
     /// Requests of `key` in flight now.
     pub fn in_flight(&self, key: u64) -> u32 {
-        let inner = &*self.inner;
-        let shard = inner.shards[shard_of(key, inner.shards.len())].lock();
-        shard.get(&key).copied().unwrap_or(0)
+        self.inner.counts.shard(key).peek(key).copied().unwrap_or(0)
     }
 
     /// How many keys have requests in flight now.
     pub fn tracked_keys(&self) -> usize {
-        self.inner.shards.iter().map(|s| s.lock().len()).sum()
+        self.inner.counts.len()
     }
 
     /// Whether both handles share one set of counters.
@@ -190,15 +137,32 @@ impl InFlightLimiter {
 }
 
 impl Inner {
+    #[inline]
     fn release(&self, key: u64) {
-        let mut shard = self.shards[shard_of(key, self.shards.len())].lock();
-        if let Some(count) = shard.get_mut(&key) {
+        self.counts.shard(key).update_or_remove(key, |count| {
             *count -= 1;
-            if *count == 0 {
-                shard.remove(&key);
-                self.tracked.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
+            if *count == 0 { Keep::No } else { Keep::Yes }
+        });
+    }
+}
+
+impl SlotStore for InFlightLimiter {
+    type Lease = InFlightPermit;
+    type AcquireFuture = Ready<Result<Option<InFlightPermit>, Unavailable>>;
+    type RenewFuture = Ready<Result<(), Unavailable>>;
+
+    fn key_hasher(&self) -> KeyHasher {
+        self.inner.hasher
+    }
+
+    #[inline]
+    fn acquire(&self, key: u64) -> Self::AcquireFuture {
+        ready(Ok(self.try_acquire(key)))
+    }
+
+    fn renew(&self, _lease: &InFlightPermit) -> Self::RenewFuture {
+        // A lease in memory lasts until it is dropped.
+        ready(Ok(()))
     }
 }
 
@@ -209,8 +173,8 @@ mod tests {
     fn limiter(per_key: u32, keys: usize) -> InFlightLimiter {
         InFlightLimiter::new(
             InFlightConfig::new()
-                .max_per_key(NonZeroU32::new(per_key).unwrap())
-                .max_tracked_keys(NonZeroUsize::new(keys).unwrap()),
+                .max_per_key(per_key)
+                .max_tracked_keys(keys),
         )
     }
 
@@ -227,7 +191,6 @@ mod tests {
         drop((b, c));
         assert_eq!(limiter.in_flight(1), 0);
         assert_eq!(limiter.tracked_keys(), 0);
-        assert_eq!(limiter.inner.tracked.load(Ordering::Relaxed), 0);
     }
 
     #[test]
@@ -238,8 +201,8 @@ mod tests {
             limiter.try_acquire(2).unwrap(),
         ];
         assert!(limiter.try_acquire(3).is_none());
-        assert_eq!(limiter.inner.tracked.load(Ordering::Relaxed), 2);
         assert_eq!(limiter.tracked_keys(), 2);
+        assert_eq!(limiter.in_flight(3), 0);
         drop(held);
         assert!(limiter.try_acquire(3).is_some());
     }

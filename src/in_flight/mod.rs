@@ -42,13 +42,15 @@
 //! ```
 
 mod body;
+mod config;
 mod future;
 mod layer;
 mod limiter;
 mod service;
 
 pub use body::InFlightBody;
+pub use config::InFlightConfig;
 pub use future::InFlightResponseFuture;
 pub use layer::InFlightLimitLayer;
-pub use limiter::{InFlightConfig, InFlightLimiter, InFlightPermit};
+pub use limiter::{InFlightLimiter, InFlightPermit};
 pub use service::InFlightLimit;

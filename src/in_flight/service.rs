@@ -4,11 +4,12 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::body::InFlightBody;
+use super::config::InFlightConfig;
 use super::future::InFlightResponseFuture;
 use super::layer::InFlightLimitLayer;
-use super::limiter::{InFlightConfig, InFlightLimiter};
+use super::limiter::InFlightLimiter;
 use crate::body::ResponseBody;
-use crate::rate_limit::{KeyExtractor, NormalizedPathAndPeerIp};
+use crate::keyed::{KeyExtractor, NormalizedPathAndPeerIp};
 
 /// In-flight limit (SPEC §2.4): too many concurrent requests for a key ⇒ an immediate
 /// `429 Too Many Requests` with `Retry-After: 1`.

@@ -1,78 +1,17 @@
-//! The fixed-window counters: sharded, bounded, least-recently-touched eviction per shard.
+//! The fixed-window counters, in a [`ShardedLru`] that evicts the least recently touched key.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
-use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+use std::future::{Ready, ready};
+use std::hash::Hash;
 use std::sync::Arc;
 
 use http::Request;
-use parking_lot::Mutex;
 
-use super::key::KeyExtractor;
+use super::config::RateLimitConfig;
 use crate::clock::{SharedClock, SystemClock};
-
-/// Settings of a [`FixedWindowLimiter`]: window length, quota and tracked-key cap.
-///
-/// Zero is not a valid value for any of them, and the types say so: a zero window, quota or cap
-/// cannot be built, so the limiter never has to guess what one would mean.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateLimitConfig {
-    window_ms: NonZeroU64,
-    max_requests: NonZeroU32,
-    max_tracked_keys: NonZeroUsize,
-}
-
-impl Default for RateLimitConfig {
-    /// Window 60,000 ms, 120 requests per window, 4,096 tracked keys (SPEC §2.3).
-    fn default() -> Self {
-        Self {
-            window_ms: NonZeroU64::new(60_000).unwrap_or(NonZeroU64::MIN),
-            max_requests: NonZeroU32::new(120).unwrap_or(NonZeroU32::MIN),
-            max_tracked_keys: NonZeroUsize::new(4_096).unwrap_or(NonZeroUsize::MIN),
-        }
-    }
-}
-
-impl RateLimitConfig {
-    /// The defaults of SPEC §2.3.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Sets the window length in milliseconds.
-    pub fn window_ms(mut self, window_ms: NonZeroU64) -> Self {
-        self.window_ms = window_ms;
-        self
-    }
-
-    /// Sets how many requests a key may make per window; the next one is rejected.
-    pub fn max_requests(mut self, max_requests: NonZeroU32) -> Self {
-        self.max_requests = max_requests;
-        self
-    }
-
-    /// Sets how many keys are tracked at most.
-    pub fn max_tracked_keys(mut self, max_tracked_keys: NonZeroUsize) -> Self {
-        self.max_tracked_keys = max_tracked_keys;
-        self
-    }
-
-    /// The window length in milliseconds.
-    pub fn get_window_ms(&self) -> u64 {
-        self.window_ms.get()
-    }
-
-    /// Requests allowed per key and window.
-    pub fn get_max_requests(&self) -> u32 {
-        self.max_requests.get()
-    }
-
-    /// The tracked-key cap.
-    pub fn get_max_tracked_keys(&self) -> usize {
-        self.max_tracked_keys.get()
-    }
-}
+use crate::keyed::{
+    KeyExtractor, KeyHasher, ShardedLru, Unavailable, WhenFull, WindowHit, WindowStore,
+};
 
 /// A request over its key's quota.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,31 +27,31 @@ impl Limited {
     }
 }
 
-/// The counters of a fixed-window rate limit, shareable between layers.
+/// The counters of a fixed-window rate limit, shareable between layers: the in-memory
+/// [`WindowStore`].
 ///
 /// Cloning shares the counters: every clone, and every layer and service built from one, counts
-/// into the same state. The keys are `u64` hashes made with a hasher seeded at random per limiter
+/// into the same state. The keys are `u64`s from the stable [`KeyHasher`]
 /// ([`hash_request`](Self::hash_request), [`hash`](Self::hash)); two distinct keys share a counter
-/// only if their hashes collide, which a client cannot arrange without knowing the seed.
+/// only if their 64-bit hashes collide.
 ///
 /// # Counting
 ///
 /// A key's window starts at its first request (or its first request after the previous window
-/// ended) and lasts `window_ms`; a request at exactly `start + window_ms` opens a new window. Every
+/// ended) and lasts `window`; a request at exactly `start + window` opens a new window. Every
 /// request counts, rejected ones too, so a client that keeps hammering stays limited until the
 /// window ends; with quota `n` the `n + 1`-th request of a window is the first rejected.
 ///
 /// # Memory
 ///
-/// The keys are spread over up to 16 shards by hash, and the tracked-key cap is split between them
-/// (the shard caps add up to exactly the cap; every shard has room for at least 64 keys, so a cap
-/// below 128 is one shard). What is guaranteed:
+/// The windows live in a [`ShardedLru`] of `max_tracked_keys` entries. What is guaranteed:
 ///
 /// - the number of tracked keys never exceeds `max_tracked_keys`, whatever the number of distinct
 ///   keys;
 /// - when a new key arrives in a full shard, the least recently touched key **of that shard** is
 ///   evicted (exact LRU within the shard). It is therefore *approximately* the globally least
-///   recently touched key: another shard may hold an older one. With one shard it is exact.
+///   recently touched key: another shard may hold an older one. With one shard (caps below 128) it
+///   is exact.
 ///
 /// An evicted key loses its count and starts a fresh window at its next request. That is the price
 /// of bounded memory: a flood of distinct keys can push out the counters of quiet keys.
@@ -125,41 +64,57 @@ struct Inner {
     window_ms: u64,
     max_requests: u32,
     config: RateLimitConfig,
-    hasher: RandomState,
+    hasher: KeyHasher,
     clock: SharedClock,
-    shards: Box<[Mutex<Shard>]>,
+    windows: ShardedLru<Window>,
+}
+
+/// One key's window.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    start: u64,
+    count: u32,
 }
 
 impl fmt::Debug for FixedWindowLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FixedWindowLimiter")
             .field("config", &self.inner.config)
-            .field("shards", &self.inner.shards.len())
-            .field("tracked_keys", &self.tracked_keys())
+            .field("windows", &self.inner.windows)
             .finish()
     }
 }
 
 impl FixedWindowLimiter {
     /// A limiter reading the system clock.
+    ///
+    /// # Panics
+    ///
+    /// If `config` does not [`validate`](RateLimitConfig::validate); the message names the field.
     pub fn new(config: RateLimitConfig) -> Self {
         Self::with_clock(config, SystemClock::shared())
     }
 
     /// A limiter reading `clock` (a [`ManualClock`](crate::ManualClock) in tests).
+    ///
+    /// # Panics
+    ///
+    /// If `config` does not [`validate`](RateLimitConfig::validate); the message names the field.
     pub fn with_clock(config: RateLimitConfig, clock: SharedClock) -> Self {
-        let cap = config.max_tracked_keys.get();
-        let shards = split_cap(cap)
-            .map(|shard_cap| Mutex::new(Shard::with_cap(shard_cap)))
-            .collect();
+        let config = config
+            .validate()
+            .unwrap_or_else(|invalid| panic!("invalid RateLimitConfig: {invalid}"));
         Self {
             inner: Arc::new(Inner {
-                window_ms: config.window_ms.get(),
-                max_requests: config.max_requests.get(),
+                window_ms: crate::limit::millis(config.window),
+                max_requests: config.max_requests,
                 config,
-                hasher: RandomState::new(),
+                hasher: KeyHasher::default(),
                 clock,
-                shards,
+                windows: ShardedLru::preallocated(
+                    config.max_tracked_keys,
+                    WhenFull::EvictLeastRecent,
+                ),
             }),
         }
     }
@@ -169,32 +124,51 @@ impl FixedWindowLimiter {
         self.inner.config
     }
 
-    /// The key of `request` under `extractor`, hashed with this limiter's seed.
+    /// The key of `request` under `extractor`.
+    #[inline]
     pub fn hash_request<K: KeyExtractor, B>(&self, extractor: &K, request: &Request<B>) -> u64 {
-        let mut state = self.inner.hasher.build_hasher();
-        extractor.hash_key(request, &mut state);
-        state.finish()
+        let mut material = self.inner.hasher.material();
+        extractor.key_material(request, &mut material);
+        material.finish()
     }
 
-    /// Any value hashed with this limiter's seed, for keys that do not come from a request.
+    /// Any `Hash` value as a key, for keys that do not come from a request. `Hash` encodings are
+    /// `std`'s, stable within one build; see [`KeyMaterial`](crate::keyed::KeyMaterial).
     pub fn hash<T: Hash + ?Sized>(&self, value: &T) -> u64 {
-        self.inner.hasher.hash_one(value)
+        let mut material = self.inner.hasher.material();
+        value.hash(&mut material);
+        material.finish()
     }
 
     /// Counts a request for `key` now (one clock read).
+    #[inline]
     pub fn hit(&self, key: u64) -> Result<(), Limited> {
-        self.hit_at(key, self.inner.clock.monotonic_millis())
+        self.count(key).limited().map_or(Ok(()), Err)
     }
 
     /// Counts a request for `key` at `now_ms` on the limiter's monotonic scale.
     pub fn hit_at(&self, key: u64, now_ms: u64) -> Result<(), Limited> {
+        self.count_at(key, now_ms).limited().map_or(Ok(()), Err)
+    }
+
+    #[inline]
+    fn count(&self, key: u64) -> WindowHit {
+        self.count_at(key, self.inner.clock.monotonic_millis())
+    }
+
+    fn count_at(&self, key: u64, now: u64) -> WindowHit {
         let inner = &*self.inner;
-        inner.shards[shard_of(key, inner.shards.len())].lock().hit(
-            key,
-            now_ms,
-            inner.window_ms,
-            inner.max_requests,
-        )
+        let mut shard = inner.windows.shard(key);
+        let fresh = || Window {
+            start: now,
+            count: 0,
+        };
+        let window = match shard.insert_with(key, fresh, |_| true) {
+            Ok(window) => window,
+            // Only a `Refuse` map refuses; this one evicts.
+            Err(_) => unreachable!("an evicting map has room for every key"),
+        };
+        count_in(window, now, inner.window_ms, inner.max_requests)
     }
 
     /// Requests counted for `key` in its current window, rejected ones included; `0` if the key is
@@ -202,26 +176,20 @@ impl FixedWindowLimiter {
     pub fn window_count(&self, key: u64) -> u32 {
         let inner = &*self.inner;
         let now = inner.clock.monotonic_millis();
-        let shard = inner.shards[shard_of(key, inner.shards.len())].lock();
-        match shard.index.get(&key) {
-            Some(&i) if now.saturating_sub(shard.slots[i].window_start) < inner.window_ms => {
-                shard.slots[i].count
-            }
+        match inner.windows.shard(key).peek(key) {
+            Some(window) if now.saturating_sub(window.start) < inner.window_ms => window.count,
             _ => 0,
         }
     }
 
-    /// How many keys are tracked now. Locks each shard in turn, so under concurrent traffic the
-    /// sum is a snapshot per shard, never above the cap.
+    /// How many keys are tracked now (never above the cap).
     pub fn tracked_keys(&self) -> usize {
-        self.inner.shards.iter().map(|s| s.lock().index.len()).sum()
+        self.inner.windows.len()
     }
 
     /// Forgets every key.
     pub fn clear(&self) {
-        for shard in self.inner.shards.iter() {
-            shard.lock().clear();
-        }
+        self.inner.windows.clear();
     }
 
     /// Whether both handles share one set of counters.
@@ -230,188 +198,32 @@ impl FixedWindowLimiter {
     }
 }
 
-/// Most shards a limiter spreads its keys over: enough that two cores rarely meet on one lock.
-const MAX_SHARDS: usize = 16;
-
-/// The shard caps for a total cap: a power-of-two count of shards, each with room for at least one
-/// key, whose caps add up to exactly `cap`.
-pub(crate) fn split_cap(cap: usize) -> impl Iterator<Item = usize> {
-    let shards = shard_count(cap);
-    let (base, extra) = (cap / shards, cap % shards);
-    (0..shards).map(move |i| base + usize::from(i < extra))
-}
-
-/// Fewest keys a shard is given room for, unless the whole cap is smaller: a shard with room for a
-/// handful of keys would evict far earlier than the cap suggests.
-const MIN_KEYS_PER_SHARD: usize = 64;
-
-/// A power of two, at most [`MAX_SHARDS`], with at least [`MIN_KEYS_PER_SHARD`] keys per shard
-/// (one shard for caps below twice that).
-pub(crate) fn shard_count(cap: usize) -> usize {
-    let limit = (cap / MIN_KEYS_PER_SHARD).clamp(1, MAX_SHARDS);
-    // The largest power of two not above `limit`.
-    1 << (usize::BITS - 1 - limit.leading_zeros())
-}
-
-/// The shard of a key. The bits used here are neither the low bits (the map's bucket index) nor
-/// the top seven (the map's control byte), so keys in one shard still spread over its table.
-pub(crate) fn shard_of(key: u64, shards: usize) -> usize {
-    (key >> 40) as usize & (shards - 1)
-}
-
-/// The maps' hasher: keys are already uniformly distributed seeded hashes, so hashing them again
-/// would only cost time.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct PreHashed;
-
-impl BuildHasher for PreHashed {
-    type Hasher = PreHashedHasher;
-
-    fn build_hasher(&self) -> Self::Hasher {
-        PreHashedHasher(0)
+/// Counts one request in `window` at `now`, opening a new window if the old one has ended.
+fn count_in(window: &mut Window, now: u64, window_ms: u64, max_requests: u32) -> WindowHit {
+    // `saturating_sub`: a limiter shared by layers on different clocks may see time go back;
+    // that keeps the current window rather than underflowing into a new one.
+    if now.saturating_sub(window.start) >= window_ms {
+        window.start = now;
+        window.count = 0;
+    }
+    window.count = window.count.saturating_add(1);
+    WindowHit {
+        count: window.count,
+        max_requests,
+        resets_in_ms: window.start.saturating_add(window_ms).saturating_sub(now),
     }
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct PreHashedHasher(u64);
+impl WindowStore for FixedWindowLimiter {
+    type HitFuture = Ready<Result<WindowHit, Unavailable>>;
 
-impl Hasher for PreHashedHasher {
-    fn finish(&self) -> u64 {
-        self.0
+    fn key_hasher(&self) -> KeyHasher {
+        self.inner.hasher
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys reach this hasher; fold anything else in rather than drop it.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-const NIL: usize = usize::MAX;
-
-/// One shard: a map from key to slot, and the slots in a doubly linked list from most to least
-/// recently touched. Slots are reused in place, so a full shard never allocates.
-struct Shard {
-    index: HashMap<u64, usize, PreHashed>,
-    slots: Vec<Slot>,
-    head: usize,
-    tail: usize,
-    cap: usize,
-}
-
-struct Slot {
-    key: u64,
-    window_start: u64,
-    count: u32,
-    prev: usize,
-    next: usize,
-}
-
-/// Room reserved up front per shard, so the default cap never reallocates on the request path
-/// while a huge configured cap does not reserve memory it may never use.
-const PREALLOCATE_PER_SHARD: usize = 1_024;
-
-impl Shard {
-    fn with_cap(cap: usize) -> Self {
-        let reserve = cap.min(PREALLOCATE_PER_SHARD);
-        Self {
-            index: HashMap::with_capacity_and_hasher(reserve, PreHashed),
-            slots: Vec::with_capacity(reserve),
-            head: NIL,
-            tail: NIL,
-            cap,
-        }
-    }
-
-    fn clear(&mut self) {
-        self.index.clear();
-        self.slots.clear();
-        self.head = NIL;
-        self.tail = NIL;
-    }
-
-    fn hit(&mut self, key: u64, now: u64, window: u64, max: u32) -> Result<(), Limited> {
-        let i = match self.index.get(&key) {
-            Some(&i) => {
-                self.move_to_front(i);
-                i
-            }
-            None => self.insert(key, now),
-        };
-        let slot = &mut self.slots[i];
-        // `saturating_sub`: a limiter shared by layers on different clocks may see time go back;
-        // that keeps the current window rather than underflowing into a new one.
-        if now.saturating_sub(slot.window_start) >= window {
-            slot.window_start = now;
-            slot.count = 0;
-        }
-        slot.count = slot.count.saturating_add(1);
-        if slot.count <= max {
-            Ok(())
-        } else {
-            Err(Limited {
-                retry_after_ms: slot.window_start.saturating_add(window).saturating_sub(now),
-            })
-        }
-    }
-
-    fn insert(&mut self, key: u64, now: u64) -> usize {
-        let fresh = Slot {
-            key,
-            window_start: now,
-            count: 0,
-            prev: NIL,
-            next: NIL,
-        };
-        let i = if self.slots.len() < self.cap {
-            self.slots.push(fresh);
-            let i = self.slots.len() - 1;
-            self.link_front(i);
-            i
-        } else {
-            let i = self.tail;
-            self.index.remove(&self.slots[i].key);
-            self.unlink(i);
-            self.slots[i] = fresh;
-            self.link_front(i);
-            i
-        };
-        self.index.insert(key, i);
-        i
-    }
-
-    fn move_to_front(&mut self, i: usize) {
-        if self.head != i {
-            self.unlink(i);
-            self.link_front(i);
-        }
-    }
-
-    fn unlink(&mut self, i: usize) {
-        let (prev, next) = (self.slots[i].prev, self.slots[i].next);
-        match prev {
-            NIL => self.head = next,
-            p => self.slots[p].next = next,
-        }
-        match next {
-            NIL => self.tail = prev,
-            n => self.slots[n].prev = prev,
-        }
-    }
-
-    fn link_front(&mut self, i: usize) {
-        self.slots[i].prev = NIL;
-        self.slots[i].next = self.head;
-        match self.head {
-            NIL => self.tail = i,
-            h => self.slots[h].prev = i,
-        }
-        self.head = i;
+    #[inline]
+    fn hit(&self, key: u64) -> Self::HitFuture {
+        ready(Ok(self.count(key)))
     }
 }
 
@@ -419,57 +231,10 @@ impl Shard {
 mod tests {
     use super::*;
 
-    #[test]
-    fn shard_caps_add_up_and_are_never_zero() {
-        for cap in [1, 2, 3, 5, 15, 16, 17, 100, 4_096, 4_097] {
-            let caps: Vec<usize> = split_cap(cap).collect();
-            assert_eq!(caps.iter().sum::<usize>(), cap, "cap {cap}");
-            assert!(caps.iter().all(|&c| c >= 1), "cap {cap}: {caps:?}");
-            assert!(caps.len().is_power_of_two() && caps.len() <= MAX_SHARDS);
-        }
-        assert_eq!(shard_count(1), 1);
-        assert_eq!(shard_count(127), 1);
-        assert_eq!(shard_count(128), 2);
-        assert_eq!(shard_count(1_000), 8);
-        assert_eq!(shard_count(4_096), 16);
-    }
-
-    #[test]
-    fn shard_evicts_its_least_recently_touched_key() {
-        let mut shard = Shard::with_cap(3);
-        for key in [1, 2, 3] {
-            shard.hit(key, 0, 100, 10).unwrap();
-        }
-        // Touching 1 makes 2 the least recently touched.
-        shard.hit(1, 1, 100, 10).unwrap();
-        shard.hit(4, 2, 100, 10).unwrap();
-        let mut keys: Vec<u64> = shard.index.keys().copied().collect();
-        keys.sort_unstable();
-        assert_eq!(keys, [1, 3, 4]);
-        assert_eq!(shard.slots.len(), 3);
-        // Key 1 kept its count: two hits so far.
-        assert_eq!(shard.slots[shard.index[&1]].count, 2);
-        // The list runs 4, 1, 3 from most to least recent.
-        let mut order = Vec::new();
-        let mut at = shard.head;
-        while at != NIL {
-            order.push(shard.slots[at].key);
-            at = shard.slots[at].next;
-        }
-        assert_eq!(order, [4, 1, 3]);
-        assert_eq!(shard.slots[shard.tail].key, 3);
-    }
-
-    #[test]
-    fn cap_of_one_keeps_only_the_latest_key() {
-        let mut shard = Shard::with_cap(1);
-        shard.hit(1, 0, 100, 1).unwrap();
-        assert!(shard.hit(1, 1, 100, 1).is_err());
-        shard.hit(2, 2, 100, 1).unwrap();
-        // 1 was evicted, so it starts afresh.
-        shard.hit(1, 3, 100, 1).unwrap();
-        assert_eq!(shard.index.len(), 1);
-        assert_eq!((shard.head, shard.tail), (0, 0));
+    fn hit(window: &mut Window, now: u64, window_ms: u64, max: u32) -> Result<(), Limited> {
+        count_in(window, now, window_ms, max)
+            .limited()
+            .map_or(Ok(()), Err)
     }
 
     #[test]
@@ -485,9 +250,26 @@ mod tests {
 
     #[test]
     fn huge_window_does_not_overflow() {
-        let mut shard = Shard::with_cap(1);
-        shard.hit(1, u64::MAX - 1, u64::MAX, 1).unwrap();
-        let limited = shard.hit(1, u64::MAX, u64::MAX, 1).unwrap_err();
+        let mut window = Window {
+            start: u64::MAX - 1,
+            count: 0,
+        };
+        hit(&mut window, u64::MAX - 1, u64::MAX, 1).unwrap();
+        let limited = hit(&mut window, u64::MAX, u64::MAX, 1).unwrap_err();
         assert_eq!(limited.retry_after_ms, 0);
+    }
+
+    #[test]
+    fn cap_of_one_keeps_only_the_latest_key() {
+        let limiter = FixedWindowLimiter::with_clock(
+            RateLimitConfig::new().max_requests(1).max_tracked_keys(1),
+            crate::ManualClock::new(0),
+        );
+        limiter.hit_at(1, 0).unwrap();
+        assert!(limiter.hit_at(1, 1).is_err());
+        limiter.hit_at(2, 2).unwrap();
+        // 1 was evicted, so it starts afresh.
+        limiter.hit_at(1, 3).unwrap();
+        assert_eq!(limiter.tracked_keys(), 1);
     }
 }

@@ -1,19 +1,21 @@
 //! [`FixedWindowRateLimit`]: a per-key fixed-window request quota (SPEC §2.3).
 //!
 //! Each key (by default the raw request path and the client IP) may make `max_requests` requests
-//! per window of `window_ms`; the request after that gets `429 Too Many Requests` with
+//! per `window`; the request after that gets `429 Too Many Requests` with
 //! `Retry-After` set to the seconds left in the window, rounded up, at least 1. Defaults: 120
 //! requests per 60,000 ms, 4,096 tracked keys.
 //!
 //! - **Windows are anchored per key.** A key's window starts at its first request, not on a
-//!   wall-clock minute, and a request exactly `window_ms` after the start opens the next window.
+//!   wall-clock minute, and a request exactly `window` after the start opens the next window.
 //! - **Every request counts**, rejected ones too: a client that keeps sending while limited does not
 //!   earn requests back before the window ends.
-//! - **Keys.** [`PathAndClientIp`] (the default) keys on the raw path as the URI gives it, so `/x`
-//!   and `/x/` are separate budgets, and on [`TrustedProxies::client_ip`](crate::TrustedProxies::client_ip),
-//!   which believes `X-Forwarded-For` only from configured proxies. [`GlobalKey`] gives every request
-//!   one budget; any [`KeyExtractor`] can be plugged in. Keys are hashed with a per-limiter random
-//!   seed into a `u64`, so counting allocates nothing.
+//! - **Keys.** [`PathAndClientIp`](crate::PathAndClientIp) (the default) keys on the raw path as
+//!   the URI gives it, so `/x` and `/x/` are separate budgets, and on
+//!   [`ClientIp::of`](crate::ClientIp::of): the socket peer, or the client a
+//!   [`ResolveClientIpLayer`](crate::ResolveClientIpLayer) in front found behind trusted proxies.
+//!   [`GlobalKey`](crate::GlobalKey) gives every request one budget; any
+//!   [`KeyExtractor`](crate::KeyExtractor) can be plugged in. Keys are the stable keyed hash of
+//!   [`keyed`](crate::keyed), a `u64`, so counting allocates nothing.
 //! - **Bounded memory.** At most `max_tracked_keys` keys are tracked; a new key evicts the least
 //!   recently touched key of its shard. [`FixedWindowLimiter`] states exactly what is guaranteed.
 //! - **One limiter per layer.** The layer builds its [`FixedWindowLimiter`] once; clones of the layer
@@ -27,12 +29,11 @@
 //! responses (`Error = S::Error`).
 //!
 //! ```
-//! use std::num::NonZeroU32;
 //! use tower::{ServiceBuilder, ServiceExt};
 //! use tower_webhooks::{FixedWindowRateLimitLayer, RateLimitConfig};
 //! # use bytes::Bytes; use http::{Request, Response}; use http_body_util::Empty;
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let config = RateLimitConfig::new().max_requests(NonZeroU32::new(2).unwrap());
+//! let config = RateLimitConfig::new().max_requests(2);
 //! let svc = ServiceBuilder::new()
 //!     .layer(FixedWindowRateLimitLayer::new(config))
 //!     .service_fn(|_req: Request<Empty<Bytes>>| async {
@@ -51,14 +52,14 @@
 //! # }
 //! ```
 
-mod key;
+mod config;
+mod future;
 mod layer;
 mod limiter;
 mod service;
 
-pub use key::{GlobalKey, KeyExtractor, NormalizedPathAndPeerIp, PathAndClientIp};
+pub use config::RateLimitConfig;
+pub use future::RateLimitFuture;
 pub use layer::FixedWindowRateLimitLayer;
-pub use limiter::{FixedWindowLimiter, Limited, RateLimitConfig};
+pub use limiter::{FixedWindowLimiter, Limited};
 pub use service::FixedWindowRateLimit;
-
-pub(crate) use limiter::{PreHashed, shard_count, shard_of};

@@ -1,32 +1,42 @@
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::key::{KeyExtractor, PathAndClientIp};
+use super::config::RateLimitConfig;
+use super::future::{RateLimitFuture, verdict};
 use super::layer::FixedWindowRateLimitLayer;
-use super::limiter::{FixedWindowLimiter, RateLimitConfig};
+use super::limiter::FixedWindowLimiter;
 use crate::body::ResponseBody;
-use crate::future::ResponseFuture;
-use crate::rejection::Rejection;
+use crate::keyed::{KeyExtractor, PathAndClientIp, WindowStore};
 
 /// Fixed-window rate limit (SPEC §2.3): over quota ⇒ `429 Too Many Requests` with `Retry-After`.
 ///
+/// Counts into a [`WindowStore`]: by default the in-memory [`FixedWindowLimiter`], whose answer is
+/// ready at once, so the decision is made in `call`. A store that answers later (shared state) is
+/// awaited in the response future; one that is unavailable is answered `503 Service Unavailable`.
+///
 /// See the [module docs](crate::rate_limit) for the counting rules and the memory bound.
 #[derive(Clone, Debug)]
-pub struct FixedWindowRateLimit<S, K = PathAndClientIp> {
+pub struct FixedWindowRateLimit<S, K = PathAndClientIp, W = FixedWindowLimiter> {
     inner: S,
-    limiter: FixedWindowLimiter,
+    store: W,
     key: K,
 }
 
 impl<S> FixedWindowRateLimit<S> {
     /// Wraps `inner` with a new limiter on the system clock, keyed by raw path and client IP.
+    ///
+    /// # Panics
+    ///
+    /// If `config` does not [`validate`](RateLimitConfig::validate); the message names the field.
     pub fn new(inner: S, config: RateLimitConfig) -> Self {
         Self::from_parts(
             inner,
             FixedWindowLimiter::new(config),
-            PathAndClientIp::default(),
+            PathAndClientIp::new(),
         )
     }
 
@@ -36,19 +46,15 @@ impl<S> FixedWindowRateLimit<S> {
     }
 }
 
-impl<S, K> FixedWindowRateLimit<S, K> {
-    /// Wraps `inner`, counting into `limiter` with keys from `key`.
-    pub fn from_parts(inner: S, limiter: FixedWindowLimiter, key: K) -> Self {
-        Self {
-            inner,
-            limiter,
-            key,
-        }
+impl<S, K, W> FixedWindowRateLimit<S, K, W> {
+    /// Wraps `inner`, counting into `store` with keys from `key`.
+    pub fn from_parts(inner: S, store: W, key: K) -> Self {
+        Self { inner, store, key }
     }
 
-    /// The limiter.
-    pub fn limiter(&self) -> &FixedWindowLimiter {
-        &self.limiter
+    /// The store counted into: the limiter, in memory.
+    pub fn limiter(&self) -> &W {
+        &self.store
     }
 
     /// The inner service.
@@ -67,26 +73,42 @@ impl<S, K> FixedWindowRateLimit<S, K> {
     }
 }
 
-impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for FixedWindowRateLimit<S, K>
+/// Polls a store's answer once, in `call`, with a waker that does nothing: an in-memory answer is
+/// ready, and one that is not is polled again, with the task's waker, by the response future.
+#[inline]
+pub(crate) fn poll_now<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+    Pin::new(future).poll(&mut Context::from_waker(Waker::noop()))
+}
+
+impl<S, K, W, ReqBody, ResBody> Service<Request<ReqBody>> for FixedWindowRateLimit<S, K, W>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     K: KeyExtractor,
+    W: WindowStore,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = RateLimitFuture<S, Request<ReqBody>, W::HitFuture>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let key = self.limiter.hash_request(&self.key, &request);
-        match self.limiter.hit(key) {
-            Ok(()) => ResponseFuture::called(self.inner.call(request)),
-            Err(limited) => ResponseFuture::rejected(Rejection::TooManyRequests {
-                retry_after_secs: limited.retry_after_secs(),
-            }),
+        let mut material = self.store.key_hasher().material();
+        self.key.key_material(&request, &mut material);
+        let mut hit = self.store.hit(material.finish());
+        match poll_now(&mut hit) {
+            Poll::Ready(answer) => match verdict(answer) {
+                Ok(()) => RateLimitFuture::called(self.inner.call(request)),
+                Err(rejection) => RateLimitFuture::rejected(rejection),
+            },
+            Poll::Pending => {
+                // The service `poll_ready` was driven on goes with the request; a clone stays.
+                let clone = self.inner.clone();
+                let ready_inner = std::mem::replace(&mut self.inner, clone);
+                RateLimitFuture::waiting(hit, request, ready_inner)
+            }
         }
     }
 }

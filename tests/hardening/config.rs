@@ -499,16 +499,16 @@ fn check_loaded(config: &WebhooksConfig) -> Outcome {
     let l = config.limits();
     let max = u64::from(u32::MAX);
     let numbers = [
-        l.rate_limit.window_ms,
-        l.rate_limit.max_requests,
+        l.rate_limit.window.as_millis() as u64,
+        u64::from(l.rate_limit.max_requests),
         l.rate_limit.max_tracked_keys as u64,
-        l.in_flight.max_per_key as u64,
+        u64::from(l.in_flight.max_per_key),
         l.in_flight.max_tracked_keys as u64,
         l.body.max_bytes as u64,
-        l.body.timeout_ms,
-        u64::from(l.auth_failures.max),
-        l.auth_failures.window_ms,
-        l.auth_failures.lockout_ms,
+        l.body.timeout.as_millis() as u64,
+        u64::from(l.auth_failures.max_failures),
+        l.auth_failures.window.as_millis() as u64,
+        l.auth_failures.lockout.as_millis() as u64,
     ];
     ensure!(
         numbers.iter().all(|n| (1..=max).contains(n)),

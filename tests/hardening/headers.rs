@@ -436,8 +436,8 @@ fn header<'a>(response: &'a http::response::Parts, name: &str) -> Option<&'a str
 /// Runs the sequence through a fresh pipeline and compares every answer with the oracle's.
 pub fn check_calls(calls: &[Call]) -> Outcome {
     let mut limits = Limits::default();
-    limits.rate_limit.max_requests = u64::from(MAX_REQUESTS);
-    limits.auth_failures.max = MAX_FAILURES;
+    limits.rate_limit.max_requests = MAX_REQUESTS;
+    limits.auth_failures.max_failures = MAX_FAILURES;
     limits.body.max_bytes = MAX_BYTES;
     limits.trusted_proxies =
         TrustedProxies::parse(["10.0.0.0/8", "::1"]).map_err(|e| e.to_string())?;

@@ -1,0 +1,33 @@
+//! Keyed state: the stable keyed hash, the one bounded map, and the backend seam every limiter
+//! counts through.
+//!
+//! - [`KeyHasher`] turns a request's key material ([`KeyExtractor`]) into a `u64` with SipHash-1-3
+//!   under a key derived from a fixed label and an optional secret: the same material gives the same
+//!   key in every process, so replicas can share state (SPEC §7), and keys have a bounded length.
+//! - [`ShardedLru`] is the bounded map behind the rate limiter, the in-flight limiter and the auth
+//!   lockout: sharded, exact LRU per shard, caps that add up to the total, with a hook that lets the
+//!   lockout keep locked clients while anything else can go, and a fail-closed mode for the
+//!   in-flight counts.
+//! - [`WindowStore`], [`SlotStore`] and [`LockoutStore`] are the seam a shared backend implements;
+//!   the in-memory stores answer with ready futures (below).
+//!
+//! # The backend seam
+//!
+//! Every decision may be asynchronous and may fail ([`Unavailable`]). The in-memory stores'
+//! futures are [`std::future::Ready`], and a layer polls the decision once in `call`: ready, it
+//! decides there as always, with nothing boxed. Only an answer still pending keeps the request
+//! (and the service `poll_ready` was driven on) in a boxed state of the response future; an
+//! unavailable store is answered `503 Service Unavailable`. [`FixedWindowRateLimit`] counts
+//! through [`WindowStore`] this way.
+//!
+//! [`FixedWindowRateLimit`]: crate::FixedWindowRateLimit
+
+mod backend;
+mod hash;
+mod key;
+mod map;
+
+pub use backend::{LockState, LockoutStore, SlotStore, Unavailable, WindowHit, WindowStore};
+pub use hash::{KeyHasher, KeyMaterial};
+pub use key::{GlobalKey, KeyExtractor, NormalizedPathAndPeerIp, PathAndClientIp};
+pub use map::{Keep, MapFull, ShardGuard, ShardedLru, WhenFull};
