@@ -74,11 +74,13 @@
 //! # }
 //! ```
 
+mod future;
 mod layer;
 mod lockout;
 mod secrets;
 mod service;
 
+pub use future::AuthResponseFuture;
 pub use layer::{SharedSecretAuthConfig, SharedSecretAuthLayer, WEBHOOK_SECRET_HEADER};
 pub use lockout::{AuthLockout, LockoutConfig};
 pub use secrets::SecretsHandle;
@@ -87,11 +89,29 @@ pub use service::{SharedSecretAuth, has_secret_in_query, presented_secret};
 #[cfg(test)]
 mod assertions {
     use super::*;
-    use crate::future::ResponseFuture;
     use static_assertions::assert_impl_all;
 
-    type Inner = std::future::Ready<Result<http::Response<()>, std::convert::Infallible>>;
+    #[derive(Clone)]
+    struct Inner;
+
+    impl tower_service::Service<http::Request<()>> for Inner {
+        type Response = http::Response<()>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<http::Response<()>, std::convert::Infallible>>;
+
+        fn poll_ready(
+            &mut self,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _request: http::Request<()>) -> Self::Future {
+            std::future::ready(Ok(http::Response::new(())))
+        }
+    }
+
     assert_impl_all!(SharedSecretAuth<()>: Send, Sync, Clone);
-    assert_impl_all!(ResponseFuture<Inner>: Send, Sync);
+    assert_impl_all!(AuthResponseFuture<Inner, http::Request<()>>: Send, Sync);
     assert_impl_all!(SharedSecretAuthLayer: Send, Sync, Clone);
 }

@@ -14,8 +14,10 @@
 
 use std::fmt;
 use std::future::Future;
+use std::time::Duration;
 
 use super::hash::KeyHasher;
+use crate::clock::SharedClock;
 use crate::rate_limit::Limited;
 
 /// A shared-state backend could not answer (unreachable, timed out, refused).
@@ -76,6 +78,20 @@ pub trait WindowStore {
     fn hit(&self, key: u64) -> Self::HitFuture;
 }
 
+/// How long a shared store's lease lasts unless renewed, and the clock that measures it.
+///
+/// The in-flight body renews a lease when more than half of `length` has passed since its last
+/// renewal, checked whenever the body is polled: no timer per request, and a lease whose body
+/// still streams never lapses, while the slots of a crashed replica come back after `length`
+/// (SPEC §7 asks for at most 30 s).
+#[derive(Clone, Debug)]
+pub struct LeaseTerms {
+    /// How long a lease lasts after it is taken or renewed.
+    pub length: Duration,
+    /// The clock the renewals are timed by (a [`ManualClock`](crate::ManualClock) in tests).
+    pub clock: SharedClock,
+}
+
 /// In-flight slots held as leases (SPEC §2.4): the in-flight limiter's store.
 pub trait SlotStore {
     /// One slot. Dropping it releases the slot; a shared store's leases also expire by themselves
@@ -92,8 +108,12 @@ pub trait SlotStore {
     /// A slot for `key`, or `None` when the key has all its slots taken or the store is full.
     fn acquire(&self, key: u64) -> Self::AcquireFuture;
 
-    /// Extends `lease` while its response is still streaming. In memory a lease never expires and
-    /// this does nothing.
+    /// How long a lease lasts unless renewed; `None` when leases last until dropped (in memory),
+    /// so nothing is renewed and no clock is read.
+    fn lease_terms(&self) -> Option<LeaseTerms>;
+
+    /// Extends `lease` while its response is still streaming, by [`lease_terms`](Self::lease_terms)'
+    /// length. Called only for stores whose leases expire.
     fn renew(&self, lease: &Self::Lease) -> Self::RenewFuture;
 }
 
@@ -124,6 +144,14 @@ pub trait LockoutStore {
 
     /// Whether `key` is locked out, has failures on record, or neither.
     fn check(&self, key: u64) -> Self::CheckFuture;
+
+    /// `true` only when no client at all has failures on record, so [`check`](Self::check) would
+    /// answer [`LockState::Clean`] for every key: the layer then skips hashing the key and asking.
+    /// In memory this is one atomic load; a shared store answers `false` (always ask).
+    #[inline]
+    fn nobody_failing(&self) -> bool {
+        false
+    }
 
     /// Counts a failed authentication for `key`, locking it out at the configured count.
     fn record_failure(&self, key: u64) -> Self::RecordFuture;

@@ -26,8 +26,11 @@ mod backend;
 mod hash;
 mod key;
 mod map;
+pub(crate) mod seam;
 
-pub use backend::{LockState, LockoutStore, SlotStore, Unavailable, WindowHit, WindowStore};
+pub use backend::{
+    LeaseTerms, LockState, LockoutStore, SlotStore, Unavailable, WindowHit, WindowStore,
+};
 pub use hash::{KeyHasher, KeyMaterial};
 pub use key::{GlobalKey, KeyExtractor, NormalizedPathAndPeerIp, PathAndClientIp};
 pub use map::{Keep, MapFull, ShardGuard, ShardedLru, WhenFull};
