@@ -18,9 +18,16 @@
 //! decides there as always, with nothing boxed. Only an answer still pending keeps the request
 //! (and the service `poll_ready` was driven on) in a boxed state of the response future; an
 //! unavailable store is answered `503 Service Unavailable`. [`FixedWindowRateLimit`] counts
-//! through [`WindowStore`] this way.
+//! through [`WindowStore`] this way, [`InFlightLimit`] takes its slots through [`SlotStore`]
+//! (leases renewed while the body streams, see [`LeaseTerms`]), and [`SharedSecretAuth`] checks
+//! and records through [`LockoutStore`].
+//!
+//! Every limiter and the pipeline take a [`KeyHasher`] (`with_hasher`), so replicas that share the
+//! hasher's secret derive the same keys.
 //!
 //! [`FixedWindowRateLimit`]: crate::FixedWindowRateLimit
+//! [`InFlightLimit`]: crate::InFlightLimit
+//! [`SharedSecretAuth`]: crate::SharedSecretAuth
 
 mod backend;
 mod hash;
