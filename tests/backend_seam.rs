@@ -19,7 +19,8 @@ use http_body_util::{BodyExt, Full};
 use tokio::sync::{mpsc, oneshot};
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_webhooks::keyed::{
-    KeyHasher, LeaseTerms, LockState, LockoutStore, SlotStore, Unavailable,
+    KeyHasher, LeaseTerms, LockState, LockoutStore, NoRenewal, RenewAtHalfLease, SlotStore,
+    Unavailable,
 };
 use tower_webhooks::{
     AuthLockout, InFlightConfig, InFlightLimitLayer, Limits, LockoutConfig, ManualClock, Secret,
@@ -125,6 +126,7 @@ impl Future for GatedLease {
 
 impl SlotStore for GatedSlots {
     type Lease = CountedLease;
+    type Renewal = NoRenewal;
     type AcquireFuture = GatedLease;
     type RenewFuture = std::future::Ready<Result<(), Unavailable>>;
 
@@ -139,8 +141,8 @@ impl SlotStore for GatedSlots {
         }
     }
 
-    fn lease_terms(&self) -> Option<LeaseTerms> {
-        None
+    fn renewal(&self) -> NoRenewal {
+        NoRenewal
     }
 
     fn renew(&self, _lease: &CountedLease) -> Self::RenewFuture {
@@ -210,6 +212,7 @@ const LEASE: Duration = Duration::from_secs(30);
 
 impl SlotStore for RenewedSlots {
     type Lease = CountedLease;
+    type Renewal = RenewAtHalfLease<Self>;
     type AcquireFuture = std::future::Ready<Result<Option<CountedLease>, Unavailable>>;
     type RenewFuture = std::future::Ready<Result<(), Unavailable>>;
 
@@ -221,12 +224,15 @@ impl SlotStore for RenewedSlots {
         std::future::ready(Ok(Some(CountedLease(Arc::clone(&self.released)))))
     }
 
-    fn lease_terms(&self) -> Option<LeaseTerms> {
+    fn renewal(&self) -> RenewAtHalfLease<Self> {
         let clock: SharedClock = self.clock.clone();
-        Some(LeaseTerms {
-            length: LEASE,
-            clock,
-        })
+        RenewAtHalfLease::new(
+            self.clone(),
+            LeaseTerms {
+                length: LEASE,
+                clock,
+            },
+        )
     }
 
     fn renew(&self, _lease: &CountedLease) -> Self::RenewFuture {

@@ -9,6 +9,7 @@ use tower_service::Service;
 use super::body::{InFlightBody, Slot};
 use super::limiter::InFlightLimiter;
 use crate::body::ResponseBody;
+use crate::keyed::LeaseRenewal;
 use crate::keyed::seam::Waiting;
 use crate::keyed::{SlotStore, Unavailable};
 use crate::rejection::{Rejection, RejectionReason};
@@ -111,8 +112,8 @@ where
             let next = match self.as_mut().project().kind.project() {
                 KindProj::Called { future, slot } => {
                     // A slow handler must not let its lease lapse either.
-                    if let Some(slot) = slot.as_mut() {
-                        slot.keep_alive(cx);
+                    if let Some((lease, renewal)) = slot.as_mut() {
+                        renewal.poll_renew(lease, cx);
                     }
                     let result = ready!(future.poll(cx));
                     // On error the slot is dropped here; on success it travels with the body.
@@ -136,7 +137,7 @@ where
                 KindProj::Waiting { waiting } => {
                     let (acquire, store) = &mut waiting.answer;
                     let answer = ready!(Pin::new(acquire).poll(cx));
-                    let slot = verdict(answer).map(|lease| Slot::new(store, lease));
+                    let slot = verdict(answer).map(|lease| (lease, store.renewal()));
                     let called = slot.and_then(|slot| Ok((waiting.proceed(Ok(()))?, slot)));
                     match called {
                         Ok((future, slot)) => Kind::Called {

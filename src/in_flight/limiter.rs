@@ -7,7 +7,7 @@ use http::Request;
 
 use super::config::InFlightConfig;
 use crate::keyed::{
-    Keep, KeyExtractor, KeyHasher, LeaseTerms, ShardedLru, SlotStore, Unavailable, WhenFull,
+    Keep, KeyExtractor, KeyHasher, NoRenewal, ShardedLru, SlotStore, Unavailable, WhenFull,
 };
 
 /// The in-flight counters, shareable between layers: the in-memory [`SlotStore`].
@@ -160,6 +160,7 @@ impl Inner {
 
 impl SlotStore for InFlightLimiter {
     type Lease = InFlightPermit;
+    type Renewal = NoRenewal;
     type AcquireFuture = Ready<Result<Option<InFlightPermit>, Unavailable>>;
     type RenewFuture = Ready<Result<(), Unavailable>>;
 
@@ -173,9 +174,9 @@ impl SlotStore for InFlightLimiter {
     }
 
     #[inline]
-    fn lease_terms(&self) -> Option<LeaseTerms> {
+    fn renewal(&self) -> NoRenewal {
         // A lease in memory lasts until it is dropped: nothing to renew, no clock to read.
-        None
+        NoRenewal
     }
 
     fn renew(&self, _lease: &InFlightPermit) -> Self::RenewFuture {

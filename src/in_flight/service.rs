@@ -3,7 +3,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::body::{InFlightBody, Slot};
+use super::body::InFlightBody;
 use super::config::InFlightConfig;
 use super::future::{InFlightResponseFuture, verdict};
 use super::layer::InFlightLimitLayer;
@@ -97,7 +97,7 @@ where
             Poll::Ready(answer) => match verdict(answer) {
                 Ok(lease) => InFlightResponseFuture::called(
                     self.inner.call(request),
-                    Slot::new(&self.store, lease),
+                    (lease, self.store.renewal()),
                 ),
                 Err(rejection) => InFlightResponseFuture::rejected(rejection),
             },

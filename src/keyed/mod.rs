@@ -19,7 +19,7 @@
 //! (and the service `poll_ready` was driven on) in a boxed state of the response future; an
 //! unavailable store is answered `503 Service Unavailable`. [`FixedWindowRateLimit`] counts
 //! through [`WindowStore`] this way, [`InFlightLimit`] takes its slots through [`SlotStore`]
-//! (leases renewed while the body streams, see [`LeaseTerms`]), and [`SharedSecretAuth`] checks
+//! (leases renewed while the body streams, see [`RenewAtHalfLease`]), and [`SharedSecretAuth`] checks
 //! and records through [`LockoutStore`].
 //!
 //! Every limiter and the pipeline take a [`KeyHasher`] (`with_hasher`), so replicas that share the
@@ -36,7 +36,8 @@ mod map;
 pub(crate) mod seam;
 
 pub use backend::{
-    LeaseTerms, LockState, LockoutStore, SlotStore, Unavailable, WindowHit, WindowStore,
+    LeaseRenewal, LeaseTerms, LockState, LockoutStore, NoRenewal, RenewAtHalfLease, SlotStore,
+    Unavailable, WindowHit, WindowStore,
 };
 pub use hash::{KeyHasher, KeyMaterial};
 pub use key::{GlobalKey, KeyExtractor, NormalizedPathAndPeerIp, PathAndClientIp};
