@@ -11,10 +11,9 @@ use crate::body::ResponseBody;
 use crate::rejection::Rejection;
 
 pin_project! {
-    /// Response future of [`RequirePost`](crate::RequirePost), [`RequireJson`](crate::RequireJson),
-    /// [`SharedSecretAuth`](crate::SharedSecretAuth) and
-    /// [`FixedWindowRateLimit`](crate::FixedWindowRateLimit): either the inner service's future, or a
-    /// rejection that is ready at once.
+    /// Response future of [`RequirePost`](crate::RequirePost) and
+    /// [`RequireJson`](crate::RequireJson): either the inner service's future, or a rejection that
+    /// is ready at once.
     ///
     /// A rejection is kept as the small [`Rejection`] value and turned into a response only when
     /// polled, so the future stays small.

@@ -47,6 +47,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Limits, ResolvedRoute};
 use crate::guard::{RequireJson, RequirePost};
 use crate::in_flight::{InFlightLimit, InFlightLimitLayer, InFlightLimiter};
+use crate::keyed::KeyHasher;
 use crate::rate_limit::{FixedWindowLimiter, FixedWindowRateLimit, FixedWindowRateLimitLayer};
 use crate::router::{RouteTable, WebhookRouter};
 use crate::scrub::{ScrubConfig, ScrubOwnerMetadata};
@@ -123,14 +124,31 @@ impl<St: TaskFlowStore> WebhookPipeline<St> {
     /// If a section of `limits` does not validate (a zero quota, say); the message names the
     /// field. Limits read by [`WebhooksConfig`](crate::WebhooksConfig) always validate.
     pub fn with_clock(store: impl Into<Arc<St>>, limits: Limits, clock: SharedClock) -> Self {
+        Self::with_hasher(store, limits, clock, KeyHasher::default())
+    }
+
+    /// A pipeline whose rate limit and lockout read `clock`, and whose three limiters derive their
+    /// keys with `hasher`: replicas that share the hasher's secret share keys (SPEC §7).
+    ///
+    /// # Panics
+    ///
+    /// If a section of `limits` does not validate (a zero quota, say); the message names the
+    /// field. Limits read by [`WebhooksConfig`](crate::WebhooksConfig) always validate.
+    pub fn with_hasher(
+        store: impl Into<Arc<St>>,
+        limits: Limits,
+        clock: SharedClock,
+        hasher: KeyHasher,
+    ) -> Self {
         // `Limits` holds each layer's own configuration: nothing to translate, and the
         // constructors refuse (never clamp) a value the loader would have refused.
-        let rate_limit = FixedWindowRateLimitLayer::with_limiter(FixedWindowLimiter::with_clock(
+        let rate_limit = FixedWindowRateLimitLayer::with_limiter(FixedWindowLimiter::with_hasher(
             limits.rate_limit,
             Arc::clone(&clock),
+            hasher,
         ));
-        let in_flight = InFlightLimitLayer::new(limits.in_flight);
-        let lockout = AuthLockout::with_clock(limits.auth_failures, clock);
+        let in_flight = InFlightLimitLayer::with_hasher(limits.in_flight, hasher);
+        let lockout = AuthLockout::with_hasher(limits.auth_failures, clock, hasher);
 
         Self {
             store: store.into(),

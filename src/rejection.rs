@@ -172,13 +172,15 @@ impl Rejection {
     }
 
     /// The word metrics and the access log count this rejection under; `None` for `404` (not a
-    /// refusal: the request is simply not ours), `500` and `503` (failures, not refusals).
+    /// refusal: the request is simply not ours) and `500` (a failure, not a refusal). A `503` is
+    /// `service_unavailable`: a store refused to decide, so the request was refused.
     ///
     /// A `429` from [`TooManyRequests`](Rejection::TooManyRequests) is `rate_limited`; the in-flight
     /// limit records [`RejectionReason::InFlight`] in its place.
     pub const fn reason(self) -> Option<RejectionReason> {
         match self {
-            Self::NotFound | Self::InternalServerError | Self::ServiceUnavailable => None,
+            Self::NotFound | Self::InternalServerError => None,
+            Self::ServiceUnavailable => Some(RejectionReason::ServiceUnavailable),
             Self::MethodNotAllowed => Some(RejectionReason::Method),
             Self::TooManyRequests { .. } => Some(RejectionReason::RateLimited),
             Self::LockedOut { .. } => Some(RejectionReason::LockedOut),
@@ -262,11 +264,16 @@ pub enum RejectionReason {
     /// `invalid_request`: a schema violation, a secret in the query string, or a malformed
     /// `Content-Length` (`400`).
     InvalidRequest,
+    /// `service_unavailable`: the shared state a limiter or the lockout decides with could not be
+    /// reached, and the store is set to refuse rather than fall back (`503`, SPEC §7). Not one of
+    /// SPEC §6's words: a refusal the operator should see, since no request gets through while it
+    /// lasts.
+    ServiceUnavailable,
 }
 
 impl RejectionReason {
-    /// Every reason, in the order of SPEC §6.
-    pub const ALL: [Self; 11] = [
+    /// Every reason, in the order of SPEC §6, then `service_unavailable`.
+    pub const ALL: [Self; 12] = [
         Self::Method,
         Self::RateLimited,
         Self::MediaType,
@@ -278,6 +285,7 @@ impl RejectionReason {
         Self::BodyTimeout,
         Self::InvalidBody,
         Self::InvalidRequest,
+        Self::ServiceUnavailable,
     ];
 
     /// The word, as metrics label it and the access log writes it.
@@ -294,6 +302,7 @@ impl RejectionReason {
             Self::BodyTimeout => "body_timeout",
             Self::InvalidBody => "invalid_body",
             Self::InvalidRequest => "invalid_request",
+            Self::ServiceUnavailable => "service_unavailable",
         }
     }
 
@@ -447,6 +456,7 @@ mod tests {
                 "body_timeout",
                 "invalid_body",
                 "invalid_request",
+                "service_unavailable",
             ]
         );
         for (i, reason) in RejectionReason::ALL.iter().enumerate() {
@@ -468,5 +478,18 @@ mod tests {
         assert_eq!(locked.reason(), Some(RejectionReason::LockedOut));
         assert_eq!(Rejection::NotFound.reason(), None);
         assert_eq!(Rejection::InternalServerError.reason(), None);
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_store_is_a_plain_503_counted_as_service_unavailable() {
+        let (status, headers, text) = parts(Rejection::ServiceUnavailable).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(text, "Service Unavailable");
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+        assert_eq!(
+            Rejection::ServiceUnavailable.reason(),
+            Some(RejectionReason::ServiceUnavailable)
+        );
     }
 }

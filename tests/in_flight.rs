@@ -19,7 +19,29 @@ use tower_webhooks::{
 };
 
 type Ready = futures_util::future::Ready<Result<Response<Full<Bytes>>, Infallible>>;
-assert_impl_all!(InFlightResponseFuture<Ready>: Send, Sync);
+
+/// An inner service whose future is `Send + Sync`.
+#[derive(Clone)]
+struct ReadyService;
+
+impl Service<Req> for ReadyService {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: Req) -> Ready {
+        futures_util::future::ready(Ok(Response::new(Full::default())))
+    }
+}
+
+assert_impl_all!(InFlightResponseFuture<ReadyService, Req>: Send, Sync);
 assert_impl_all!(InFlightBody<Full<Bytes>>: Send, Sync);
 assert_impl_all!(ResponseBody<InFlightBody<Full<Bytes>>>: Send, Sync);
 assert_impl_all!(InFlightLimiter: Send, Sync, Clone);

@@ -3,12 +3,13 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::HeaderName;
+use http::{HeaderName, Request};
 use tower_layer::Layer;
 
 use super::lockout::{AuthLockout, LockoutConfig};
 use super::secrets::{SecretDigests, SecretsHandle};
-use super::service::SharedSecretAuth;
+use super::service::{SharedSecretAuth, presented_secret};
+use crate::keyed::LockoutStore;
 use crate::secret::Secret;
 
 /// The header OpenClaw clients send the secret in when they do not use `Authorization: Bearer`.
@@ -23,13 +24,16 @@ pub const WEBHOOK_SECRET_HEADER: HeaderName = HeaderName::from_static("x-opencla
 ///     .lockout(AuthLockout::new(LockoutConfig::default()));
 /// assert!(!format!("{config:?}").contains("current"));
 /// ```
+///
+/// The lockout is any [`LockoutStore`]: by default a fresh in-memory [`AuthLockout`], or one
+/// shared between replicas.
 #[derive(Clone)]
-pub struct SharedSecretAuthConfig {
+pub struct SharedSecretAuthConfig<L = AuthLockout> {
     pub(crate) secrets: Vec<Secret>,
     pub(crate) secret_header: HeaderName,
     pub(crate) accept_bearer: bool,
     pub(crate) refuse_query_secrets: bool,
-    pub(crate) lockout: Option<AuthLockout>,
+    pub(crate) lockout: Option<L>,
 }
 
 impl SharedSecretAuthConfig {
@@ -45,7 +49,9 @@ impl SharedSecretAuthConfig {
             lockout: Some(AuthLockout::new(LockoutConfig::default())),
         }
     }
+}
 
+impl<L> SharedSecretAuthConfig<L> {
     /// The header consulted when there is no `Authorization: Bearer`.
     pub fn secret_header(mut self, name: HeaderName) -> Self {
         self.secret_header = name;
@@ -64,10 +70,16 @@ impl SharedSecretAuthConfig {
         self
     }
 
-    /// Uses `lockout`, which may be shared with other routes (clones share state).
-    pub fn lockout(mut self, lockout: AuthLockout) -> Self {
-        self.lockout = Some(lockout);
-        self
+    /// Uses `lockout`, which may be shared with other routes (clones share state): an
+    /// [`AuthLockout`] in memory, or any other [`LockoutStore`].
+    pub fn lockout<L2: LockoutStore>(self, lockout: L2) -> SharedSecretAuthConfig<L2> {
+        SharedSecretAuthConfig {
+            secrets: self.secrets,
+            secret_header: self.secret_header,
+            accept_bearer: self.accept_bearer,
+            refuse_query_secrets: self.refuse_query_secrets,
+            lockout: Some(lockout),
+        }
     }
 
     /// Turns the brute-force lockout off.
@@ -77,7 +89,7 @@ impl SharedSecretAuthConfig {
     }
 }
 
-impl fmt::Debug for SharedSecretAuthConfig {
+impl<L: fmt::Debug> fmt::Debug for SharedSecretAuthConfig<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SharedSecretAuthConfig")
             .field("secrets", &self.secrets.len())
@@ -91,16 +103,16 @@ impl fmt::Debug for SharedSecretAuthConfig {
 
 /// What every clone of one layer shares.
 #[derive(Debug)]
-pub(crate) struct AuthState {
+pub(crate) struct AuthState<L> {
     pub(crate) secrets: SecretsHandle,
     pub(crate) secret_header: HeaderName,
     pub(crate) accept_bearer: bool,
     pub(crate) refuse_query_secrets: bool,
-    pub(crate) lockout: Option<AuthLockout>,
+    pub(crate) lockout: Option<L>,
 }
 
-impl AuthState {
-    pub(crate) fn new(config: SharedSecretAuthConfig) -> Arc<Self> {
+impl<L> AuthState<L> {
+    pub(crate) fn new(config: SharedSecretAuthConfig<L>) -> Arc<Self> {
         Arc::new(Self {
             secrets: SecretsHandle::new(SecretDigests::new(config.secrets)),
             secret_header: config.secret_header,
@@ -109,17 +121,33 @@ impl AuthState {
             lockout: config.lockout,
         })
     }
+
+    /// Whether `request` presents one of the secrets.
+    #[inline]
+    pub(crate) fn authenticates<B>(&self, request: &Request<B>) -> bool {
+        let presented =
+            presented_secret(request.headers(), &self.secret_header, self.accept_bearer);
+        !presented.is_empty() && self.secrets.matches(presented)
+    }
 }
 
 /// Layer of [`SharedSecretAuth`]. Clones share one secret set and one lockout.
-#[derive(Clone, Debug)]
-pub struct SharedSecretAuthLayer {
-    state: Arc<AuthState>,
+#[derive(Debug)]
+pub struct SharedSecretAuthLayer<L = AuthLockout> {
+    state: Arc<AuthState<L>>,
 }
 
-impl SharedSecretAuthLayer {
+impl<L> Clone for SharedSecretAuthLayer<L> {
+    fn clone(&self) -> Self {
+        Self {
+            state: Arc::clone(&self.state),
+        }
+    }
+}
+
+impl<L> SharedSecretAuthLayer<L> {
     /// A layer with `config`.
-    pub fn new(config: SharedSecretAuthConfig) -> Self {
+    pub fn new(config: SharedSecretAuthConfig<L>) -> Self {
         Self {
             state: AuthState::new(config),
         }
@@ -131,13 +159,13 @@ impl SharedSecretAuthLayer {
     }
 
     /// The lockout this layer counts failures in, if any.
-    pub fn lockout(&self) -> Option<&AuthLockout> {
+    pub fn lockout(&self) -> Option<&L> {
         self.state.lockout.as_ref()
     }
 }
 
-impl<S> Layer<S> for SharedSecretAuthLayer {
-    type Service = SharedSecretAuth<S>;
+impl<S, L> Layer<S> for SharedSecretAuthLayer<L> {
+    type Service = SharedSecretAuth<S, L>;
 
     fn layer(&self, inner: S) -> Self::Service {
         SharedSecretAuth::from_state(inner, Arc::clone(&self.state))

@@ -152,6 +152,16 @@ impl AuthLockout {
     ///
     /// If `config` does not [`validate`](LockoutConfig::validate); the message names the field.
     pub fn with_clock(config: LockoutConfig, clock: SharedClock) -> Self {
+        Self::with_hasher(config, clock, KeyHasher::default())
+    }
+
+    /// A lockout with `config` reading `clock`, whose keys come from `hasher`: replicas that share
+    /// the hasher's secret derive the same keys.
+    ///
+    /// # Panics
+    ///
+    /// If `config` does not [`validate`](LockoutConfig::validate); the message names the field.
+    pub fn with_hasher(config: LockoutConfig, clock: SharedClock, hasher: KeyHasher) -> Self {
         let config = config
             .validate()
             .unwrap_or_else(|invalid| panic!("invalid LockoutConfig: {invalid}"));
@@ -161,7 +171,7 @@ impl AuthLockout {
                 lockout_ms: millis(config.lockout),
                 config,
                 clock,
-                hasher: KeyHasher::default(),
+                hasher,
                 entries: ShardedLru::new(config.max_tracked_ips, WhenFull::EvictLeastRecent),
             }),
         }
@@ -277,6 +287,11 @@ impl LockoutStore for AuthLockout {
     #[inline]
     fn check(&self, key: u64) -> Self::CheckFuture {
         ready(Ok(self.state(key)))
+    }
+
+    #[inline]
+    fn nobody_failing(&self) -> bool {
+        self.inner.entries.is_empty()
     }
 
     fn record_failure(&self, key: u64) -> Self::RecordFuture {

@@ -21,6 +21,7 @@
 //! | `token` or `secret` in the query string | `400` | `secret must not be sent in the query string` | |
 //! | client IP locked out | `429` | `Too Many Requests` | `Retry-After` |
 //! | missing, empty or wrong secret | `401` | `unauthorized` | `WWW-Authenticate: Bearer` |
+//! | the lockout's shared store is unavailable and set to refuse | `503` | `Service Unavailable` | |
 //!
 //! All are `text/plain; charset=utf-8`. The query-string check comes first (the secret has already
 //! leaked into logs, whether it is right or not), then the lockout, then the comparison.
@@ -33,6 +34,12 @@
 //! client IP is [`ClientIp::of`](crate::ClientIp::of): the socket peer, or the forwarded client that
 //! a [`ResolveClientIpLayer`](crate::ResolveClientIpLayer) in front found behind trusted proxies.
 //! A request with no peer address neither counts towards nor is refused by the lockout.
+//!
+//! The lockout is any [`LockoutStore`](crate::keyed::LockoutStore). The in-memory [`AuthLockout`]
+//! answers at once, so everything is decided in `call`, and while nobody is failing the check is
+//! one atomic load. A store shared by replicas may answer later: the request waits for the check
+//! before the secret is compared, and a failure is on record before the `401` is answered, so 20
+//! failures spread over replicas lock the client out on all of them.
 //!
 //! # Rotation
 //!
@@ -74,11 +81,13 @@
 //! # }
 //! ```
 
+mod future;
 mod layer;
 mod lockout;
 mod secrets;
 mod service;
 
+pub use future::AuthResponseFuture;
 pub use layer::{SharedSecretAuthConfig, SharedSecretAuthLayer, WEBHOOK_SECRET_HEADER};
 pub use lockout::{AuthLockout, LockoutConfig};
 pub use secrets::SecretsHandle;
@@ -87,11 +96,29 @@ pub use service::{SharedSecretAuth, has_secret_in_query, presented_secret};
 #[cfg(test)]
 mod assertions {
     use super::*;
-    use crate::future::ResponseFuture;
     use static_assertions::assert_impl_all;
 
-    type Inner = std::future::Ready<Result<http::Response<()>, std::convert::Infallible>>;
+    #[derive(Clone)]
+    struct Inner;
+
+    impl tower_service::Service<http::Request<()>> for Inner {
+        type Response = http::Response<()>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<http::Response<()>, std::convert::Infallible>>;
+
+        fn poll_ready(
+            &mut self,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _request: http::Request<()>) -> Self::Future {
+            std::future::ready(Ok(http::Response::new(())))
+        }
+    }
+
     assert_impl_all!(SharedSecretAuth<()>: Send, Sync, Clone);
-    assert_impl_all!(ResponseFuture<Inner>: Send, Sync);
+    assert_impl_all!(AuthResponseFuture<Inner, http::Request<()>>: Send, Sync);
     assert_impl_all!(SharedSecretAuthLayer: Send, Sync, Clone);
 }

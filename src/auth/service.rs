@@ -8,35 +8,53 @@ use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, Request, Response, Uri};
 use tower_service::Service;
 
+use super::future::{AuthResponseFuture, Next, Step, after_check, after_record};
 use super::layer::{AuthState, SharedSecretAuthConfig, SharedSecretAuthLayer};
+use super::lockout::AuthLockout;
 use super::secrets::SecretsHandle;
 use crate::body::ResponseBody;
 use crate::client_ip::ClientIp;
-use crate::future::ResponseFuture;
-use crate::keyed::LockState;
+use crate::keyed::LockoutStore;
+use crate::keyed::seam::{Waiting, poll_now};
 use crate::rejection::Rejection;
 
 /// Lets a request through only when it presents one of the configured secrets. See the
 /// [module docs](crate::auth).
-#[derive(Clone, Debug)]
-pub struct SharedSecretAuth<S> {
+///
+/// Counts failures in a [`LockoutStore`]: by default the in-memory [`AuthLockout`], whose answers
+/// are ready at once, so everything is decided in `call`. A store that answers later (shared
+/// state) is awaited in the response future; one that is unavailable is answered
+/// `503 Service Unavailable`.
+#[derive(Debug)]
+pub struct SharedSecretAuth<S, L = AuthLockout> {
     inner: S,
-    state: Arc<AuthState>,
+    state: Arc<AuthState<L>>,
+}
+
+impl<S: Clone, L> Clone for SharedSecretAuth<S, L> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            state: Arc::clone(&self.state),
+        }
+    }
 }
 
 impl<S> SharedSecretAuth<S> {
-    /// Wraps `inner` with `config`.
-    pub fn new(inner: S, config: SharedSecretAuthConfig) -> Self {
-        Self::from_state(inner, AuthState::new(config))
-    }
-
-    pub(crate) fn from_state(inner: S, state: Arc<AuthState>) -> Self {
-        Self { inner, state }
-    }
-
     /// A layer with `config`.
     pub fn layer(config: SharedSecretAuthConfig) -> SharedSecretAuthLayer {
         SharedSecretAuthLayer::new(config)
+    }
+}
+
+impl<S, L> SharedSecretAuth<S, L> {
+    /// Wraps `inner` with `config`.
+    pub fn new(inner: S, config: SharedSecretAuthConfig<L>) -> Self {
+        Self::from_state(inner, AuthState::new(config))
+    }
+
+    pub(crate) fn from_state(inner: S, state: Arc<AuthState<L>>) -> Self {
+        Self { inner, state }
     }
 
     /// A handle that replaces the accepted secrets of this service and its clones.
@@ -60,54 +78,116 @@ impl<S> SharedSecretAuth<S> {
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SharedSecretAuth<S>
+impl<S, L, ReqBody, ResBody> Service<Request<ReqBody>> for SharedSecretAuth<S, L>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    L: LockoutStore,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = AuthResponseFuture<S, Request<ReqBody>, L>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let state = &*self.state;
+        let Self { inner, state } = self;
         if state.refuse_query_secrets && has_secret_in_query(request.uri()) {
-            return ResponseFuture::rejected(Rejection::SecretInQueryString);
+            return AuthResponseFuture::rejected(Rejection::SecretInQueryString);
         }
-        let mut client: Option<(IpAddr, LockState)> = None;
         // A request without a known client is neither refused by nor counted towards the lockout
         // (see `ClientIp::known`).
         let known_client = state
             .lockout
             .as_ref()
             .and_then(|lockout| Some((lockout, ClientIp::of(&request).known()?)));
-        if let Some((lockout, ip)) = known_client {
-            match lockout.check_ip(ip) {
-                LockState::Locked { retry_after_secs } => {
-                    return ResponseFuture::rejected(Rejection::LockedOut { retry_after_secs });
+        let Some((lockout, ip)) = known_client else {
+            let decision = if state.authenticates(&request) {
+                Ok(())
+            } else {
+                Err(Rejection::Unauthorized)
+            };
+            return decided(inner, decision, request);
+        };
+        if lockout.nobody_failing() {
+            // Nobody has failed lately (the usual case): nothing to ask the store, no key to hash.
+            if state.authenticates(&request) {
+                return AuthResponseFuture::called(inner.call(request));
+            }
+            let record = lockout.record_failure(lockout_key(lockout, ip));
+            return recorded(inner, state, record, false, request);
+        }
+        let key = lockout_key(lockout, ip);
+        let mut check = lockout.check(key);
+        match poll_now(&mut check) {
+            Poll::Ready(answer) => {
+                match after_check(lockout, key, answer, || state.authenticates(&request)) {
+                    Next::Decided(decision) => decided(inner, decision, request),
+                    Next::Record {
+                        record,
+                        authenticated,
+                    } => recorded(inner, state, record, authenticated, request),
                 }
-                other => client = Some((ip, other)),
             }
-        }
-        let presented =
-            presented_secret(request.headers(), &state.secret_header, state.accept_bearer);
-        let authenticated = !presented.is_empty() && state.secrets.matches(presented);
-        if let (Some(lockout), Some((ip, lock_state))) = (&state.lockout, client) {
-            if !authenticated {
-                lockout.failed(lockout.key_of(ip));
-            } else if lock_state == LockState::Tracked {
-                lockout.succeeded(lockout.key_of(ip));
-            }
-        }
-        if authenticated {
-            ResponseFuture::called(self.inner.call(request))
-        } else {
-            ResponseFuture::rejected(Rejection::Unauthorized)
+            Poll::Pending => waiting(inner, state, Step::Checking { check, key }, request),
         }
     }
+}
+
+/// Calls `inner` or answers the rejection.
+#[inline]
+fn decided<S: Service<R>, R, L: LockoutStore>(
+    inner: &mut S,
+    decision: Result<(), Rejection>,
+    request: R,
+) -> AuthResponseFuture<S, R, L> {
+    match decision {
+        Ok(()) => AuthResponseFuture::called(inner.call(request)),
+        Err(rejection) => AuthResponseFuture::rejected(rejection),
+    }
+}
+
+/// Decides once `record` is written: now when it is ready (in memory), later when it is not.
+#[inline]
+fn recorded<S: Service<R> + Clone, R, L: LockoutStore>(
+    inner: &mut S,
+    state: &Arc<AuthState<L>>,
+    mut record: L::RecordFuture,
+    authenticated: bool,
+    request: R,
+) -> AuthResponseFuture<S, R, L> {
+    match poll_now(&mut record) {
+        Poll::Ready(answer) => decided(inner, after_record(answer, authenticated), request),
+        Poll::Pending => waiting(
+            inner,
+            state,
+            Step::Recording {
+                record,
+                authenticated,
+            },
+            request,
+        ),
+    }
+}
+
+/// Keeps the request, with the service `poll_ready` was driven on, until the store answers.
+fn waiting<S: Service<R> + Clone, R, L: LockoutStore>(
+    inner: &mut S,
+    state: &Arc<AuthState<L>>,
+    step: Step<L>,
+    request: R,
+) -> AuthResponseFuture<S, R, L> {
+    let answer = (step, Arc::clone(state));
+    AuthResponseFuture::waiting(Waiting::new(answer, request, inner))
+}
+
+/// The key of client `ip` in `lockout`.
+#[inline]
+fn lockout_key<L: LockoutStore>(lockout: &L, ip: IpAddr) -> u64 {
+    let mut material = lockout.key_hasher().material();
+    material.ip(ip);
+    material.finish()
 }
 
 /// The secret a request presents (SPEC §2.2), as raw bytes; empty when there is none.

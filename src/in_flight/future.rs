@@ -4,10 +4,14 @@ use std::task::{Context, Poll, ready};
 
 use http::Response;
 use pin_project_lite::pin_project;
+use tower_service::Service;
 
-use super::body::InFlightBody;
-use super::limiter::InFlightPermit;
+use super::body::{InFlightBody, Slot};
+use super::limiter::InFlightLimiter;
 use crate::body::ResponseBody;
+use crate::keyed::LeaseRenewal;
+use crate::keyed::seam::Waiting;
+use crate::keyed::{SlotStore, Unavailable};
 use crate::rejection::{Rejection, RejectionReason};
 
 /// The in-flight rejection: the client may retry as soon as a slot frees, so say one second.
@@ -19,73 +23,134 @@ pin_project! {
     /// Response future of [`InFlightLimit`](crate::InFlightLimit).
     ///
     /// Holds the request's slot while the inner future runs, then moves it into the response body.
-    /// Dropping the future, or the inner service failing, frees the slot.
-    pub struct InFlightResponseFuture<F> {
+    /// Dropping the future, or the inner service failing, frees the slot. With the in-memory
+    /// store the slot is taken in `call`; a store that answers later keeps the request and the
+    /// inner service (the one `poll_ready` was driven on) in a box until it does.
+    pub struct InFlightResponseFuture<S, R, L = InFlightLimiter>
+    where
+        S: Service<R>,
+        L: SlotStore,
+    {
         #[pin]
-        kind: Kind<F>,
+        kind: Kind<S, R, L>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F> {
-        Called { #[pin] future: F, permit: Option<InFlightPermit> },
-        Rejected,
+    enum Kind<S, R, L>
+    where
+        S: Service<R>,
+        L: SlotStore,
+    {
+        Called { #[pin] future: S::Future, slot: Option<Slot<L>> },
+        Rejected { rejection: Option<Rejection> },
+        Waiting { waiting: Box<Waiting<S, R, (L::AcquireFuture, L)>> },
     }
 }
 
-impl<F> InFlightResponseFuture<F> {
-    pub(crate) fn called(future: F, permit: InFlightPermit) -> Self {
+/// What a store's answer means for the request: its lease, or the rejection.
+#[inline]
+pub(crate) fn verdict<T>(answer: Result<Option<T>, Unavailable>) -> Result<T, Rejection> {
+    match answer {
+        Ok(Some(lease)) => Ok(lease),
+        Ok(None) => Err(IN_FLIGHT_REJECTION),
+        Err(_unavailable) => Err(Rejection::ServiceUnavailable),
+    }
+}
+
+impl<S: Service<R>, R, L: SlotStore> InFlightResponseFuture<S, R, L> {
+    pub(crate) fn called(future: S::Future, slot: Slot<L>) -> Self {
         Self {
             kind: Kind::Called {
                 future,
-                permit: Some(permit),
+                slot: Some(slot),
             },
         }
     }
 
-    pub(crate) fn rejected() -> Self {
+    pub(crate) fn rejected(rejection: Rejection) -> Self {
         Self {
-            kind: Kind::Rejected,
+            kind: Kind::Rejected {
+                rejection: Some(rejection),
+            },
+        }
+    }
+
+    pub(crate) fn waiting(waiting: Box<Waiting<S, R, (L::AcquireFuture, L)>>) -> Self {
+        Self {
+            kind: Kind::Waiting { waiting },
         }
     }
 }
 
-impl<F> std::fmt::Debug for InFlightResponseFuture<F> {
+impl<S: Service<R>, R, L: SlotStore> std::fmt::Debug for InFlightResponseFuture<S, R, L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.kind {
-            Kind::Called { permit, .. } => f
+            Kind::Called { slot, .. } => f
                 .debug_struct("InFlightResponseFuture::Called")
-                .field("holds_slot", &permit.is_some())
+                .field("holds_slot", &slot.is_some())
                 .finish(),
-            Kind::Rejected => f.write_str("InFlightResponseFuture::Rejected"),
+            Kind::Rejected { rejection } => f
+                .debug_tuple("InFlightResponseFuture::Rejected")
+                .field(rejection)
+                .finish(),
+            Kind::Waiting { .. } => f.write_str("InFlightResponseFuture::Waiting"),
         }
     }
 }
 
-impl<F, B, E> Future for InFlightResponseFuture<F>
+impl<S, R, L, B> Future for InFlightResponseFuture<S, R, L>
 where
-    F: Future<Output = Result<Response<B>, E>>,
+    S: Service<R, Response = Response<B>>,
+    L: SlotStore + Clone,
 {
-    type Output = Result<Response<ResponseBody<InFlightBody<B>>>, E>;
+    type Output = Result<Response<ResponseBody<InFlightBody<B, L>>>, S::Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Called { future, permit } => {
-                let result = ready!(future.poll(cx));
-                // On error the permit is dropped here; on success it travels with the body.
-                let permit = permit.take();
-                let response = result?;
-                Poll::Ready(Ok(
-                    response.map(|body| ResponseBody::new(InFlightBody::new(body, permit)))
-                ))
-            }
-            KindProj::Rejected => {
-                let response = IN_FLIGHT_REJECTION.into_response();
-                // The same 429 as a rate limit's; metrics and the access log tell them apart.
-                crate::telemetry::record_rejection(RejectionReason::InFlight);
-                Poll::Ready(Ok(response))
-            }
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let next = match self.as_mut().project().kind.project() {
+                KindProj::Called { future, slot } => {
+                    // A slow handler must not let its lease lapse either.
+                    if let Some((lease, renewal)) = slot.as_mut() {
+                        renewal.poll_renew(lease, cx);
+                    }
+                    let result = ready!(future.poll(cx));
+                    // On error the slot is dropped here; on success it travels with the body.
+                    let slot = slot.take();
+                    let response = result?;
+                    return Poll::Ready(Ok(
+                        response.map(|body| ResponseBody::new(InFlightBody::new(body, slot)))
+                    ));
+                }
+                KindProj::Rejected { rejection } => {
+                    // Polling again after completion is a caller bug; answer 500 rather than panic.
+                    let rejection = rejection.take().unwrap_or(Rejection::InternalServerError);
+                    let response = rejection.into_response();
+                    if rejection == IN_FLIGHT_REJECTION {
+                        // The same 429 as a rate limit's; metrics and the access log tell them
+                        // apart.
+                        crate::telemetry::record_rejection(RejectionReason::InFlight);
+                    }
+                    return Poll::Ready(Ok(response));
+                }
+                KindProj::Waiting { waiting } => {
+                    let (acquire, store) = &mut waiting.answer;
+                    let answer = ready!(Pin::new(acquire).poll(cx));
+                    let slot = verdict(answer).map(|lease| (lease, store.renewal()));
+                    let called = slot.and_then(|slot| Ok((waiting.proceed(Ok(()))?, slot)));
+                    match called {
+                        Ok((future, slot)) => Kind::Called {
+                            future,
+                            slot: Some(slot),
+                        },
+                        Err(rejection) => Kind::Rejected {
+                            rejection: Some(rejection),
+                        },
+                    }
+                }
+            };
+            self.as_mut().project().kind.set(next);
         }
     }
 }

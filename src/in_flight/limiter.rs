@@ -6,7 +6,9 @@ use std::sync::Arc;
 use http::Request;
 
 use super::config::InFlightConfig;
-use crate::keyed::{Keep, KeyExtractor, KeyHasher, ShardedLru, SlotStore, Unavailable, WhenFull};
+use crate::keyed::{
+    Keep, KeyExtractor, KeyHasher, NoRenewal, ShardedLru, SlotStore, Unavailable, WhenFull,
+};
 
 /// The in-flight counters, shareable between layers: the in-memory [`SlotStore`].
 ///
@@ -69,6 +71,16 @@ impl InFlightLimiter {
     ///
     /// If `config` does not [`validate`](InFlightConfig::validate); the message names the field.
     pub fn new(config: InFlightConfig) -> Self {
+        Self::with_hasher(config, KeyHasher::default())
+    }
+
+    /// A new limiter whose keys come from `hasher`: replicas that share the hasher's secret derive
+    /// the same keys.
+    ///
+    /// # Panics
+    ///
+    /// If `config` does not [`validate`](InFlightConfig::validate); the message names the field.
+    pub fn with_hasher(config: InFlightConfig, hasher: KeyHasher) -> Self {
         let config = config
             .validate()
             .unwrap_or_else(|invalid| panic!("invalid InFlightConfig: {invalid}"));
@@ -76,7 +88,7 @@ impl InFlightLimiter {
             inner: Arc::new(Inner {
                 max_per_key: config.max_per_key,
                 config,
-                hasher: KeyHasher::default(),
+                hasher,
                 counts: ShardedLru::new(config.max_tracked_keys, WhenFull::Refuse),
             }),
         }
@@ -148,6 +160,7 @@ impl Inner {
 
 impl SlotStore for InFlightLimiter {
     type Lease = InFlightPermit;
+    type Renewal = NoRenewal;
     type AcquireFuture = Ready<Result<Option<InFlightPermit>, Unavailable>>;
     type RenewFuture = Ready<Result<(), Unavailable>>;
 
@@ -160,8 +173,13 @@ impl SlotStore for InFlightLimiter {
         ready(Ok(self.try_acquire(key)))
     }
 
+    #[inline]
+    fn renewal(&self) -> NoRenewal {
+        // A lease in memory lasts until it is dropped: nothing to renew, no clock to read.
+        NoRenewal
+    }
+
     fn renew(&self, _lease: &InFlightPermit) -> Self::RenewFuture {
-        // A lease in memory lasts until it is dropped.
         ready(Ok(()))
     }
 }

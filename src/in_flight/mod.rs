@@ -20,6 +20,13 @@
 //!   [`InFlightLimiter`].
 //! - **One limiter per layer**, shared by clones; pass a limiter to
 //!   [`InFlightLimitLayer::with_limiter`] to share it between layers.
+//! - **Any [`SlotStore`](crate::keyed::SlotStore).** The in-memory [`InFlightLimiter`] answers at
+//!   once, so the slot is taken in `call`. A store shared by replicas may answer later (the request
+//!   waits for it) or be unavailable (`503 Service Unavailable`). Its slots are leases that expire
+//!   unless renewed ([`RenewAtHalfLease`](crate::keyed::RenewAtHalfLease)): the response future
+//!   and the body renew the lease when polled once more than half of it has passed, so a lease
+//!   lasts while its body streams, and the slots of a crashed replica free themselves. In memory
+//!   the renewal is [`NoRenewal`](crate::keyed::NoRenewal), which takes no room and reads no clock.
 //!
 //! ```
 //! use tower::{ServiceBuilder, ServiceExt};

@@ -5,25 +5,35 @@ use tower_service::Service;
 
 use super::body::InFlightBody;
 use super::config::InFlightConfig;
-use super::future::InFlightResponseFuture;
+use super::future::{InFlightResponseFuture, verdict};
 use super::layer::InFlightLimitLayer;
 use super::limiter::InFlightLimiter;
 use crate::body::ResponseBody;
-use crate::keyed::{KeyExtractor, NormalizedPathAndPeerIp};
+use crate::keyed::seam::{Waiting, poll_now};
+use crate::keyed::{KeyExtractor, NormalizedPathAndPeerIp, SlotStore};
 
 /// In-flight limit (SPEC §2.4): too many concurrent requests for a key ⇒ an immediate
 /// `429 Too Many Requests` with `Retry-After: 1`.
 ///
+/// Takes its slots from a [`SlotStore`]: by default the in-memory [`InFlightLimiter`], whose
+/// answer is ready at once, so the decision is made in `call`. A store that answers later (shared
+/// state) is awaited in the response future; one that is unavailable is answered
+/// `503 Service Unavailable`.
+///
 /// See the [module docs](crate::in_flight) for how long a slot is held and the memory bound.
 #[derive(Clone, Debug)]
-pub struct InFlightLimit<S, K = NormalizedPathAndPeerIp> {
+pub struct InFlightLimit<S, K = NormalizedPathAndPeerIp, L = InFlightLimiter> {
     inner: S,
-    limiter: InFlightLimiter,
+    store: L,
     key: K,
 }
 
 impl<S> InFlightLimit<S> {
     /// Wraps `inner` with a new limiter, keyed by normalised path and socket peer IP.
+    ///
+    /// # Panics
+    ///
+    /// If `config` does not [`validate`](InFlightConfig::validate); the message names the field.
     pub fn new(inner: S, config: InFlightConfig) -> Self {
         Self::from_parts(
             inner,
@@ -38,19 +48,15 @@ impl<S> InFlightLimit<S> {
     }
 }
 
-impl<S, K> InFlightLimit<S, K> {
-    /// Wraps `inner`, counting into `limiter` with keys from `key`.
-    pub fn from_parts(inner: S, limiter: InFlightLimiter, key: K) -> Self {
-        Self {
-            inner,
-            limiter,
-            key,
-        }
+impl<S, K, L> InFlightLimit<S, K, L> {
+    /// Wraps `inner`, taking slots from `store` with keys from `key`.
+    pub fn from_parts(inner: S, store: L, key: K) -> Self {
+        Self { inner, store, key }
     }
 
-    /// The limiter.
-    pub fn limiter(&self) -> &InFlightLimiter {
-        &self.limiter
+    /// The store slots are taken from: the limiter, in memory.
+    pub fn limiter(&self) -> &L {
+        &self.store
     }
 
     /// The inner service.
@@ -69,24 +75,37 @@ impl<S, K> InFlightLimit<S, K> {
     }
 }
 
-impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for InFlightLimit<S, K>
+impl<S, K, L, ReqBody, ResBody> Service<Request<ReqBody>> for InFlightLimit<S, K, L>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     K: KeyExtractor,
+    L: SlotStore + Clone,
 {
-    type Response = Response<ResponseBody<InFlightBody<ResBody>>>;
+    type Response = Response<ResponseBody<InFlightBody<ResBody, L>>>;
     type Error = S::Error;
-    type Future = InFlightResponseFuture<S::Future>;
+    type Future = InFlightResponseFuture<S, Request<ReqBody>, L>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let key = self.limiter.hash_request(&self.key, &request);
-        match self.limiter.try_acquire(key) {
-            Some(permit) => InFlightResponseFuture::called(self.inner.call(request), permit),
-            None => InFlightResponseFuture::rejected(),
+        let mut material = self.store.key_hasher().material();
+        self.key.key_material(&request, &mut material);
+        let mut acquire = self.store.acquire(material.finish());
+        match poll_now(&mut acquire) {
+            Poll::Ready(answer) => match verdict(answer) {
+                Ok(lease) => InFlightResponseFuture::called(
+                    self.inner.call(request),
+                    (lease, self.store.renewal()),
+                ),
+                Err(rejection) => InFlightResponseFuture::rejected(rejection),
+            },
+            Poll::Pending => InFlightResponseFuture::waiting(Waiting::new(
+                (acquire, self.store.clone()),
+                request,
+                &mut self.inner,
+            )),
         }
     }
 }

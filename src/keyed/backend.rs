@@ -14,8 +14,12 @@
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use super::hash::KeyHasher;
+use crate::clock::SharedClock;
 use crate::rate_limit::Limited;
 
 /// A shared-state backend could not answer (unreachable, timed out, refused).
@@ -76,11 +80,100 @@ pub trait WindowStore {
     fn hit(&self, key: u64) -> Self::HitFuture;
 }
 
+/// How long a shared store's lease lasts unless renewed, and the clock that measures it: what
+/// [`RenewAtHalfLease`] works from.
+#[derive(Clone, Debug)]
+pub struct LeaseTerms {
+    /// How long a lease lasts after it is taken or renewed.
+    pub length: Duration,
+    /// The clock the renewals are timed by (a [`ManualClock`](crate::ManualClock) in tests).
+    pub clock: SharedClock,
+}
+
+/// What the in-flight response future and body keep beside a lease to keep it alive.
+pub trait LeaseRenewal<Lease> {
+    /// Called on every poll of the response future and of the body, with the task's context:
+    /// renews `lease` when it is due, never waiting for the store's answer.
+    fn poll_renew(&mut self, lease: &Lease, cx: &mut Context<'_>);
+}
+
+/// The renewal of a lease that lasts until it is dropped (in memory): nothing to renew, no clock
+/// to read, and nothing kept beside the lease.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoRenewal;
+
+impl<Lease> LeaseRenewal<Lease> for NoRenewal {
+    #[inline]
+    fn poll_renew(&mut self, _lease: &Lease, _cx: &mut Context<'_>) {}
+}
+
+/// Renews a lease through its store once more than half of [`LeaseTerms::length`] has passed
+/// since the last renewal, checked whenever the response is polled: no timer per request, a lease
+/// whose body still streams never lapses, and the slots of a crashed replica come back after
+/// `length` (SPEC §7 asks for at most 30 s).
+///
+/// A renewal the store could not make is tried again on the next poll: the lease still has up to
+/// half its length to run.
+pub struct RenewAtHalfLease<S: SlotStore> {
+    store: S,
+    clock: SharedClock,
+    renew_after_ms: u64,
+    renewed_at_ms: u64,
+    renewing: Option<(S::RenewFuture, u64)>,
+}
+
+impl<S: SlotStore> RenewAtHalfLease<S> {
+    /// The renewal of a lease of `store` taken now, on `terms`.
+    pub fn new(store: S, terms: LeaseTerms) -> Self {
+        let length_ms = u64::try_from(terms.length.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            store,
+            renewed_at_ms: terms.clock.monotonic_millis(),
+            clock: terms.clock,
+            renew_after_ms: length_ms / 2,
+            renewing: None,
+        }
+    }
+}
+
+impl<S: SlotStore> fmt::Debug for RenewAtHalfLease<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RenewAtHalfLease")
+            .field("renew_after_ms", &self.renew_after_ms)
+            .field("renewed_at_ms", &self.renewed_at_ms)
+            .field("renewing", &self.renewing.is_some())
+            .finish()
+    }
+}
+
+impl<S: SlotStore> LeaseRenewal<S::Lease> for RenewAtHalfLease<S> {
+    fn poll_renew(&mut self, lease: &S::Lease, cx: &mut Context<'_>) {
+        if self.renewing.is_none() {
+            let now = self.clock.monotonic_millis();
+            if now.saturating_sub(self.renewed_at_ms) <= self.renew_after_ms {
+                return;
+            }
+            self.renewing = Some((self.store.renew(lease), now));
+        }
+        if let Some((renew, started_at_ms)) = &mut self.renewing {
+            if let Poll::Ready(answer) = Pin::new(renew).poll(cx) {
+                if answer.is_ok() {
+                    self.renewed_at_ms = *started_at_ms;
+                }
+                self.renewing = None;
+            }
+        }
+    }
+}
+
 /// In-flight slots held as leases (SPEC §2.4): the in-flight limiter's store.
 pub trait SlotStore {
     /// One slot. Dropping it releases the slot; a shared store's leases also expire by themselves
     /// unless renewed, so the slots of a crashed replica come back.
     type Lease;
+    /// What keeps a lease alive while its response streams: [`NoRenewal`] when leases last until
+    /// dropped (in memory: the lease travels alone), [`RenewAtHalfLease`] when they expire.
+    type Renewal: LeaseRenewal<Self::Lease>;
     /// The answer to [`acquire`](Self::acquire): [`Ready`](std::future::Ready) in memory.
     type AcquireFuture: Future<Output = Result<Option<Self::Lease>, Unavailable>> + Unpin;
     /// The answer to [`renew`](Self::renew).
@@ -92,8 +185,11 @@ pub trait SlotStore {
     /// A slot for `key`, or `None` when the key has all its slots taken or the store is full.
     fn acquire(&self, key: u64) -> Self::AcquireFuture;
 
-    /// Extends `lease` while its response is still streaming. In memory a lease never expires and
-    /// this does nothing.
+    /// The renewal of a lease just acquired.
+    fn renewal(&self) -> Self::Renewal;
+
+    /// Extends `lease` while its response is still streaming. Called by [`RenewAtHalfLease`];
+    /// in memory a lease never expires and this does nothing.
     fn renew(&self, lease: &Self::Lease) -> Self::RenewFuture;
 }
 
@@ -124,6 +220,14 @@ pub trait LockoutStore {
 
     /// Whether `key` is locked out, has failures on record, or neither.
     fn check(&self, key: u64) -> Self::CheckFuture;
+
+    /// `true` only when no client at all has failures on record, so [`check`](Self::check) would
+    /// answer [`LockState::Clean`] for every key: the layer then skips hashing the key and asking.
+    /// In memory this is one atomic load; a shared store answers `false` (always ask).
+    #[inline]
+    fn nobody_failing(&self) -> bool {
+        false
+    }
 
     /// Counts a failed authentication for `key`, locking it out at the configured count.
     fn record_failure(&self, key: u64) -> Self::RecordFuture;

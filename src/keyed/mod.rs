@@ -18,16 +18,27 @@
 //! decides there as always, with nothing boxed. Only an answer still pending keeps the request
 //! (and the service `poll_ready` was driven on) in a boxed state of the response future; an
 //! unavailable store is answered `503 Service Unavailable`. [`FixedWindowRateLimit`] counts
-//! through [`WindowStore`] this way.
+//! through [`WindowStore`] this way, [`InFlightLimit`] takes its slots through [`SlotStore`]
+//! (leases renewed while the body streams, see [`RenewAtHalfLease`]), and [`SharedSecretAuth`] checks
+//! and records through [`LockoutStore`].
+//!
+//! Every limiter and the pipeline take a [`KeyHasher`] (`with_hasher`), so replicas that share the
+//! hasher's secret derive the same keys.
 //!
 //! [`FixedWindowRateLimit`]: crate::FixedWindowRateLimit
+//! [`InFlightLimit`]: crate::InFlightLimit
+//! [`SharedSecretAuth`]: crate::SharedSecretAuth
 
 mod backend;
 mod hash;
 mod key;
 mod map;
+pub(crate) mod seam;
 
-pub use backend::{LockState, LockoutStore, SlotStore, Unavailable, WindowHit, WindowStore};
+pub use backend::{
+    LeaseRenewal, LeaseTerms, LockState, LockoutStore, NoRenewal, RenewAtHalfLease, SlotStore,
+    Unavailable, WindowHit, WindowStore,
+};
 pub use hash::{KeyHasher, KeyMaterial};
 pub use key::{GlobalKey, KeyExtractor, NormalizedPathAndPeerIp, PathAndClientIp};
 pub use map::{Keep, MapFull, ShardGuard, ShardedLru, WhenFull};

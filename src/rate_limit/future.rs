@@ -10,6 +10,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::body::ResponseBody;
+use crate::keyed::seam::Waiting;
 use crate::keyed::{Unavailable, WindowHit};
 use crate::rejection::Rejection;
 
@@ -41,13 +42,6 @@ pin_project! {
     }
 }
 
-/// A request whose store has not answered yet.
-struct Waiting<S, R, H> {
-    hit: H,
-    request: Option<R>,
-    inner: S,
-}
-
 impl<S: Service<R>, R, H> RateLimitFuture<S, R, H> {
     pub(crate) fn called(future: S::Future) -> Self {
         Self {
@@ -63,15 +57,9 @@ impl<S: Service<R>, R, H> RateLimitFuture<S, R, H> {
         }
     }
 
-    pub(crate) fn waiting(hit: H, request: R, inner: S) -> Self {
+    pub(crate) fn waiting(waiting: Box<Waiting<S, R, H>>) -> Self {
         Self {
-            kind: Kind::Waiting {
-                waiting: Box::new(Waiting {
-                    hit,
-                    request: Some(request),
-                    inner,
-                }),
-            },
+            kind: Kind::Waiting { waiting },
         }
     }
 }
@@ -123,17 +111,11 @@ where
                     return Poll::Ready(Ok(rejection.into_response()));
                 }
                 KindProj::Waiting { waiting } => {
-                    let answer = ready!(Pin::new(&mut waiting.hit).poll(cx));
-                    match (verdict(answer), waiting.request.take()) {
-                        (Ok(()), Some(request)) => Kind::Called {
-                            future: waiting.inner.call(request),
-                        },
-                        (Err(rejection), _) => Kind::Rejected {
+                    let answer = ready!(Pin::new(&mut waiting.answer).poll(cx));
+                    match waiting.proceed(verdict(answer)) {
+                        Ok(future) => Kind::Called { future },
+                        Err(rejection) => Kind::Rejected {
                             rejection: Some(rejection),
-                        },
-                        // Polled again after the request went on: a caller bug, answered 500.
-                        (Ok(()), None) => Kind::Rejected {
-                            rejection: Some(Rejection::InternalServerError),
                         },
                     }
                 }

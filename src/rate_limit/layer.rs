@@ -3,7 +3,8 @@ use tower_layer::Layer;
 use super::config::RateLimitConfig;
 use super::limiter::FixedWindowLimiter;
 use super::service::FixedWindowRateLimit;
-use crate::keyed::{KeyExtractor, PathAndClientIp, WindowStore};
+use crate::clock::SystemClock;
+use crate::keyed::{KeyExtractor, KeyHasher, PathAndClientIp, WindowStore};
 
 /// Layer of [`FixedWindowRateLimit`].
 ///
@@ -23,6 +24,20 @@ impl FixedWindowRateLimitLayer {
     /// If `config` does not [`validate`](RateLimitConfig::validate); the message names the field.
     pub fn new(config: RateLimitConfig) -> Self {
         Self::with_limiter(FixedWindowLimiter::new(config))
+    }
+
+    /// A layer with a new limiter on the system clock whose keys come from `hasher`: replicas
+    /// that share the hasher's secret derive the same keys.
+    ///
+    /// # Panics
+    ///
+    /// If `config` does not [`validate`](RateLimitConfig::validate); the message names the field.
+    pub fn with_hasher(config: RateLimitConfig, hasher: KeyHasher) -> Self {
+        Self::with_limiter(FixedWindowLimiter::with_hasher(
+            config,
+            SystemClock::shared(),
+            hasher,
+        ))
     }
 
     /// A layer counting into an existing `limiter`, shared with whoever else holds it.

@@ -101,6 +101,16 @@ impl FixedWindowLimiter {
     ///
     /// If `config` does not [`validate`](RateLimitConfig::validate); the message names the field.
     pub fn with_clock(config: RateLimitConfig, clock: SharedClock) -> Self {
+        Self::with_hasher(config, clock, KeyHasher::default())
+    }
+
+    /// A new limiter reading `clock`, whose keys come from `hasher`: replicas that share the
+    /// hasher's secret derive the same keys.
+    ///
+    /// # Panics
+    ///
+    /// If `config` does not [`validate`](RateLimitConfig::validate); the message names the field.
+    pub fn with_hasher(config: RateLimitConfig, clock: SharedClock, hasher: KeyHasher) -> Self {
         let config = config
             .validate()
             .unwrap_or_else(|invalid| panic!("invalid RateLimitConfig: {invalid}"));
@@ -109,7 +119,7 @@ impl FixedWindowLimiter {
                 window_ms: crate::limit::millis(config.window),
                 max_requests: config.max_requests,
                 config,
-                hasher: KeyHasher::default(),
+                hasher,
                 clock,
                 windows: ShardedLru::preallocated(
                     config.max_tracked_keys,

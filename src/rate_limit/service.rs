@@ -1,6 +1,4 @@
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use tower_service::Service;
@@ -10,6 +8,7 @@ use super::future::{RateLimitFuture, verdict};
 use super::layer::FixedWindowRateLimitLayer;
 use super::limiter::FixedWindowLimiter;
 use crate::body::ResponseBody;
+use crate::keyed::seam::{Waiting, poll_now};
 use crate::keyed::{KeyExtractor, PathAndClientIp, WindowStore};
 
 /// Fixed-window rate limit (SPEC §2.3): over quota ⇒ `429 Too Many Requests` with `Retry-After`.
@@ -73,13 +72,6 @@ impl<S, K, W> FixedWindowRateLimit<S, K, W> {
     }
 }
 
-/// Polls a store's answer once, in `call`, with a waker that does nothing: an in-memory answer is
-/// ready, and one that is not is polled again, with the task's waker, by the response future.
-#[inline]
-pub(crate) fn poll_now<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
-    Pin::new(future).poll(&mut Context::from_waker(Waker::noop()))
-}
-
 impl<S, K, W, ReqBody, ResBody> Service<Request<ReqBody>> for FixedWindowRateLimit<S, K, W>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
@@ -103,12 +95,7 @@ where
                 Ok(()) => RateLimitFuture::called(self.inner.call(request)),
                 Err(rejection) => RateLimitFuture::rejected(rejection),
             },
-            Poll::Pending => {
-                // The service `poll_ready` was driven on goes with the request; a clone stays.
-                let clone = self.inner.clone();
-                let ready_inner = std::mem::replace(&mut self.inner, clone);
-                RateLimitFuture::waiting(hit, request, ready_inner)
-            }
+            Poll::Pending => RateLimitFuture::waiting(Waiting::new(hit, request, &mut self.inner)),
         }
     }
 }
