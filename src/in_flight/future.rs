@@ -8,7 +8,9 @@ use pin_project_lite::pin_project;
 use super::body::InFlightBody;
 use super::limiter::InFlightPermit;
 use crate::body::ResponseBody;
-use crate::rejection::{Rejection, RejectionReason};
+use crate::rejection::Rejection;
+#[cfg(feature = "telemetry")]
+use crate::rejection::RejectionReason;
 
 /// The in-flight rejection: the client may retry as soon as a slot frees, so say one second.
 pub(crate) const IN_FLIGHT_REJECTION: Rejection = Rejection::TooManyRequests {
@@ -83,6 +85,7 @@ where
             KindProj::Rejected => {
                 let response = IN_FLIGHT_REJECTION.into_response();
                 // The same 429 as a rate limit's; metrics and the access log tell them apart.
+                #[cfg(feature = "telemetry")]
                 crate::telemetry::record_rejection(RejectionReason::InFlight);
                 Poll::Ready(Ok(response))
             }

@@ -16,6 +16,7 @@ use std::fmt;
 use std::future::Future;
 
 use super::hash::KeyHasher;
+#[cfg(feature = "rate-limit")]
 use crate::rate_limit::Limited;
 
 /// A shared-state backend could not answer (unreachable, timed out, refused).
@@ -43,6 +44,7 @@ impl fmt::Display for Unavailable {
 
 impl std::error::Error for Unavailable {}
 
+#[cfg(feature = "rate-limit")]
 /// One request counted in its key's fixed window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WindowHit {
@@ -54,6 +56,7 @@ pub struct WindowHit {
     pub resets_in_ms: u64,
 }
 
+#[cfg(feature = "rate-limit")]
 impl WindowHit {
     /// `Some` when this request is over the quota, with the time left as its `Retry-After`.
     #[inline]
@@ -64,6 +67,7 @@ impl WindowHit {
     }
 }
 
+#[cfg(feature = "rate-limit")]
 /// Fixed-window counters (SPEC §2.3): the rate limiter's store.
 pub trait WindowStore {
     /// The answer to [`hit`](Self::hit): [`Ready`](std::future::Ready) in memory.

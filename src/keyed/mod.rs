@@ -27,7 +27,9 @@ mod hash;
 mod key;
 mod map;
 
-pub use backend::{LockState, LockoutStore, SlotStore, Unavailable, WindowHit, WindowStore};
+pub use backend::{LockState, LockoutStore, SlotStore, Unavailable};
+#[cfg(feature = "rate-limit")]
+pub use backend::{WindowHit, WindowStore};
 pub use hash::{KeyHasher, KeyMaterial};
 pub use key::{GlobalKey, KeyExtractor, NormalizedPathAndPeerIp, PathAndClientIp};
 pub use map::{Keep, MapFull, ShardGuard, ShardedLru, WhenFull};
