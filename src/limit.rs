@@ -15,10 +15,12 @@ use serde::{Deserialize, Deserializer};
 /// (`maxRequests`, `windowMs`, …).
 ///
 /// ```
+/// # #[cfg(feature = "rate-limit")] {
 /// use tower_webhooks::RateLimitConfig;
 /// let error = RateLimitConfig::new().max_requests(0).validate().unwrap_err();
 /// assert_eq!(error.field(), "maxRequests");
 /// assert_eq!(error.to_string(), "maxRequests: must be an integer >= 1");
+/// # }
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InvalidLimit {

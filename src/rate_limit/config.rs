@@ -16,7 +16,7 @@ use crate::limit::{deserialize_millis, deserialize_positive};
 /// zero (nor the window under a millisecond, the unit windows are counted in):
 /// [`validate`](Self::validate) says which field is wrong, and every constructor that takes the
 /// configuration checks it. Deserialises from the camelCase keys of the file (`windowMs`,
-/// `maxRequests`, `maxTrackedKeys`), missing keys keeping their defaults.
+/// `maxRequests`, `maxTrackedKeys`), missing keys keeping their defaults (feature `serde`).
 ///
 /// ```
 /// use std::time::Duration;
@@ -26,9 +26,11 @@ use crate::limit::{deserialize_millis, deserialize_positive};
 /// assert_eq!((config.window, config.max_requests, config.max_tracked_keys), (Duration::from_secs(10), 5, 4_096));
 /// assert_eq!(config.validate(), Ok(config));
 ///
+/// # #[cfg(feature = "serde")] {
 /// let config: RateLimitConfig = serde_json::from_str(r#"{"windowMs": 1000}"#).unwrap();
 /// assert_eq!(config.window, Duration::from_secs(1));
 /// assert!(serde_json::from_str::<RateLimitConfig>(r#"{"maxRequests": 0}"#).is_err());
+/// # }
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(Deserialize))]
