@@ -95,6 +95,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "taskflow")]
     fn generated_secrets_are_long_and_distinct() {
         let (a, b) = (Secret::generate(), Secret::generate());
         assert_eq!(a.expose().len(), 64);
