@@ -18,9 +18,24 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+#[cfg(feature = "scrub")]
 use serde_json::Value;
 
+#[cfg(feature = "scrub")]
 use crate::json::JsonDocument;
+
+/// Without the `scrub` feature there are no JSON documents: the `Json` kind of [`ResponseBody`]
+/// holds this uninhabited type, so it can never be built and its arms cost nothing.
+#[cfg(not(feature = "scrub"))]
+#[derive(Debug)]
+enum JsonDocument {}
+
+#[cfg(not(feature = "scrub"))]
+impl JsonDocument {
+    fn to_vec(&self) -> Vec<u8> {
+        match *self {}
+    }
+}
 
 pin_project! {
     /// Response body of every middleware in this crate.
@@ -57,6 +72,7 @@ pub type StandaloneBody = ResponseBody<http_body_util::Empty<Bytes>>;
 /// [`ScrubOwnerMetadata`](crate::ScrubOwnerMetadata) passes such a response on without parsing it.
 /// An extension rather than a type check on the body: it survives any body wrapper in between, and
 /// nothing outside this crate can construct it.
+#[cfg(feature = "scrub")]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct OwnerFree;
 
@@ -76,6 +92,7 @@ impl<B> ResponseBody<B> {
         }
     }
 
+    #[cfg(feature = "scrub")]
     /// A structured JSON document (a [`Value`], or a [`JsonDocument`] holding typed records),
     /// serialised once, when the body is first asked for its size or polled.
     ///
@@ -89,6 +106,7 @@ impl<B> ResponseBody<B> {
         }
     }
 
+    #[cfg(feature = "scrub")]
     /// The structured JSON document, if this body holds one that has not been polled yet.
     pub fn json_document(&self) -> Option<&JsonDocument> {
         match &self.kind {
@@ -97,6 +115,7 @@ impl<B> ResponseBody<B> {
         }
     }
 
+    #[cfg(feature = "scrub")]
     /// Mutable access to the structured JSON document, for in-place edits before the body is sent.
     pub fn json_document_mut(&mut self) -> Option<&mut JsonDocument> {
         match &mut self.kind {
@@ -109,6 +128,7 @@ impl<B> ResponseBody<B> {
         }
     }
 
+    #[cfg(feature = "scrub")]
     /// The structured JSON document as a `serde_json::Value`, if this body holds one that has not
     /// been polled yet. Builds the value: for reading in tests and tools, not on a hot path.
     pub fn json_value(&self) -> Option<Value> {
@@ -302,10 +322,12 @@ impl Body for BufferedBody {
     }
 }
 
+#[cfg(feature = "scrub")]
 /// `Content-Type` of every JSON body this crate produces.
 pub(crate) const APPLICATION_JSON_UTF8: http::HeaderValue =
     http::HeaderValue::from_static("application/json; charset=utf-8");
 
+#[cfg(feature = "scrub")]
 /// A response with `status`, `Content-Type: application/json; charset=utf-8`, and `document` as a
 /// structured body (serialised once, when first sized or polled; editable in place until then).
 pub fn json_response<B>(
@@ -320,7 +342,7 @@ pub fn json_response<B>(
     response
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "scrub"))]
 mod tests {
     use super::*;
     use http_body_util::{BodyExt, Full};

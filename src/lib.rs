@@ -34,7 +34,8 @@
 //!
 //! A complete server (the `gateway` feature, on by default, provides [`serve`]):
 //!
-//! ```no_run
+#![cfg_attr(feature = "gateway", doc = "```no_run")]
+#![cfg_attr(not(feature = "gateway"), doc = "```ignore")]
 //! use tower_webhooks::serve::{ServeOptions, serve};
 //! use tower_webhooks::{Limits, ResolvedRoute, Secret, WebhookPipeline};
 //!
@@ -57,11 +58,28 @@
 //!
 //! # Features
 //!
-//! - `axum` (default): the limiters also read the peer address from axum's `ConnectInfo`.
-//! - `gateway` (default): [`serve`] and [`gateway`], the hyper 1 server behind the gateway example.
-//!   Turns on `metrics`.
+//! Each layer is a feature, so a user who wants one pays for that one:
+//! `tower-webhooks = { version = "0.1", default-features = false, features = ["auth"] }` builds a
+//! dependency tree the size of tower-http's with one feature. [`RequirePost`], [`RequireJson`],
+//! [`ResponseBody`], [`Rejection`], [`Secret`] and the clocks need no dependency and are always in.
+//!
+//! - `auth`: [`auth`] (sha2, subtle; the keyed state and the client IP).
+//! - `rate-limit`: [`rate_limit`] (the keyed state and the client IP).
+//! - `in-flight`: [`in_flight`] (the same).
+//! - `body-limit`: [`body_limit`] (tokio's timer).
+//! - `scrub`: [`scrub`] and the JSON response bodies (serde_json).
+//! - `taskflow`: [`taskflow`], the model, the in-memory store and the action service. Turns on
+//!   `scrub`.
+//! - `serde`: `Deserialize` for each layer's configuration type.
+//! - `telemetry`: [`Telemetry`], the access log. Turns on `taskflow`.
+//! - `config`: [`WebhooksConfig`] (JSON5, the secret providers) and what it builds: every layer,
+//!   [`WebhookPipeline`], [`WebhookRouter`] and [`Health`].
 //! - `metrics`: [`metrics`], the Prometheus series of SPEC §6 (over `prometheus-client`), counted by
-//!   [`TelemetryLayer`]. Without it the layer writes the access log only.
+//!   [`TelemetryLayer`]. Turns on `config`.
+//! - `serve`: [`serve`], hyper 1 over hyper-util with graceful shutdown, for any tower service.
+//! - `gateway` (default): [`gateway`], the server behind the gateway example: `serve`, `config` and
+//!   `metrics`.
+//! - `axum` (default): the limiters also read the peer address from axum's `ConnectInfo`.
 //!
 //! # Operating it
 //!
@@ -74,70 +92,113 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
+#[cfg(any(
+    feature = "auth",
+    feature = "rate-limit",
+    feature = "in-flight",
+    feature = "telemetry"
+))]
 pub mod client_ip;
 pub mod clock;
+#[cfg(feature = "config")]
 pub mod config;
 pub mod future;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 pub mod guard;
+#[cfg(feature = "config")]
 pub mod health;
+// Typed records are the TaskFlow store's: with `scrub` alone only `Value` documents are built.
+#[cfg(feature = "scrub")]
+#[cfg_attr(not(feature = "taskflow"), allow(dead_code))]
 pub mod json;
+#[cfg(any(feature = "auth", feature = "rate-limit", feature = "in-flight"))]
 pub mod keyed;
+// Each helper reads some layers' configurations: with only some layers on, some go unused.
+#[cfg_attr(not(feature = "config"), allow(dead_code))]
 pub mod limit;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(any(feature = "auth", feature = "rate-limit", feature = "in-flight"))]
 mod path;
+#[cfg(feature = "config")]
 pub mod pipeline;
 pub mod rejection;
+#[cfg(feature = "config")]
 pub mod router;
 pub mod secret;
-#[cfg(feature = "gateway")]
+#[cfg(feature = "serve")]
 pub mod serve;
+#[cfg(feature = "telemetry")]
 pub mod telemetry;
 
+#[cfg(feature = "auth")]
 pub mod auth;
+#[cfg(feature = "body-limit")]
 pub mod body_limit;
+#[cfg(feature = "in-flight")]
 pub mod in_flight;
+#[cfg(feature = "rate-limit")]
 pub mod rate_limit;
+#[cfg(feature = "scrub")]
 pub mod scrub;
+#[cfg(feature = "taskflow")]
 pub mod taskflow;
 
+#[cfg(feature = "auth")]
 pub use auth::{
     AuthLockout, LockoutConfig, SecretsHandle, SharedSecretAuth, SharedSecretAuthConfig,
     SharedSecretAuthLayer,
 };
-pub use body::{BufferedBody, ResponseBody, StandaloneBody, json_response};
+#[cfg(feature = "scrub")]
+pub use body::json_response;
+pub use body::{BufferedBody, ResponseBody, StandaloneBody};
+#[cfg(feature = "body-limit")]
 pub use body_limit::{
     BodyLimit, BodyLimitConfig, BodyLimitLayer, BodyTimeoutError, Buffered, BufferedFuture,
     LimitedBody, Streaming,
 };
+#[cfg(any(
+    feature = "auth",
+    feature = "rate-limit",
+    feature = "in-flight",
+    feature = "telemetry"
+))]
 pub use client_ip::{ClientIp, InvalidCidr, ResolveClientIp, ResolveClientIpLayer, TrustedProxies};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+#[cfg(feature = "config")]
 pub use config::{
     ConfigError, ExecProvider, FileMode, Limits, MetricsSettings, ResolvedConfig, ResolvedRoute,
     RouteConfig, SecretInput, SecretProvider, SecretProviders, SecretRef, SecretSource,
     SkippedRoute, UnresolvedSecret, WebhooksConfig, normalize_webhook_path,
 };
 pub use guard::{RequireJson, RequireJsonLayer, RequirePost, RequirePostLayer};
+#[cfg(feature = "config")]
 pub use health::{Health, HealthLayer};
+#[cfg(feature = "in-flight")]
 pub use in_flight::{
     InFlightBody, InFlightConfig, InFlightLimit, InFlightLimitLayer, InFlightLimiter,
     InFlightPermit, InFlightResponseFuture,
 };
+#[cfg(any(feature = "auth", feature = "rate-limit", feature = "in-flight"))]
 pub use keyed::{GlobalKey, KeyExtractor, KeyHasher, NormalizedPathAndPeerIp, PathAndClientIp};
 pub use limit::InvalidLimit;
+#[cfg(feature = "config")]
 pub use pipeline::{RouteService, WebhookPipeline};
+#[cfg(feature = "rate-limit")]
 pub use rate_limit::{
     FixedWindowLimiter, FixedWindowRateLimit, FixedWindowRateLimitLayer, Limited, RateLimitConfig,
 };
 pub use rejection::{Rejection, RejectionReason};
+#[cfg(feature = "config")]
 pub use router::{RouteTable, RouteTableHandle, RouterFuture, WebhookRouter};
+#[cfg(feature = "scrub")]
 pub use scrub::{
     InvalidScrubPath, ScrubConfig, ScrubOwnerMetadata, ScrubOwnerMetadataLayer, ScrubPath,
     ScrubResponseFuture,
 };
 pub use secret::Secret;
+#[cfg(feature = "taskflow")]
 pub use taskflow::{
     Action, ActionOutcome, CancelHook, CancelImmediately, CancelOutcome, ChildCancel,
     ChildSessionPolicy, ErrorCode, Flow, FlowEnd, FlowStatus, MemoryStore, MemoryStoreConfig,
@@ -145,4 +206,5 @@ pub use taskflow::{
     StoreError, StoreEvent, SyncMode, Task, TaskFlowActionService, TaskFlowFuture, TaskFlowRoute,
     TaskFlowStore, TaskStatus, TaskSummary, TaskUpdate, TaskUpdateOutcome, ValidationError,
 };
+#[cfg(feature = "telemetry")]
 pub use telemetry::{Telemetry, TelemetryLayer};

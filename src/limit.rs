@@ -8,16 +8,19 @@
 use std::fmt;
 use std::time::Duration;
 
+#[cfg(feature = "serde")]
 use serde::{Deserialize, Deserializer};
 
 /// A configuration value a layer cannot work with, naming the field as the JSON5 `limits` spell it
 /// (`maxRequests`, `windowMs`, …).
 ///
 /// ```
+/// # #[cfg(feature = "rate-limit")] {
 /// use tower_webhooks::RateLimitConfig;
 /// let error = RateLimitConfig::new().max_requests(0).validate().unwrap_err();
 /// assert_eq!(error.field(), "maxRequests");
 /// assert_eq!(error.to_string(), "maxRequests: must be an integer >= 1");
+/// # }
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InvalidLimit {
@@ -80,6 +83,7 @@ pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+#[cfg(feature = "serde")]
 /// Reads a count that must not be zero, so a deserialised configuration is as valid as a
 /// validated one.
 pub(crate) fn deserialize_positive<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -94,6 +98,7 @@ where
     }
 }
 
+#[cfg(feature = "serde")]
 /// Reads a `…Ms` field: whole milliseconds, at least one.
 pub(crate) fn deserialize_millis<'de, D: Deserializer<'de>>(
     deserializer: D,

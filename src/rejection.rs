@@ -208,6 +208,7 @@ impl Rejection {
     /// its exact text. Records the [`reason`](Rejection::reason) for the observing
     /// [`Telemetry`](crate::telemetry::Telemetry) layer, if any.
     pub fn into_response<B>(self) -> Response<ResponseBody<B>> {
+        #[cfg(feature = "telemetry")]
         if let Some(reason) = self.reason() {
             crate::telemetry::record_rejection(reason);
         }

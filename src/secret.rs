@@ -16,12 +16,14 @@ impl Secret {
     /// A secret holding `value`, trimmed as JavaScript trims. `None` when nothing is left after trimming: an empty secret
     /// would authenticate nobody, and the contract treats it as unresolved.
     pub fn new(value: impl AsRef<str>) -> Option<Self> {
-        let trimmed = crate::config::js_trim(value.as_ref());
+        let trimmed = js_trim(value.as_ref());
         (!trimmed.is_empty()).then(|| Self(Arc::from(trimmed)))
     }
 
     /// A fresh random secret: 64 hex digits, 244 random bits from the operating system's generator
     /// (through two UUID v4s), for a demo or a first setup.
+    #[cfg(feature = "taskflow")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "taskflow")))]
     pub fn generate() -> Self {
         let value = format!(
             "{}{}",
@@ -35,6 +37,32 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether JavaScript's `String.prototype.trim` removes `c`: ECMAScript's WhiteSpace (tab, VT, FF,
+/// space, U+00A0, U+FEFF and every Space_Separator) or LineTerminator (LF, CR, U+2028, U+2029).
+///
+/// Unicode's White_Space, which `str::trim` uses, differs twice: it holds U+0085 (NEXT LINE), which
+/// JavaScript keeps, and lacks U+FEFF (the byte-order mark), which JavaScript removes.
+pub(crate) fn is_js_whitespace(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\u{b}' | '\u{c}' | ' ' | '\u{a0}' | '\u{feff}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}'
+                | '\u{202f}'
+                | '\u{205f}'
+                | '\u{3000}'
+                | '\n'
+                | '\r'
+                | '\u{2028}'
+                | '\u{2029}'
+    )
+}
+
+/// `s` trimmed as JavaScript's `trim` trims it: what the contract means by "trimmed" (SPEC §1, §1.2),
+/// since the original is JavaScript.
+pub(crate) fn js_trim(s: &str) -> &str {
+    s.trim_matches(is_js_whitespace)
 }
 
 impl fmt::Debug for Secret {
@@ -67,6 +95,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "taskflow")]
     fn generated_secrets_are_long_and_distinct() {
         let (a, b) = (Secret::generate(), Secret::generate());
         assert_eq!(a.expose().len(), 64);

@@ -27,7 +27,9 @@
 //! a header, a path, a query string, a body, a secret or a session key. A request whose client goes
 //! away before the response head is ready is not logged.
 //!
-//! ```
+// The example stacks the layer over the whole pipeline, which the `config` feature builds.
+#![cfg_attr(feature = "config", doc = "```")]
+#![cfg_attr(not(feature = "config"), doc = "```ignore")]
 //! use tower::{ServiceBuilder, ServiceExt};
 //! use tower_webhooks::telemetry::TelemetryLayer;
 //! use tower_webhooks::{BufferedBody, Limits, ResolvedRoute, Secret, WebhookPipeline};

@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use static_assertions::assert_impl_all;
 use tokio::sync::{Semaphore, mpsc};
 use tower::{Layer, Service, ServiceExt, service_fn};
+#[cfg(feature = "config")]
 use tower_webhooks::normalize_webhook_path as normalize_path;
 use tower_webhooks::{
     GlobalKey, InFlightBody, InFlightConfig, InFlightLimit, InFlightLimitLayer, InFlightLimiter,
@@ -329,6 +330,8 @@ async fn normalised_paths_share_a_budget() {
         assert_eq!(response.status(), StatusCode::OK, "{other}");
     }
     drop(held);
+    // The configured path of the route this request reaches, when the loader is built in.
+    #[cfg(feature = "config")]
     assert_eq!(normalize_path("/x/"), "/x");
 }
 

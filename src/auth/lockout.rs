@@ -7,14 +7,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "serde")]
 use serde::Deserialize;
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::keyed::{KeyHasher, LockState, LockoutStore, ShardedLru, Unavailable, WhenFull};
-use crate::limit::{
-    InvalidLimit, at_least_a_millisecond, deserialize_millis, deserialize_positive, millis,
-    positive,
-};
+use crate::limit::{InvalidLimit, at_least_a_millisecond, millis, positive};
+#[cfg(feature = "serde")]
+use crate::limit::{deserialize_millis, deserialize_positive};
 
 /// Failure count, window, lockout length and tracked-IP cap of the brute-force guard (SPEC §2.2),
 /// `limits.authFailures` in the configuration file.
@@ -31,22 +31,35 @@ use crate::limit::{
 /// assert_eq!((config.max_failures, config.window), (5, Duration::from_secs(60)));
 /// assert_eq!(LockoutConfig::new().max_failures(0).validate().unwrap_err().field(), "max");
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(default, rename_all = "camelCase", deny_unknown_fields)
+)]
 pub struct LockoutConfig {
     /// `max`: failures within `window` that lock the IP out. Default 20.
-    #[serde(rename = "max", deserialize_with = "deserialize_positive")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "max", deserialize_with = "deserialize_positive")
+    )]
     pub max_failures: u32,
     /// `windowMs`: the window failures are counted in, anchored at an IP's first failure. Default
     /// 60 s.
-    #[serde(rename = "windowMs", deserialize_with = "deserialize_millis")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "windowMs", deserialize_with = "deserialize_millis")
+    )]
     pub window: Duration,
     /// `lockoutMs`: how long a locked-out IP is refused. Default 60 s.
-    #[serde(rename = "lockoutMs", deserialize_with = "deserialize_millis")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "lockoutMs", deserialize_with = "deserialize_millis")
+    )]
     pub lockout: Duration,
     /// `maxTrackedIps`: IPs remembered at most; beyond it the least recently touched that is not
     /// locked out is forgotten. Default 4,096.
-    #[serde(deserialize_with = "deserialize_positive")]
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "deserialize_positive"))]
     pub max_tracked_ips: usize,
 }
 

@@ -3,13 +3,14 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
+#[cfg(feature = "serde")]
 use serde::Deserialize;
 use tower_layer::Layer;
 
 use super::service::BodyLimit;
-use crate::limit::{
-    InvalidLimit, at_least_a_millisecond, deserialize_millis, deserialize_positive, positive,
-};
+use crate::limit::{InvalidLimit, at_least_a_millisecond, positive};
+#[cfg(feature = "serde")]
+use crate::limit::{deserialize_millis, deserialize_positive};
 
 /// Mode marker: collect the whole body, then call the inner service with a
 /// [`BufferedBody`](crate::BufferedBody). Rejections (413, 408, 400) are exact.
@@ -42,17 +43,24 @@ pub struct Streaming {
 /// assert_eq!((config.max_bytes, config.timeout), (1_024, Duration::from_secs(5)));
 /// assert_eq!(BodyLimitConfig::buffered().max_bytes(0).validate().unwrap_err().field(), "maxBytes");
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(default, rename_all = "camelCase", deny_unknown_fields)
+)]
 pub struct BodyLimitConfig<M = Buffered> {
     /// `maxBytes`: the largest body accepted. A body of exactly `max_bytes` bytes passes; one more
     /// byte is a 413. Default 262,144.
-    #[serde(deserialize_with = "deserialize_positive")]
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "deserialize_positive"))]
     pub max_bytes: usize,
     /// `timeoutMs`: the total time allowed to read the body. Default 15 s.
-    #[serde(rename = "timeoutMs", deserialize_with = "deserialize_millis")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "timeoutMs", deserialize_with = "deserialize_millis")
+    )]
     pub timeout: Duration,
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     _mode: PhantomData<M>,
 }
 

@@ -36,31 +36,10 @@ pub(crate) fn deny_unknown(map: &Object, path: &str, allowed: &[&str]) -> Result
     }
 }
 
-/// Whether JavaScript's `String.prototype.trim` removes `c`: ECMAScript's WhiteSpace (tab, VT, FF,
-/// space, U+00A0, U+FEFF and every Space_Separator) or LineTerminator (LF, CR, U+2028, U+2029).
-///
-/// Unicode's White_Space, which `str::trim` uses, differs twice: it holds U+0085 (NEXT LINE), which
-/// JavaScript keeps, and lacks U+FEFF (the byte-order mark), which JavaScript removes.
-pub(crate) fn is_js_whitespace(c: char) -> bool {
-    matches!(
-        c,
-        '\t' | '\u{b}' | '\u{c}' | ' ' | '\u{a0}' | '\u{feff}' | '\u{1680}' | '\u{2000}'
-            ..='\u{200a}'
-                | '\u{202f}'
-                | '\u{205f}'
-                | '\u{3000}'
-                | '\n'
-                | '\r'
-                | '\u{2028}'
-                | '\u{2029}'
-    )
-}
-
-/// `s` trimmed as JavaScript's `trim` trims it: what the contract means by "trimmed" (SPEC §1, §1.2),
-/// since the original is JavaScript.
-pub(crate) fn js_trim(s: &str) -> &str {
-    s.trim_matches(is_js_whitespace)
-}
+// Secrets are trimmed the same way without the `config` feature, so the rule lives with `Secret`.
+#[cfg(test)]
+use crate::secret::is_js_whitespace;
+pub(crate) use crate::secret::js_trim;
 
 /// A non-empty string, trimmed as JavaScript does ([`js_trim`]).
 pub(crate) fn string(value: &Value, path: &str) -> Result<String, ConfigError> {

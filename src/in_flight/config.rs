@@ -1,8 +1,11 @@
 //! [`InFlightConfig`]: the one configuration of the in-flight limit.
 
+#[cfg(feature = "serde")]
 use serde::Deserialize;
 
-use crate::limit::{InvalidLimit, deserialize_positive, positive};
+#[cfg(feature = "serde")]
+use crate::limit::deserialize_positive;
+use crate::limit::{InvalidLimit, positive};
 
 /// Slots per key and tracked-key cap of an in-flight limit (SPEC §2.4), `limits.inFlight` in the
 /// configuration file.
@@ -17,15 +20,19 @@ use crate::limit::{InvalidLimit, deserialize_positive, positive};
 /// assert_eq!((config.max_per_key, config.max_tracked_keys), (2, 4_096));
 /// assert_eq!(InFlightConfig::new().max_tracked_keys(0).validate().unwrap_err().field(), "maxTrackedKeys");
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(default, rename_all = "camelCase", deny_unknown_fields)
+)]
 pub struct InFlightConfig {
     /// `maxPerKey`: requests of one key in flight at once. Default 8.
-    #[serde(deserialize_with = "deserialize_positive")]
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "deserialize_positive"))]
     pub max_per_key: u32,
     /// `maxTrackedKeys`: keys with requests in flight at once; a new key beyond it is refused.
     /// Default 4,096.
-    #[serde(deserialize_with = "deserialize_positive")]
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "deserialize_positive"))]
     pub max_tracked_keys: usize,
 }
 

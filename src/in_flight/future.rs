@@ -12,7 +12,9 @@ use crate::body::ResponseBody;
 use crate::keyed::LeaseRenewal;
 use crate::keyed::seam::Waiting;
 use crate::keyed::{SlotStore, Unavailable};
-use crate::rejection::{Rejection, RejectionReason};
+use crate::rejection::Rejection;
+#[cfg(feature = "telemetry")]
+use crate::rejection::RejectionReason;
 
 /// The in-flight rejection: the client may retry as soon as a slot frees, so say one second.
 pub(crate) const IN_FLIGHT_REJECTION: Rejection = Rejection::TooManyRequests {
@@ -127,9 +129,9 @@ where
                     // Polling again after completion is a caller bug; answer 500 rather than panic.
                     let rejection = rejection.take().unwrap_or(Rejection::InternalServerError);
                     let response = rejection.into_response();
+                    // The same 429 as a rate limit's; metrics and the access log tell them apart.
+                    #[cfg(feature = "telemetry")]
                     if rejection == IN_FLIGHT_REJECTION {
-                        // The same 429 as a rate limit's; metrics and the access log tell them
-                        // apart.
                         crate::telemetry::record_rejection(RejectionReason::InFlight);
                     }
                     return Poll::Ready(Ok(response));

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use super::hash::KeyHasher;
 use crate::clock::SharedClock;
+#[cfg(feature = "rate-limit")]
 use crate::rate_limit::Limited;
 
 /// A shared-state backend could not answer (unreachable, timed out, refused).
@@ -47,6 +48,7 @@ impl fmt::Display for Unavailable {
 
 impl std::error::Error for Unavailable {}
 
+#[cfg(feature = "rate-limit")]
 /// One request counted in its key's fixed window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WindowHit {
@@ -58,6 +60,7 @@ pub struct WindowHit {
     pub resets_in_ms: u64,
 }
 
+#[cfg(feature = "rate-limit")]
 impl WindowHit {
     /// `Some` when this request is over the quota, with the time left as its `Retry-After`.
     #[inline]
@@ -68,6 +71,7 @@ impl WindowHit {
     }
 }
 
+#[cfg(feature = "rate-limit")]
 /// Fixed-window counters (SPEC §2.3): the rate limiter's store.
 pub trait WindowStore {
     /// The answer to [`hit`](Self::hit): [`Ready`](std::future::Ready) in memory.

@@ -37,8 +37,10 @@ pub(crate) mod seam;
 
 pub use backend::{
     LeaseRenewal, LeaseTerms, LockState, LockoutStore, NoRenewal, RenewAtHalfLease, SlotStore,
-    Unavailable, WindowHit, WindowStore,
+    Unavailable,
 };
+#[cfg(feature = "rate-limit")]
+pub use backend::{WindowHit, WindowStore};
 pub use hash::{KeyHasher, KeyMaterial};
 pub use key::{GlobalKey, KeyExtractor, NormalizedPathAndPeerIp, PathAndClientIp};
 pub use map::{Keep, MapFull, ShardGuard, ShardedLru, WhenFull};

@@ -41,6 +41,8 @@ impl<S, R, A> Waiting<S, R, A> {
     }
 
     /// The request, until it has gone on.
+    // Only auth reads the request while it waits (for the client of a pending lockout check).
+    #[cfg_attr(not(feature = "auth"), allow(dead_code))]
     pub(crate) fn request(&self) -> Option<&R> {
         self.request.as_ref()
     }

@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
+#[cfg(feature = "serde")]
 use serde::Deserialize;
 
-use crate::limit::{
-    InvalidLimit, at_least_a_millisecond, deserialize_millis, deserialize_positive, positive,
-};
+use crate::limit::{InvalidLimit, at_least_a_millisecond, positive};
+#[cfg(feature = "serde")]
+use crate::limit::{deserialize_millis, deserialize_positive};
 
 /// Window length, quota and tracked-key cap of a fixed-window rate limit (SPEC §2.3), `limits.rateLimit`
 /// in the configuration file.
@@ -15,7 +16,7 @@ use crate::limit::{
 /// zero (nor the window under a millisecond, the unit windows are counted in):
 /// [`validate`](Self::validate) says which field is wrong, and every constructor that takes the
 /// configuration checks it. Deserialises from the camelCase keys of the file (`windowMs`,
-/// `maxRequests`, `maxTrackedKeys`), missing keys keeping their defaults.
+/// `maxRequests`, `maxTrackedKeys`), missing keys keeping their defaults (feature `serde`).
 ///
 /// ```
 /// use std::time::Duration;
@@ -25,22 +26,31 @@ use crate::limit::{
 /// assert_eq!((config.window, config.max_requests, config.max_tracked_keys), (Duration::from_secs(10), 5, 4_096));
 /// assert_eq!(config.validate(), Ok(config));
 ///
+/// # #[cfg(feature = "serde")] {
 /// let config: RateLimitConfig = serde_json::from_str(r#"{"windowMs": 1000}"#).unwrap();
 /// assert_eq!(config.window, Duration::from_secs(1));
 /// assert!(serde_json::from_str::<RateLimitConfig>(r#"{"maxRequests": 0}"#).is_err());
+/// # }
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(default, rename_all = "camelCase", deny_unknown_fields)
+)]
 pub struct RateLimitConfig {
     /// `windowMs`: how long a key's window lasts from its first request. Default 60 s.
-    #[serde(rename = "windowMs", deserialize_with = "deserialize_millis")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "windowMs", deserialize_with = "deserialize_millis")
+    )]
     pub window: Duration,
     /// `maxRequests`: requests a key may make per window; the next one is refused. Default 120.
-    #[serde(deserialize_with = "deserialize_positive")]
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "deserialize_positive"))]
     pub max_requests: u32,
     /// `maxTrackedKeys`: keys remembered at most; beyond it the least recently touched are
     /// forgotten. Default 4,096.
-    #[serde(deserialize_with = "deserialize_positive")]
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "deserialize_positive"))]
     pub max_tracked_keys: usize,
 }
 

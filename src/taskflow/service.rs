@@ -14,6 +14,7 @@ use crate::json::JsonDocument;
 use tower_service::Service;
 
 use super::action::Action;
+#[cfg(feature = "telemetry")]
 use super::label::ActionCode;
 use super::model::{Flow, Task};
 use super::outcome::{
@@ -24,7 +25,10 @@ use super::store::{
     CancelOutcome, MutationOutcome, NewFlow, NewTask, RunTaskOutcome, StoreError, TaskFlowStore,
 };
 use crate::body::{BufferedBody, OwnerFree, StandaloneBody};
-use crate::rejection::{Rejection, RejectionReason};
+use crate::rejection::Rejection;
+#[cfg(feature = "telemetry")]
+use crate::rejection::RejectionReason;
+#[cfg(feature = "telemetry")]
 use crate::telemetry;
 
 /// What binds a [`TaskFlowActionService`] to one route: its id (echoed as `routeId`), the owner
@@ -424,15 +428,18 @@ impl<S: TaskFlowStore> Service<Request<BufferedBody>> for TaskFlowActionService<
         let action = match Action::parse(&body) {
             Ok(action) => action,
             Err(error) => {
+                #[cfg(feature = "telemetry")]
                 telemetry::record_rejection(RejectionReason::InvalidRequest);
                 let response = ActionOutcome::Invalid(error).into_response(&self.route.route_id);
                 return Box::pin(std::future::ready(Ok(owner_free(response))));
             }
         };
+        #[cfg(feature = "telemetry")]
         let name = action.name();
         let this = self.clone();
         Box::pin(async move {
             let outcome = this.execute(action).await;
+            #[cfg(feature = "telemetry")]
             if let Some(code) = ActionCode::of(&outcome) {
                 telemetry::record_action(name, code);
             }
