@@ -59,8 +59,8 @@
 //! # Features
 //!
 //! Each layer is a feature, so a user who wants one pays for that one:
-//! `tower-webhooks = { version = "0.1", default-features = false, features = ["auth"] }` builds a
-//! dependency tree the size of tower-http's with one feature. [`RequirePost`], [`RequireJson`],
+//! `tower-webhooks = { version = "0.1", default-features = false, features = ["auth"] }` builds 29
+//! crates, against 73 when every layer came with the crate (tower-http with one feature: about 20). [`RequirePost`], [`RequireJson`],
 //! [`ResponseBody`], [`Rejection`], [`Secret`] and the clocks need no dependency and are always in.
 //!
 //! - `auth`: [`auth`] (sha2, subtle; the keyed state and the client IP).
