@@ -20,6 +20,7 @@
 //! JavaScript stops holding every integer exactly, it is `must be an integer from 0 to
 //! 9007199254740991`.
 
+use crate::secret::js_trim;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -149,24 +150,6 @@ pub enum Action {
 enum Text {
     Trimmed,
     AsSent,
-}
-
-/// JavaScript's `String.prototype.trim`: white space (including the byte-order mark and every
-/// `Zs` space) and line terminators. Not Rust's `trim`, which also removes U+0085 and keeps U+FEFF.
-fn js_trim(text: &str) -> &str {
-    text.trim_matches(|c: char| {
-        matches!(
-            c,
-            '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
-                ..='\u{200a}'
-                    | '\u{2028}'
-                    | '\u{2029}'
-                    | '\u{202f}'
-                    | '\u{205f}'
-                    | '\u{3000}'
-                    | '\u{feff}'
-        )
-    })
 }
 
 fn cut(key: &str) -> Cow<'_, str> {
