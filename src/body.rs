@@ -322,6 +322,62 @@ impl Body for BufferedBody {
     }
 }
 
+/// Data frames read into one buffer, for the layers that must see a whole body (the body limit's
+/// buffered mode, the scrub).
+///
+/// A body that arrives as one frame, the common case, is kept as that frame: no copy. Only a
+/// second frame allocates, once, for the expected length when the caller knows it; handing the
+/// bytes on freezes the buffer rather than copying it.
+#[cfg(any(feature = "body-limit", feature = "scrub"))]
+#[derive(Debug, Default)]
+pub(crate) enum FrameBuffer {
+    #[default]
+    Empty,
+    One(Bytes),
+    Many(bytes::BytesMut),
+}
+
+#[cfg(any(feature = "body-limit", feature = "scrub"))]
+impl FrameBuffer {
+    /// Appends a frame. `expected_len` is the whole body's length if known (else 0), so a second
+    /// frame reserves it at once instead of growing by doubling.
+    pub(crate) fn push(&mut self, mut data: impl bytes::Buf, expected_len: usize) {
+        use bytes::BufMut;
+        let len = data.remaining();
+        if len == 0 {
+            return;
+        }
+        match self {
+            Self::Empty => *self = Self::One(data.copy_to_bytes(len)),
+            Self::One(first) => {
+                let mut all = bytes::BytesMut::with_capacity(expected_len.max(first.len() + len));
+                all.extend_from_slice(first);
+                all.put(data);
+                *self = Self::Many(all);
+            }
+            Self::Many(all) => all.put(data),
+        }
+    }
+
+    /// Bytes held.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Empty => 0,
+            Self::One(bytes) => bytes.len(),
+            Self::Many(all) => all.len(),
+        }
+    }
+
+    /// The bytes held, leaving the buffer empty.
+    pub(crate) fn take(&mut self) -> Bytes {
+        match std::mem::take(self) {
+            Self::Empty => Bytes::new(),
+            Self::One(bytes) => bytes,
+            Self::Many(all) => all.freeze(),
+        }
+    }
+}
+
 #[cfg(feature = "scrub")]
 /// `Content-Type` of every JSON body this crate produces.
 pub(crate) const APPLICATION_JSON_UTF8: http::HeaderValue =
@@ -388,6 +444,23 @@ mod tests {
         let body = ResponseBody::new(Full::new(Bytes::from_static(b"hello")));
         assert_eq!(body.size_hint().exact(), Some(5));
         assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"hello");
+    }
+
+    #[test]
+    fn frame_buffer_keeps_one_frame_and_joins_more() {
+        let mut buffer = FrameBuffer::default();
+        buffer.push(Bytes::from_static(b""), 0);
+        assert!(matches!(buffer, FrameBuffer::Empty));
+        let first = Bytes::from_static(b"ab");
+        buffer.push(first.clone(), 4);
+        assert!(matches!(&buffer, FrameBuffer::One(one) if one.as_ptr() == first.as_ptr()));
+        buffer.push(Bytes::from_static(b"c"), 4);
+        buffer.push(Bytes::from_static(b"d"), 4);
+        assert!(matches!(&buffer, FrameBuffer::Many(all) if all.capacity() == 4));
+        assert_eq!(buffer.len(), 4);
+        assert_eq!(&buffer.take()[..], b"abcd");
+        assert_eq!(buffer.len(), 0);
+        assert!(buffer.take().is_empty());
     }
 
     #[tokio::test]

@@ -74,7 +74,7 @@ fn known_peer_ip<B>(request: &Request<B>) -> Option<IpAddr> {
 fn warn_missing_peer_once() {
     static WARNED: AtomicBool = AtomicBool::new(false);
     if !WARNED.swap(true, Ordering::Relaxed) {
-        tracing::warn!(
+        trace_warn!(
             "request without a peer address: insert the SocketAddr into the request extensions (or \
              use axum's into_make_service_with_connect_info); such requests share one client budget"
         );
@@ -234,20 +234,7 @@ impl<S> ResolveClientIp<S> {
         ResolveClientIpLayer::new(proxies)
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_service_accessors!();
 }
 
 impl<S, B> Service<Request<B>> for ResolveClientIp<S>

@@ -207,20 +207,7 @@ impl<S> Health<S> {
         &self.readiness
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_service_accessors!();
 
     fn answer<B>(&self, path: &str, method: &Method) -> Response<ResponseBody<B>> {
         if method != Method::GET && method != Method::HEAD {

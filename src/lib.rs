@@ -59,8 +59,9 @@
 //! # Features
 //!
 //! Each layer is a feature, so a user who wants one pays for that one:
-//! `tower-webhooks = { version = "0.1", default-features = false, features = ["auth"] }` builds 29
-//! crates, against 73 when every layer came with the crate (tower-http with one feature: about 20). [`RequirePost`], [`RequireJson`],
+//! `tower-webhooks = { version = "0.1", default-features = false, features = ["auth"] }` builds 20
+//! crates, against 73 when every layer came with the crate (tower-http with one feature: about 20);
+//! `rate-limit` or `in-flight` alone 19. [`RequirePost`], [`RequireJson`],
 //! [`ResponseBody`], [`Rejection`], [`Secret`] and the clocks need no dependency and are always in.
 //!
 //! - `auth`: [`auth`] (sha2, subtle; the keyed state and the client IP).
@@ -71,6 +72,8 @@
 //! - `taskflow`: [`taskflow`], the model, the in-memory store and the action service. Turns on
 //!   `scrub`.
 //! - `serde`: `Deserialize` for each layer's configuration type.
+//! - `tracing`: the layers' warnings as `tracing` events (compiled out without it). Turned on by
+//!   `telemetry`, `config` and `serve`.
 //! - `telemetry`: [`Telemetry`], the access log. Turns on `taskflow`.
 //! - `config`: [`WebhooksConfig`] (JSON5, the secret providers) and what it builds: every layer,
 //!   [`WebhookPipeline`], [`WebhookRouter`] and [`Health`].
@@ -90,6 +93,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+// First: the modules below use its macros.
+#[macro_use]
+mod macros;
 
 pub mod body;
 #[cfg(any(

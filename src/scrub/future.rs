@@ -11,7 +11,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 
 use super::config::ScrubConfig;
-use crate::body::{OwnerFree, ResponseBody};
+use crate::body::{FrameBuffer, OwnerFree, ResponseBody};
 use crate::guard::is_json_media_type;
 use crate::json::JsonDocument;
 use crate::rejection::Rejection;
@@ -33,7 +33,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F, B> {
         Calling { #[pin] future: F },
-        Buffering { parts: Option<Parts>, #[pin] body: B, buffer: Buffer },
+        Buffering { parts: Option<Parts>, #[pin] body: B, buffer: FrameBuffer, expected_len: usize },
         Done,
     }
 }
@@ -71,6 +71,8 @@ enum Failure {
 }
 
 impl Failure {
+    // Read by the warning only, which is compiled out without the `tracing` feature.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     fn reason(self) -> &'static str {
         match self {
             Self::Encoded => "response has a Content-Encoding",
@@ -81,54 +83,8 @@ impl Failure {
     }
 
     fn into_response<B>(self) -> Response<ResponseBody<B>> {
-        tracing::warn!(reason = self.reason(), "scrub: refusing a JSON response");
+        trace_warn!(reason = self.reason(), "scrub: refusing a JSON response");
         Rejection::InternalServerError.into_response()
-    }
-}
-
-/// The bytes read so far. A body of one frame, the common case, is kept without a copy.
-#[derive(Debug, Default)]
-enum Buffer {
-    #[default]
-    Empty,
-    One(Bytes),
-    Many(Vec<u8>),
-}
-
-impl Buffer {
-    fn len(&self) -> usize {
-        match self {
-            Self::Empty => 0,
-            Self::One(bytes) => bytes.len(),
-            Self::Many(bytes) => bytes.len(),
-        }
-    }
-
-    fn push(&mut self, data: Bytes) {
-        if data.is_empty() {
-            return;
-        }
-        *self = match std::mem::take(self) {
-            Self::Empty => Self::One(data),
-            Self::One(first) => {
-                let mut all = Vec::with_capacity(first.len() + data.len());
-                all.extend_from_slice(&first);
-                all.extend_from_slice(&data);
-                Self::Many(all)
-            }
-            Self::Many(mut all) => {
-                all.extend_from_slice(&data);
-                Self::Many(all)
-            }
-        };
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Self::Empty => &[],
-            Self::One(bytes) => bytes,
-            Self::Many(bytes) => bytes,
-        }
     }
 }
 
@@ -172,19 +128,23 @@ where
                     }
                     // The size hint, not the `Content-Length` header: a response to `HEAD` may
                     // announce a large length over an empty body.
-                    if body.size_hint().lower() > this.config.max_buffered_bytes() as u64 {
+                    let expected_len = body.size_hint().lower();
+                    if expected_len > this.config.max_buffered_bytes() as u64 {
                         return done(self, Failure::TooLarge.into_response());
                     }
                     self.as_mut().project().state.set(State::Buffering {
                         parts: Some(parts),
                         body,
-                        buffer: Buffer::Empty,
+                        buffer: FrameBuffer::Empty,
+                        // Within the cap, checked above, so the cast cannot truncate.
+                        expected_len: expected_len as usize,
                     });
                 }
                 StateProj::Buffering {
                     parts,
                     mut body,
                     buffer,
+                    expected_len,
                 } => {
                     while let Some(frame) = ready!(body.as_mut().poll_frame(cx)) {
                         let Ok(frame) = frame else {
@@ -195,15 +155,14 @@ where
                             if buffer.len() + data.len() > this.config.max_buffered_bytes() {
                                 return done(self, Failure::TooLarge.into_response());
                             }
-                            buffer.push(data);
+                            buffer.push(data, *expected_len);
                         }
                     }
                     let Some(mut parts) = parts.take() else {
                         // Only reachable if polled again after completion: answer, never panic.
                         return done(self, Rejection::InternalServerError.into_response());
                     };
-                    let buffered = std::mem::take(buffer);
-                    let response = match rewrite(&mut parts.headers, buffered, this.config) {
+                    let response = match rewrite(&mut parts.headers, &buffer.take(), this.config) {
                         Ok(bytes) => Response::from_parts(parts, ResponseBody::full(bytes)),
                         Err(failure) => failure.into_response(),
                     };
@@ -230,12 +189,7 @@ fn done<F, B, E>(
 /// The body is re-serialised even when nothing was removed: with duplicate keys the parsed value
 /// is not what every client would read from the original bytes, so only our own serialisation of
 /// the scrubbed value is safe to send.
-fn rewrite(
-    headers: &mut HeaderMap,
-    buffer: Buffer,
-    config: &ScrubConfig,
-) -> Result<Bytes, Failure> {
-    let bytes = buffer.as_slice();
+fn rewrite(headers: &mut HeaderMap, bytes: &[u8], config: &ScrubConfig) -> Result<Bytes, Failure> {
     if bytes.is_empty() {
         // Nothing to leak, and no JSON to parse: `204`, or a response to `HEAD`, whose headers
         // describe a body that is not there and must stay as they are.
@@ -253,19 +207,6 @@ fn rewrite(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn buffer_joins_frames() {
-        let mut buffer = Buffer::default();
-        buffer.push(Bytes::from_static(b""));
-        assert!(matches!(buffer, Buffer::Empty));
-        buffer.push(Bytes::from_static(b"ab"));
-        assert!(matches!(buffer, Buffer::One(_)));
-        buffer.push(Bytes::from_static(b"c"));
-        buffer.push(Bytes::from_static(b"d"));
-        assert_eq!(buffer.as_slice(), b"abcd");
-        assert_eq!(buffer.len(), 4);
-    }
 
     #[test]
     fn identity_is_not_an_encoding() {

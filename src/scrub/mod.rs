@@ -28,7 +28,7 @@
 //!
 //! A JSON response that cannot be scrubbed is never passed on. It is replaced by `500 Internal
 //! Server Error` ([`Rejection::InternalServerError`](crate::Rejection::InternalServerError),
-//! plain text) and a `tracing` warning names the reason (never the body) when:
+//! plain text) and, with the `tracing` feature, a warning names the reason (never the body) when:
 //!
 //! - the body is larger than [`ScrubConfig::max_buffered_bytes`] (4 MiB by default), known from
 //!   its size hint before reading or found while reading (at most the cap plus one frame is held);

@@ -403,9 +403,10 @@ fn e_code(error: &StoreError) -> ErrorCode {
 }
 
 fn store_failure(error: StoreError, result: JsonDocument) -> ActionOutcome {
+    // The reason stays in the log: it may name backend details a webhook caller must not see.
+    #[cfg(feature = "tracing")]
     if let StoreError::PersistFailed(reason) = &error {
-        // The reason stays in the log: it may name backend details a webhook caller must not see.
-        tracing::warn!(%reason, "TaskFlow store failed to persist");
+        trace_warn!(%reason, "TaskFlow store failed to persist");
     }
     ActionOutcome::failure(e_code(&error), result)
 }
