@@ -87,6 +87,19 @@ impl JsonDocument {
         Self(Node::Record(record))
     }
 
+    /// Applies `edit` to the document as a `serde_json::Value`: in place when it is one, else on
+    /// a value built from it, which then replaces it (records and our own members become plain
+    /// values; the bytes are the same).
+    pub(crate) fn edit_as_value(&mut self, edit: impl FnOnce(&mut Value)) {
+        if let Node::Value(value) = &mut self.0 {
+            edit(value);
+            return;
+        }
+        let mut value = self.to_value();
+        edit(&mut value);
+        self.0 = Node::Value(value);
+    }
+
     /// The document as a `serde_json::Value`.
     pub fn to_value(&self) -> Value {
         match &self.0 {

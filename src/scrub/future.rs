@@ -11,7 +11,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 
 use super::config::ScrubConfig;
-use crate::body::{FrameBuffer, OwnerFree, ResponseBody};
+use crate::body::{FrameBuffer, ResponseBody, StructuredJson, is_owner_free};
 use crate::guard::is_json_media_type;
 use crate::json::JsonDocument;
 use crate::rejection::Rejection;
@@ -116,15 +116,17 @@ where
             match this.state.project() {
                 StateProj::Calling { future } => {
                     let response = ready!(future.poll(cx))?;
-                    let (parts, body) = response.into_parts();
+                    let (mut parts, body) = response.into_parts();
                     // Built by this crate from allow-listed views: nothing to remove, so no parse.
-                    let owner_free = parts.extensions.get::<OwnerFree>().is_some();
-                    if owner_free || !is_json(&parts.headers) {
+                    if is_owner_free(&parts.headers) || !is_json(&parts.headers) {
                         return done(self, Response::from_parts(parts, ResponseBody::new(body)));
                     }
                     // We cannot see inside a compressed body; compress outside this layer.
                     if is_encoded(&parts.headers) {
                         return done(self, Failure::Encoded.into_response());
+                    }
+                    if scrub_in_place(&mut parts, &body, this.config) {
+                        return done(self, Response::from_parts(parts, ResponseBody::new(body)));
                     }
                     // The size hint, not the `Content-Length` header: a response to `HEAD` may
                     // announce a large length over an empty body.
@@ -182,6 +184,40 @@ fn done<F, B, E>(
 ) -> Poll<Result<Response<ResponseBody<B>>, E>> {
     future.as_mut().project().state.set(State::Done);
     Poll::Ready(Ok(response))
+}
+
+/// Scrubs the document of a [`json_response`](crate::json_response) in place and serialises it, if
+/// the response carries one that its body still holds unserialised; whether it did.
+///
+/// The length is the body's own exact size hint after that: the document's length through any
+/// wrapper that passes it on, and no `Content-Length` for one whose size is unknown.
+fn scrub_in_place<B: Body>(parts: &mut Parts, body: &B, config: &ScrubConfig) -> bool {
+    let Some(StructuredJson(slot)) = parts.extensions.remove::<StructuredJson>() else {
+        return false;
+    };
+    // Ours and the body's: with fewer, the body that held the document was dropped, and what
+    // goes out is something else, to be read like any other body.
+    if std::sync::Arc::strong_count(&slot) < 2 {
+        return false;
+    }
+    let scrubbed = slot.edit_and_serialise(|document| {
+        document.edit_as_value(|value| {
+            config.scrub(value);
+        });
+    });
+    if scrubbed.is_none() {
+        return false;
+    }
+    match body.size_hint().exact() {
+        Some(len) => {
+            parts.headers.remove(TRANSFER_ENCODING);
+            parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        None => {
+            parts.headers.remove(CONTENT_LENGTH);
+        }
+    }
+    true
 }
 
 /// Parses, scrubs and re-serialises a buffered body, and fixes the framing headers.

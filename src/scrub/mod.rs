@@ -12,11 +12,16 @@
 //!
 //! - **Answers this crate built owner-free** (the
 //!   [`TaskFlowActionService`](crate::TaskFlowActionService)'s envelopes, whose records are
-//!   allow-listed views): passed on as they are, with no parse. The service marks them with a
-//!   response extension that only this crate can create, so the mark survives any body wrapper in
-//!   between and no other handler can claim it.
-//! - **Any other response whose `Content-Type` is JSON** (`application/json` or `*/*+json`),
-//!   structured ([`json_response`](crate::json_response)) or not:
+//!   allow-listed views): passed on as they are, with no parse. The service marks them by their
+//!   `Content-Type` value, whose bytes live in a `static` of this crate (the same text built
+//!   anywhere else is no mark), so the mark costs no allocation, survives any body wrapper in
+//!   between, and no other handler can make one.
+//! - **Structured documents of [`json_response`](crate::json_response)**: scrubbed in place and
+//!   serialised once, with `Content-Length` set to the new length, whatever wraps the body on the
+//!   way. The document is shared with the response's extensions; the scrub trusts it only while a
+//!   body still holds it unserialised, so a body swapped or drained on the way is read like any
+//!   other.
+//! - **Any other response whose `Content-Type` is JSON** (`application/json` or `*/*+json`):
 //!   the body is read completely, parsed, scrubbed and re-serialised, with `Content-Length` set to
 //!   the new length (and any `Transfer-Encoding` removed). It is always re-serialised, even when
 //!   nothing was removed, so that duplicate keys cannot smuggle a second copy past the scrubber.
