@@ -205,7 +205,7 @@ impl<S> Layer<S> for ResolveClientIpLayer {
 /// ```
 /// use tower::{ServiceBuilder, ServiceExt};
 /// use tower_webhooks::client_ip::{ClientIp, ResolveClientIpLayer};
-/// use tower_webhooks::TrustedProxies;
+/// use tower_webhooks::client_ip::TrustedProxies;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let svc = ServiceBuilder::new()
 ///     .layer(ResolveClientIpLayer::new(TrustedProxies::parse(["10.0.0.0/8"]).unwrap()))

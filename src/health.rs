@@ -16,7 +16,9 @@
 //! ```
 //! use tower::{ServiceBuilder, ServiceExt};
 //! use tower_webhooks::health::{HealthLayer, Readiness, RoutesLoaded};
-//! use tower_webhooks::{BufferedBody, Limits, WebhookPipeline};
+//! use tower_webhooks::WebhookPipeline;
+//! use tower_webhooks::body::BufferedBody;
+//! use tower_webhooks::config::Limits;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let router = WebhookPipeline::in_memory(Limits::default()).router(&[]);

@@ -3,8 +3,8 @@
 //!
 //! Building a `serde_json::Value` for every record cost more than all the middleware of a request
 //! together: a `String` per key and per value, an index-map insert per member, then freeing it all
-//! after serialising. A [`JsonDocument`] keeps records (the TaskFlow [`Flow`](crate::Flow) and
-//! [`Task`](crate::Task)) as they are: they serialise straight from their fields, and only the
+//! after serialising. A [`JsonDocument`] keeps records (the TaskFlow [`Flow`](crate::taskflow::Flow) and
+//! [`Task`](crate::taskflow::Task)) as they are: they serialise straight from their fields, and only the
 //! members a client may see. Anything else is an ordinary [`Value`].
 //!
 //! This module knows nothing of TaskFlows: a record is anything that offers its members through

@@ -32,7 +32,10 @@
 #![cfg_attr(not(feature = "config"), doc = "```ignore")]
 //! use tower::{ServiceBuilder, ServiceExt};
 //! use tower_webhooks::telemetry::TelemetryLayer;
-//! use tower_webhooks::{BufferedBody, Limits, ResolvedRoute, Secret, WebhookPipeline};
+//! use tower_webhooks::WebhookPipeline;
+//! use tower_webhooks::body::BufferedBody;
+//! use tower_webhooks::config::{Limits, ResolvedRoute};
+//! use tower_webhooks::secret::Secret;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let pipeline = WebhookPipeline::in_memory(Limits::default());
@@ -128,7 +131,7 @@ pub fn record_route(route: &Arc<str>) {
 }
 
 /// Records why the current request was refused; a later call replaces an earlier one.
-/// [`Rejection::into_response`](crate::Rejection::into_response) calls it.
+/// [`Rejection::into_response`](crate::rejection::Rejection::into_response) calls it.
 pub fn record_rejection(reason: RejectionReason) {
     record(|observation| observation.reason = Some(reason));
 }

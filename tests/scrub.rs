@@ -11,8 +11,9 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
 use tower_webhooks::{
-    ResponseBody, ScrubConfig, ScrubOwnerMetadata, ScrubOwnerMetadataLayer, ScrubPath,
-    StandaloneBody, json_response,
+    ResponseBody, ScrubOwnerMetadata, ScrubOwnerMetadataLayer,
+    body::{StandaloneBody, json_response},
+    scrub::{ScrubConfig, ScrubPath},
 };
 
 const OWNER: &str = "agent:main:owner-session-4f7c";
@@ -759,8 +760,8 @@ async fn works_as_an_axum_router_layer_without_error_handling() {
     same_order(&bytes, &scrubbed_envelope());
 }
 
-fn typed_flow() -> tower_webhooks::Flow {
-    use tower_webhooks::{Flow, FlowStatus, NotifyPolicy, SyncMode};
+fn typed_flow() -> tower_webhooks::taskflow::Flow {
+    use tower_webhooks::taskflow::{Flow, FlowStatus, NotifyPolicy, SyncMode};
     Flow {
         flow_id: uuid::Uuid::from_u128(42),
         sync_mode: SyncMode::Managed,
@@ -787,7 +788,7 @@ fn typed_flow() -> tower_webhooks::Flow {
 #[test]
 fn typed_records_are_already_scrubbed() {
     use tower_webhooks::json::JsonDocument;
-    use tower_webhooks::{NewTask, Runtime};
+    use tower_webhooks::taskflow::{NewTask, Runtime};
     let flow = typed_flow();
     let task = NewTask::new(Runtime::Subagent, "t").into_task(flow.flow_id, OWNER.into(), 3);
     let document = JsonDocument::object([
@@ -798,7 +799,10 @@ fn typed_records_are_already_scrubbed() {
                 ("flow", flow.clone().into()),
                 ("flows", vec![flow.clone(), flow.clone()].into()),
                 ("tasks", vec![task.clone()].into()),
-                ("current", Option::<tower_webhooks::Flow>::None.into()),
+                (
+                    "current",
+                    Option::<tower_webhooks::taskflow::Flow>::None.into(),
+                ),
             ]),
         ),
     ]);

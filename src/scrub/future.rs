@@ -186,7 +186,7 @@ fn done<F, B, E>(
     Poll::Ready(Ok(response))
 }
 
-/// Scrubs the document of a [`json_response`](crate::json_response) in place and serialises it, if
+/// Scrubs the document of a [`json_response`](crate::body::json_response) in place and serialises it, if
 /// the response carries one that its body still holds unserialised; whether it did.
 ///
 /// The length is the body's own exact size hint after that: the document's length through any

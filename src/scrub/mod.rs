@@ -16,7 +16,7 @@
 //!   `Content-Type` value, whose bytes live in a `static` of this crate (the same text built
 //!   anywhere else is no mark), so the mark costs no allocation, survives any body wrapper in
 //!   between, and no other handler can make one.
-//! - **Structured documents of [`json_response`](crate::json_response)**: scrubbed in place and
+//! - **Structured documents of [`json_response`](crate::body::json_response)**: scrubbed in place and
 //!   serialised once, with `Content-Length` set to the new length, whatever wraps the body on the
 //!   way. The document is shared with the response's extensions; the scrub trusts it only while a
 //!   body still holds it unserialised, so a body swapped or drained on the way is read like any
@@ -32,7 +32,7 @@
 //! # Failing closed
 //!
 //! A JSON response that cannot be scrubbed is never passed on. It is replaced by `500 Internal
-//! Server Error` ([`Rejection::InternalServerError`](crate::Rejection::InternalServerError),
+//! Server Error` ([`Rejection::InternalServerError`](crate::rejection::Rejection::InternalServerError),
 //! plain text) and, with the `tracing` feature, a warning names the reason (never the body) when:
 //!
 //! - the body is larger than [`ScrubConfig::max_buffered_bytes`] (4 MiB by default), known from
@@ -53,7 +53,8 @@
 //! use http::{Request, Response};
 //! use http_body_util::{BodyExt, Empty, Full};
 //! use tower::{ServiceBuilder, ServiceExt};
-//! use tower_webhooks::{ScrubConfig, ScrubOwnerMetadataLayer};
+//! use tower_webhooks::ScrubOwnerMetadataLayer;
+//! use tower_webhooks::scrub::ScrubConfig;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let svc = ServiceBuilder::new()
@@ -92,7 +93,7 @@ pub use service::ScrubOwnerMetadata;
 #[cfg(test)]
 mod send_sync {
     use super::*;
-    use crate::StandaloneBody;
+    use crate::body::StandaloneBody;
     use static_assertions::assert_impl_all;
 
     type BoxFuture = std::pin::Pin<
