@@ -64,22 +64,23 @@ impl SharedStateSource {
                 .ok_or_else(|| ConfigError::invalid(&at, r#"must be "local" or "reject""#))?;
         }
         if let Some(ms) = map.get("timeoutMs") {
-            config.timeout =
-                Duration::from_millis(positive_int(ms, &join(path, "timeoutMs"), 10_000)?);
+            config.timeout = millis_within(ms, &join(path, "timeoutMs"), 1, 10_000)?;
         }
         if let Some(ms) = map.get("leaseMs") {
-            let at = join(path, "leaseMs");
-            let ms = positive_int(ms, &at, 30_000)?;
-            if ms < 100 {
-                return Err(ConfigError::invalid(
-                    at,
-                    "must be an integer from 100 to 30000",
-                ));
-            }
-            config.lease = Duration::from_millis(ms);
+            config.lease = millis_within(ms, &join(path, "leaseMs"), 100, 30_000)?;
         }
         Ok(Self { url, config })
     }
+}
+
+/// Whole milliseconds from `min` to `max`.
+fn millis_within(value: &Value, path: &str, min: u64, max: u64) -> Result<Duration, ConfigError> {
+    let range = || ConfigError::invalid(path, format!("must be an integer from {min} to {max}"));
+    let ms = positive_int(value, path, u64::MAX).map_err(|_| range())?;
+    if ms < min || ms > max {
+        return Err(range());
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 /// The URL: a plain string must be a `redis://` URL; a SecretRef is checked once resolved.

@@ -78,16 +78,19 @@ local lock = lock_state(KEYS[2], KEYS[3], tonumber(ARGV[4]))
 return {taken, lock[1], lock[2]}
 ";
 
-/// Extends a lease still held (SPEC §2.4: renewed while the body streams).
+/// Extends the leases a replica still holds (SPEC §2.4: renewed while the body streams).
 ///
-/// KEYS: the slots. ARGV: lease ms, lease id. Returns 1, or 0 when the lease had lapsed.
+/// KEYS: the slot sets, one per lease. ARGV: lease ms, then the lease ids in the order of KEYS.
+/// A lease already released or lapsed is not brought back (`XX`). Returns how many were renewed.
 const RENEW: &str = r"
 local now = now_ms('')
 local lease = tonumber(ARGV[1])
-if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], 'XX', now + lease, ARGV[2])
-redis.call('PEXPIRE', KEYS[1], lease, 'GT')
-return 1
+local renewed = 0
+for i, key in ipairs(KEYS) do
+  renewed = renewed + redis.call('ZADD', key, 'XX', 'CH', now + lease, ARGV[i + 1])
+  redis.call('PEXPIRE', key, lease, 'GT')
+end
+return renewed
 ";
 
 /// Whether a client is locked out (SPEC §2.2). KEYS: failures, lock. ARGV: lockout ms.

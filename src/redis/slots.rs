@@ -9,20 +9,25 @@ use super::future::SharedAnswer;
 use super::lockout::{RedisLockoutStore, lock_state};
 use super::state::{RedisState, script_command};
 use crate::client_ip::ClientIp;
-use crate::clock::{SharedClock, SystemClock};
+use crate::clock::SystemClock;
 use crate::in_flight::{InFlightLimiter, InFlightPermit};
-use crate::keyed::{KeyHasher, LeaseTerms, LockoutStore, RenewAtHalfLease, SlotStore, Unavailable};
+use crate::keyed::{KeyHasher, LockoutStore, NoRenewal, SlotStore, Unavailable};
 use crate::limit::millis;
 
 /// The in-flight limiter's [`SlotStore`] shared through Redis (SPEC §7): the 9th concurrent
 /// request of a key is refused across replicas.
 ///
 /// A slot is a lease: an id in the key's sorted set (`<keyPrefix>if:<16 hex digits>`) scored by
-/// its deadline, taken by a script that first drops the leases past their deadline. The response
-/// renews it at half its length while its body streams ([`RenewAtHalfLease`]); dropping it
+/// its deadline, taken by a script that first drops the leases past their deadline. While the
+/// lease lives (its response is being handled or its body streams, however slowly) the process
+/// renews it, with all its others in one script run every third of the lease length; dropping it
 /// (response sent, dropped, or failed) removes it without waiting for Redis. A replica that dies
 /// holding slots frees them when their leases run out:
 /// [`lease`](super::SharedStateConfig::lease), 30 s by default.
+///
+/// The seam's per-poll renewal ([`RenewAtHalfLease`](crate::keyed::RenewAtHalfLease)) renews only
+/// when the response is polled: a request waiting on a silent client is not, and its lease would
+/// lapse while it still holds the slot. Hence the process-wide renewal, and [`NoRenewal`] here.
 ///
 /// With [`reading_lockout`](Self::reading_lockout), the same script reads the auth lockout state
 /// of the request's client, which the auth layer then uses without asking again: an accepted
@@ -32,7 +37,6 @@ pub struct RedisSlotStore {
     local: InFlightLimiter,
     shared: Option<RedisState>,
     lockout: Option<RedisLockoutStore>,
-    clock: SharedClock,
 }
 
 impl fmt::Debug for RedisSlotStore {
@@ -80,6 +84,7 @@ impl RedisLease {
 impl Drop for RedisLease {
     fn drop(&mut self) {
         if let LeaseKind::Shared { shared, key, id } = &self.kind {
+            shared.inner.leases.lock().remove(id);
             let mut release = redis::cmd("ZREM");
             release.arg(key.as_str()).arg(id.as_str());
             shared.send_and_forget(release);
@@ -103,7 +108,6 @@ impl RedisSlotStore {
             local,
             shared,
             lockout: None,
-            clock: SystemClock::shared(),
         }
     }
 
@@ -111,12 +115,6 @@ impl RedisSlotStore {
     /// `lockout`'s next check of that client needs no round trip of its own.
     pub fn reading_lockout(mut self, lockout: RedisLockoutStore) -> Self {
         self.lockout = lockout.shared().is_some().then_some(lockout);
-        self
-    }
-
-    /// The clock renewals are timed by (a [`ManualClock`](crate::ManualClock) in tests).
-    pub fn with_clock(mut self, clock: SharedClock) -> Self {
-        self.clock = clock;
         self
     }
 
@@ -203,7 +201,11 @@ impl RedisSlotStore {
                     lockout.read_ahead(client_key, lock_state(kind, ms));
                 }
             }
-            Ok((taken == 1).then(|| RedisLease {
+            if taken != 1 {
+                return Ok(None);
+            }
+            shared.inner.leases.lock().insert(id.clone(), slots.clone());
+            Ok(Some(RedisLease {
                 kind: LeaseKind::Shared {
                     shared,
                     key: slots,
@@ -222,7 +224,7 @@ impl RedisSlotStore {
 
 impl SlotStore for RedisSlotStore {
     type Lease = RedisLease;
-    type Renewal = RenewAtHalfLease<RedisSlotStore>;
+    type Renewal = NoRenewal;
     type AcquireFuture = SharedAnswer<Result<Option<RedisLease>, Unavailable>>;
     type RenewFuture = SharedAnswer<Result<(), Unavailable>>;
 
@@ -244,32 +246,13 @@ impl SlotStore for RedisSlotStore {
         self.take(key, client)
     }
 
-    fn renewal(&self) -> Self::Renewal {
-        let length = self
-            .shared
-            .as_ref()
-            .map_or(super::config::MAX_LEASE, |shared| shared.config().lease);
-        RenewAtHalfLease::new(
-            self.clone(),
-            LeaseTerms {
-                length,
-                clock: self.clock.clone(),
-            },
-        )
+    fn renewal(&self) -> NoRenewal {
+        // The process renews all its leases together (`RedisState`), whether or not their
+        // responses are polled: nothing travels with the lease.
+        NoRenewal
     }
 
-    fn renew(&self, lease: &RedisLease) -> Self::RenewFuture {
-        let LeaseKind::Shared { shared, key, id } = &lease.kind else {
-            return SharedAnswer::ready(Ok(()));
-        };
-        let lease_ms = millis(shared.config().lease);
-        let mut command = script_command(&shared.inner.scripts.renew, &[key.as_str()]);
-        command.arg(lease_ms).arg(id.as_str());
-        match shared.query::<i64>(command) {
-            Some(asked) => SharedAnswer::pending(async move {
-                asked.await.map(|_renewed| ()).ok_or_else(Unavailable::new)
-            }),
-            None => SharedAnswer::ready(Err(Unavailable::new())),
-        }
+    fn renew(&self, _lease: &RedisLease) -> Self::RenewFuture {
+        SharedAnswer::ready(Ok(()))
     }
 }

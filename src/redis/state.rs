@@ -2,11 +2,13 @@
 
 use std::fmt;
 use std::future::Future;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use parking_lot::Mutex;
 use redis::{FromRedisValue, Script};
 
 use super::config::{OnUnavailable, SharedStateConfig};
@@ -55,6 +57,8 @@ pub(crate) struct Inner {
     /// Distinguishes this process's in-flight leases from every other replica's.
     pub(crate) replica: String,
     pub(crate) next_lease: AtomicU64,
+    /// The leases this process holds, id → slot set: renewed together by `renew_leases`.
+    pub(crate) leases: Mutex<HashMap<String, String>>,
     down: AtomicBool,
     fallbacks: AtomicU64,
     started: Instant,
@@ -116,6 +120,7 @@ impl RedisState {
                 scripts,
                 replica: uuid::Uuid::new_v4().simple().to_string(),
                 next_lease: AtomicU64::new(0),
+                leases: Mutex::new(HashMap::new()),
                 down: AtomicBool::new(false),
                 fallbacks: AtomicU64::new(0),
                 started: Instant::now(),
@@ -123,6 +128,7 @@ impl RedisState {
             }),
         };
         tokio::spawn(probe(Arc::downgrade(&state.inner)));
+        tokio::spawn(renew_leases(Arc::downgrade(&state.inner)));
         Ok(state)
     }
 
@@ -286,6 +292,44 @@ async fn probe(state: Weak<Inner>) {
         if let Ok(Ok(())) = tokio::time::timeout(CONNECT_TIMEOUT, ping).await {
             inner.down.store(false, Ordering::Relaxed);
             tracing::info!("shared state available again: Redis answers");
+        }
+    }
+}
+
+/// Leases renewed by one script run at most: a bounded command however many are held.
+const RENEW_BATCH: usize = 512;
+
+/// Every third of the lease length, renews every lease this process holds, in batches of
+/// [`RENEW_BATCH`]: a lease lives exactly as long as its response (its body streaming, however
+/// slowly, or its handler working) plus at most one lease length after the process dies. Ends
+/// with the state.
+async fn renew_leases(state: Weak<Inner>) {
+    let Some(every) = state.upgrade().map(|inner| inner.config.lease / 3) else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(inner) = state.upgrade() else { return };
+        let held: Vec<(String, String)> = inner
+            .leases
+            .lock()
+            .iter()
+            .map(|(id, key)| (id.clone(), key.clone()))
+            .collect();
+        let lease_ms = u64::try_from(inner.config.lease.as_millis()).unwrap_or(u64::MAX);
+        for batch in held.chunks(RENEW_BATCH) {
+            let keys: Vec<&str> = batch.iter().map(|(_, key)| key.as_str()).collect();
+            let mut command = script_command(&inner.scripts.renew, &keys);
+            command.arg(lease_ms);
+            for (id, _) in batch {
+                command.arg(id.as_str());
+            }
+            let mut connection = inner.connection.clone();
+            // Not a decision: a renewal may wait longer than the decision timeout, and one that
+            // fails is tried again next tick, with most of the lease still to run.
+            let _ = tokio::time::timeout(every, command.query_async::<i64>(&mut connection)).await;
         }
     }
 }
