@@ -8,6 +8,8 @@
 //! port and in a directory of their own, so the machine's Redis is never touched.
 
 mod support;
+#[path = "support/backends.rs"]
+mod backends;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -33,16 +35,7 @@ const SECRET: &str = "shared-state-secret";
 const PATH: &str = "/plugins/webhooks/zap";
 const LIST: &[u8] = br#"{"action":"list_flows"}"#;
 
-/// The machine's Redis, or `None` after printing why the test is skipped.
-fn redis_url(test: &str) -> Option<String> {
-    match std::env::var("TOWER_WEBHOOKS_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("skipped {test}: TOWER_WEBHOOKS_REDIS_URL is not set (no Redis to share state on)");
-            None
-        }
-    }
-}
+use backends::redis_url;
 
 /// A key prefix no other test (or run) uses.
 fn prefix(test: &str) -> String {
