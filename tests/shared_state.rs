@@ -7,9 +7,9 @@
 //! key prefix of its own. The tests that stop Redis start a `redis-server` of their own on a free
 //! port and in a directory of their own, so the machine's Redis is never touched.
 
-mod support;
 #[path = "support/backends.rs"]
 mod backends;
+mod support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -343,9 +343,9 @@ impl PrivateRedis {
 
 #[tokio::test]
 async fn redis_going_away_falls_back_to_local_budgets_and_coming_back_shares_again() {
-    let Some(_) = redis_url(
-        "redis_going_away_falls_back_to_local_budgets_and_coming_back_shares_again",
-    ) else {
+    let Some(_) =
+        redis_url("redis_going_away_falls_back_to_local_budgets_and_coming_back_shares_again")
+    else {
         return;
     };
     let redis = PrivateRedis::start().await;
@@ -509,10 +509,16 @@ impl RespCounter {
 
     fn command_length(bytes: &[u8]) -> Option<usize> {
         let (header, mut at) = Self::line(bytes, 0)?;
-        let items: usize = std::str::from_utf8(header.strip_prefix(b"*")?).ok()?.parse().ok()?;
+        let items: usize = std::str::from_utf8(header.strip_prefix(b"*")?)
+            .ok()?
+            .parse()
+            .ok()?;
         for _ in 0..items {
             let (length, after) = Self::line(bytes, at)?;
-            let length: usize = std::str::from_utf8(length.strip_prefix(b"$")?).ok()?.parse().ok()?;
+            let length: usize = std::str::from_utf8(length.strip_prefix(b"$")?)
+                .ok()?
+                .parse()
+                .ok()?;
             at = after + length + 2;
             if at > bytes.len() {
                 return None;
@@ -531,9 +537,11 @@ async fn each_request_pays_the_round_trips_up_to_its_decision_and_no_more() {
     let mut redis = client(&url).await;
     let upstream = redis::Client::open(url.as_str()).unwrap();
     let upstream = match upstream.get_connection_info().addr() {
-        redis::ConnectionAddr::Tcp(host, port) => {
-            tokio::net::lookup_host((host.as_str(), *port)).await.unwrap().next().unwrap()
-        }
+        redis::ConnectionAddr::Tcp(host, port) => tokio::net::lookup_host((host.as_str(), *port))
+            .await
+            .unwrap()
+            .next()
+            .unwrap(),
         other => panic!("a TCP Redis is needed to count round trips, not {other:?}"),
     };
     let proxy = CountingProxy::start(upstream).await;
@@ -571,7 +579,9 @@ async fn each_request_pays_the_round_trips_up_to_its_decision_and_no_more() {
     let response = send("GET", json, SECRET, [127, 0, 0, 1]).await.unwrap();
     assert_eq!(trips(response), (405, 0), "405: none");
 
-    let response = send("POST", "text/plain", SECRET, [127, 0, 0, 1]).await.unwrap();
+    let response = send("POST", "text/plain", SECRET, [127, 0, 0, 1])
+        .await
+        .unwrap();
     assert_eq!(trips(response), (415, 1), "415: the window");
 
     let response = send("POST", json, SECRET, [127, 0, 0, 1]).await.unwrap();
@@ -777,10 +787,7 @@ fn shared_state_config_errors_name_the_key_and_never_the_url() {
             r#""http://user:hunter2@cache:6379""#,
             "webhooks.sharedState: must be a redis:// URL (the only shared-state backend)",
         ),
-        (
-            r#""""#,
-            "webhooks.sharedState: must not be empty",
-        ),
+        (r#""""#, "webhooks.sharedState: must not be empty"),
         (
             "42",
             "webhooks.sharedState: must be a string or a SecretRef object",

@@ -1,14 +1,14 @@
 //! [`RedisState`]: one connection per process, the scripts, and whether Redis is answering.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Script};
 
 use super::config::{OnUnavailable, SharedStateConfig};
