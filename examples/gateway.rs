@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run --release --example gateway -- [--config FILE] [--listen ADDR] [--log-format text|json]
-//!     [--metrics-listen ADDR] [--max-connections N] [--check-config]
+//!     [--metrics-listen ADDR] [--max-connections N] [--shared-state URL] [--check-config]
 //! ```
 //!
 //! - Without `--config` it serves the embedded default: route `default` at
@@ -17,6 +17,10 @@
 //!   access-log event (target `tower_webhooks::access`). No secret is ever logged.
 //! - `--max-connections N` (default 10,000): at the cap the gateway stops accepting until a
 //!   connection closes.
+//! - `--shared-state redis://HOST:PORT` (feature `redis`; or `sharedState` in the config file, which
+//!   can name the URL by SecretRef and keeps a password off the command line) shares the rate
+//!   limits, in-flight slots and lockout with every replica on that Redis. Redis unreachable at
+//!   start is a configuration error (exit 2); later, `onUnavailable` decides (SPEC §7).
 //! - `--check-config` loads the file, resolves every secret, prints the routes and exits: 0 when it
 //!   loads, 2 with the error otherwise.
 //! - `SIGHUP` re-reads the config file and re-resolves its secrets; `SIGTERM` or Ctrl-C stop
@@ -36,6 +40,8 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_webhooks::gateway::{ConfigCheck, Gateway, LoadReport};
+#[cfg(feature = "redis")]
+use tower_webhooks::metrics::SharedStateFallbacks;
 use tower_webhooks::metrics::{MetricsEndpoint, TrackedKeys, WebhookMetrics};
 use tower_webhooks::serve::{ServeOptions, ServeOutcome, serve};
 use tower_webhooks::telemetry::TelemetryLayer;
@@ -76,6 +82,13 @@ struct Args {
     /// Open connections at most; at the cap the gateway stops accepting until one closes
     #[arg(long, value_name = "N", default_value = "10000", value_parser = at_least_one)]
     max_connections: NonZeroUsize,
+
+    /// Share rate limits, in-flight slots and the lockout with every replica on this Redis
+    /// (redis://[user:password@]host[:port][/db]) [default: the config file's sharedState, else
+    /// none]
+    #[cfg(feature = "redis")]
+    #[arg(long, value_name = "URL")]
+    shared_state: Option<String>,
 
     /// Load the config, resolve every secret, print the routes and exit (0 ok, 2 error)
     #[arg(long)]
@@ -178,6 +191,16 @@ fn check_config(args: &Args) -> ExitCode {
         None => ConfigCheck::embedded(),
     };
     let mut check = check;
+    #[cfg(feature = "redis")]
+    if let Some(url) = &args.shared_state {
+        check = match check.with_shared_state_url(url) {
+            Ok(check) => check,
+            Err(error) => {
+                eprintln!("gateway: {error}");
+                return ExitCode::from(2);
+            }
+        };
+    }
     if args.metrics_listen.is_some() {
         check.metrics_listen = args.metrics_listen;
     }
@@ -237,6 +260,14 @@ async fn main() -> ExitCode {
         }
     };
     log_report(&report);
+    #[cfg(feature = "redis")]
+    let gateway = match gateway.share_state(args.shared_state.as_deref()).await {
+        Ok(gateway) => gateway,
+        Err(error) => {
+            eprintln!("gateway: {error}");
+            return ExitCode::from(2);
+        }
+    };
 
     let listener = match TcpListener::bind(args.listen).await {
         Ok(listener) => listener,
@@ -253,7 +284,12 @@ async fn main() -> ExitCode {
     if let Some(listen) = args.metrics_listen.or(gateway.metrics_settings().listen) {
         let mut registry = Registry::default();
         let counting = WebhookMetrics::new(&mut registry);
-        registry.register_collector(Box::new(TrackedKeys::of(gateway.pipeline())));
+        let (rate_limit, in_flight, lockout) = gateway.local_limiters();
+        registry.register_collector(Box::new(TrackedKeys::new(rate_limit, in_flight, lockout)));
+        #[cfg(feature = "redis")]
+        if let Some(shared) = gateway.shared_state() {
+            registry.register_collector(Box::new(SharedStateFallbacks::new(shared.clone())));
+        }
         telemetry = telemetry.metrics(counting.clone());
         metrics = Some(counting);
         match serve_metrics(listen, MetricsEndpoint::new(registry), stopping.clone()).await {

@@ -11,13 +11,46 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::auth::AuthLockout;
 use crate::config::{ConfigError, Limits, MetricsSettings, ResolvedRoute, WebhooksConfig};
 use crate::health::{Health, Readiness, RoutesLoaded};
+use crate::in_flight::InFlightLimiter;
 use crate::pipeline::{RouteService, WebhookPipeline};
+use crate::rate_limit::FixedWindowLimiter;
 use crate::router::WebhookRouter;
 use crate::secret::Secret;
 use crate::taskflow::MemoryStore;
 use crate::telemetry::{Telemetry, TelemetryLayer};
+
+#[cfg(feature = "redis")]
+mod shared_state;
+#[cfg(feature = "redis")]
+pub use shared_state::{
+    SHARED_STATE_READINESS_KIND, SharedStateReady, describe as describe_shared_state,
+};
+
+/// The rate windows of the gateway: in memory, or on Redis when it shares state (feature `redis`).
+#[cfg(not(feature = "redis"))]
+pub type GatewayWindows = FixedWindowLimiter;
+/// The in-flight slots of the gateway: in memory, or on Redis when it shares state.
+#[cfg(not(feature = "redis"))]
+pub type GatewaySlots = InFlightLimiter;
+/// The auth lockout of the gateway: in memory, or on Redis when it shares state.
+#[cfg(not(feature = "redis"))]
+pub type GatewayLockout = AuthLockout;
+/// The rate windows of the gateway: in memory, or on Redis when it shares state (SPEC §7).
+#[cfg(feature = "redis")]
+pub type GatewayWindows = crate::redis::RedisWindowStore;
+/// The in-flight slots of the gateway: in memory, or on Redis when it shares state.
+#[cfg(feature = "redis")]
+pub type GatewaySlots = crate::redis::RedisSlotStore;
+/// The auth lockout of the gateway: in memory, or on Redis when it shares state.
+#[cfg(feature = "redis")]
+pub type GatewayLockout = crate::redis::RedisLockoutStore;
+
+/// The pipeline the gateway builds its routes with.
+pub type GatewayPipeline =
+    WebhookPipeline<MemoryStore, GatewayWindows, GatewaySlots, GatewayLockout>;
 
 /// The embedded default route: id, owner session and path.
 pub const DEFAULT_ROUTE_ID: &str = "default";
@@ -25,14 +58,15 @@ pub const DEFAULT_ROUTE_ID: &str = "default";
 pub const DEFAULT_SESSION_KEY: &str = "agent:main:main";
 
 /// The router type the gateway serves.
-pub type GatewayRouter = WebhookRouter<RouteService<MemoryStore>>;
+pub type GatewayRouter =
+    WebhookRouter<RouteService<MemoryStore, GatewayWindows, GatewaySlots, GatewayLockout>>;
 
 /// What the gateway serves on its webhook port: probes first, then the observed router.
 pub type GatewayService = Health<Telemetry<GatewayRouter>>;
 
 /// The store kind the gateway runs on, as `--check-config` prints it.
 pub const STORE_KIND: &str = "memory";
-/// The shared-state kind the gateway runs with, as `--check-config` prints it.
+/// The shared-state kind of a gateway whose replicas share nothing, as `--check-config` prints it.
 pub const SHARED_STATE_KIND: &str = "none";
 /// How every route authenticates today: a shared secret, as a bearer token or in
 /// `x-openclaw-webhook-secret` (SPEC §2.2).
@@ -54,38 +88,71 @@ pub struct LoadReport {
 pub struct Gateway {
     config_path: Option<PathBuf>,
     metrics: MetricsSettings,
-    pipeline: WebhookPipeline<MemoryStore>,
+    pipeline: GatewayPipeline,
     router: GatewayRouter,
+    /// `sharedState` of the file, URL resolved, until [`share_state`](Self::share_state) connects.
+    #[cfg(feature = "redis")]
+    shared_state: Option<(Secret, crate::redis::SharedStateConfig)>,
+    /// The routes served, kept to rebuild them on shared state.
+    #[cfg(feature = "redis")]
+    routes: Vec<ResolvedRoute>,
+}
+
+/// The gateway's pipeline over the in-memory store, its limiters in memory until
+/// [`Gateway::share_state`] connects them to Redis.
+fn local_pipeline(limits: Limits) -> GatewayPipeline {
+    let store = MemoryStore::with_config(limits.store.clone());
+    let clock = crate::clock::SystemClock::shared();
+    let windows = FixedWindowLimiter::with_clock(limits.rate_limit, std::sync::Arc::clone(&clock));
+    let slots = InFlightLimiter::new(limits.in_flight);
+    let lockout = AuthLockout::with_clock(limits.auth_failures, clock);
+    #[cfg(feature = "redis")]
+    let (windows, slots, lockout) = (
+        crate::redis::RedisWindowStore::local_only(windows),
+        crate::redis::RedisSlotStore::local_only(slots),
+        crate::redis::RedisLockoutStore::local_only(lockout),
+    );
+    WebhookPipeline::with_stores(store, limits, windows, slots, lockout)
 }
 
 impl Gateway {
     /// The embedded default: one route `default` at `/plugins/webhooks/default` for session
     /// `agent:main:main`, accepting `secret`, with default limits.
     pub fn embedded(secret: Secret) -> (Self, LoadReport) {
-        let pipeline = WebhookPipeline::in_memory(Limits::default());
+        let pipeline = local_pipeline(Limits::default());
         let route = ResolvedRoute::new(DEFAULT_ROUTE_ID, DEFAULT_SESSION_KEY, [secret]);
         let report = LoadReport {
             routes: vec![(route.id.clone(), route.path.clone())],
             warnings: vec![],
         };
-        let router = pipeline.router(&[route]);
+        let router = pipeline.router(std::slice::from_ref(&route));
         (
             Self {
                 config_path: None,
                 metrics: MetricsSettings::default(),
                 pipeline,
                 router,
+                #[cfg(feature = "redis")]
+                shared_state: None,
+                #[cfg(feature = "redis")]
+                routes: vec![route],
             },
             report,
         )
     }
 
     /// Loads `path` (plugin config or whole OpenClaw file, JSON5) and resolves its secrets.
+    ///
+    /// With the `redis` feature, a `sharedState` in the file is resolved here (its URL may be a
+    /// SecretRef) and connected by [`share_state`](Self::share_state), which must come before
+    /// serving: until then the limiters count in this process only.
     pub fn from_file(path: impl AsRef<Path>) -> Result<(Self, LoadReport), ConfigError> {
         let path = path.as_ref().to_path_buf();
         let config = WebhooksConfig::load(&path)?;
+        #[cfg(feature = "redis")]
+        let shared_state = shared_state::resolve(&config)?;
         let resolved = config.resolve();
-        let pipeline = WebhookPipeline::in_memory(resolved.limits.clone());
+        let pipeline = local_pipeline(resolved.limits.clone());
         let report = report_of(&resolved.routes, resolved.warnings());
         let router = pipeline.router(&resolved.routes);
         Ok((
@@ -94,6 +161,10 @@ impl Gateway {
                 metrics: *config.metrics(),
                 pipeline,
                 router,
+                #[cfg(feature = "redis")]
+                shared_state,
+                #[cfg(feature = "redis")]
+                routes: resolved.routes,
             },
             report,
         ))
@@ -109,6 +180,11 @@ impl Gateway {
     pub fn service(&self, telemetry: TelemetryLayer) -> GatewayService {
         let telemetry = telemetry.trusted_proxies(self.pipeline.limits().trusted_proxies.clone());
         let readiness = Readiness::new().with(RoutesLoaded::new(self.router.table_handle()));
+        #[cfg(feature = "redis")]
+        let readiness = match self.pipeline.rate_limiter().shared() {
+            Some(shared) => readiness.with(SharedStateReady::new(shared.clone())),
+            None => readiness,
+        };
         Health::new(Telemetry::new(self.router(), &telemetry), readiness)
     }
 
@@ -118,8 +194,25 @@ impl Gateway {
     }
 
     /// The pipeline behind the routes: its store and shared limiter state.
-    pub fn pipeline(&self) -> &WebhookPipeline<MemoryStore> {
+    pub fn pipeline(&self) -> &GatewayPipeline {
         &self.pipeline
+    }
+
+    /// The in-process limiters (with shared state, the ones that decide when Redis cannot): what
+    /// [`TrackedKeys`](crate::metrics::TrackedKeys) counts.
+    pub fn local_limiters(&self) -> (FixedWindowLimiter, InFlightLimiter, AuthLockout) {
+        #[cfg(feature = "redis")]
+        return (
+            self.pipeline.rate_limiter().local().clone(),
+            self.pipeline.in_flight_limiter().local().clone(),
+            self.pipeline.lockout().local().clone(),
+        );
+        #[cfg(not(feature = "redis"))]
+        return (
+            self.pipeline.rate_limiter().clone(),
+            self.pipeline.in_flight_limiter().clone(),
+            self.pipeline.lockout().clone(),
+        );
     }
 
     /// The config file, if the gateway was loaded from one.
@@ -180,8 +273,9 @@ pub struct ConfigCheck {
     pub warnings: Vec<String>,
     /// The store kind ([`STORE_KIND`]).
     pub store: &'static str,
-    /// The shared-state kind ([`SHARED_STATE_KIND`]).
-    pub shared_state: &'static str,
+    /// The shared-state kind: [`SHARED_STATE_KIND`], or `redis (…)` with its settings and never
+    /// its URL.
+    pub shared_state: String,
     /// The metrics listener the file asks for.
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -218,13 +312,20 @@ impl ConfigCheck {
     pub fn of_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let config = WebhooksConfig::load(path)?;
+        #[cfg(feature = "redis")]
+        let shared_state = shared_state::resolve(&config)?.map_or_else(
+            || SHARED_STATE_KIND.into(),
+            |(_, config)| describe_shared_state(&config),
+        );
+        #[cfg(not(feature = "redis"))]
+        let shared_state = SHARED_STATE_KIND.into();
         let resolved = config.resolve();
         Ok(Self {
             source: format!("config {}", path.display()),
             routes: resolved.routes.iter().map(RouteSummary::of).collect(),
             warnings: resolved.warnings(),
             store: STORE_KIND,
-            shared_state: SHARED_STATE_KIND,
+            shared_state,
             metrics_listen: config.metrics().listen,
         })
     }
@@ -237,7 +338,7 @@ impl ConfigCheck {
             routes: vec![RouteSummary::of(&route)],
             warnings: vec![],
             store: STORE_KIND,
-            shared_state: SHARED_STATE_KIND,
+            shared_state: SHARED_STATE_KIND.into(),
             metrics_listen: None,
         }
     }

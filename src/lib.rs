@@ -133,6 +133,8 @@ pub mod metrics;
 mod path;
 #[cfg(feature = "config")]
 pub mod pipeline;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod rejection;
 #[cfg(feature = "config")]
 pub mod router;

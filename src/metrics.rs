@@ -15,6 +15,7 @@
 //! | `taskflow_store_errors_total` | `backend` | every `persist_failed` |
 //! | `webhook_config_reloads_total` | `result` (`ok`, `error`) | [`record_config_reload`](WebhookMetrics::record_config_reload) |
 //! | `webhook_tracked_keys` | `limiter` (`rate_limit`, `in_flight`, `lockout`) | gauge, read at scrape time by [`TrackedKeys`] |
+//! | `webhook_shared_state_fallbacks_total` | — | with the `redis` feature, read at scrape time by `SharedStateFallbacks` |
 //!
 //! Labels are route ids and fixed words, never request paths: a request no route serves counts
 //! under `route=""`. Each route's series are resolved once and kept, so counting a request hashes
@@ -403,6 +404,39 @@ impl Collector for TrackedKeys {
             gauge.encode_family(&labels)?.encode_gauge(&keys)?;
         }
         Ok(())
+    }
+}
+
+/// `webhook_shared_state_fallbacks_total` (SPEC §7): decisions the in-process limiters took
+/// because Redis could not answer, read from the [`RedisState`](crate::redis::RedisState) at
+/// scrape time.
+#[cfg(feature = "redis")]
+#[derive(Debug)]
+pub struct SharedStateFallbacks {
+    shared: crate::redis::RedisState,
+}
+
+#[cfg(feature = "redis")]
+impl SharedStateFallbacks {
+    /// The counter of `shared`.
+    pub fn new(shared: crate::redis::RedisState) -> Self {
+        Self { shared }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Collector for SharedStateFallbacks {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let mut counter = encoder.encode_descriptor(
+            "webhook_shared_state_fallbacks",
+            "Decisions taken by the in-process limiters because Redis could not answer",
+            None,
+            MetricType::Counter,
+        )?;
+        counter.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
+            &self.shared.fallbacks(),
+            None,
+        )
     }
 }
 

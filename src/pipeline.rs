@@ -50,7 +50,9 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Limits, ResolvedRoute};
 use crate::guard::{RequireJson, RequirePost};
 use crate::in_flight::{InFlightLimit, InFlightLimitLayer, InFlightLimiter};
-use crate::keyed::KeyHasher;
+use crate::keyed::{
+    KeyHasher, LockoutStore, NormalizedPathAndPeerIp, PathAndClientIp, SlotStore, WindowStore,
+};
 use crate::rate_limit::{FixedWindowLimiter, FixedWindowRateLimit, FixedWindowRateLimitLayer};
 use crate::router::{RouteTable, WebhookRouter};
 use crate::scrub::{ScrubConfig, ScrubOwnerMetadata};
@@ -59,31 +61,45 @@ use crate::telemetry::RecordRoute;
 
 /// The service of one route: every layer of the contract over the TaskFlow service, recording the
 /// route id for a [`Telemetry`](crate::telemetry::Telemetry) layer outside the router.
-pub type RouteService<St> = RecordRoute<
-    ResolveClientIp<
-        RequirePost<
-            FixedWindowRateLimit<
-                RequireJson<
-                    InFlightLimit<
-                        SharedSecretAuth<BodyLimit<ScrubOwnerMetadata<TaskFlowActionService<St>>>>,
+///
+/// `W`, `Sl` and `Lo` are the stores of the rate limit, the in-flight limit and the lockout: in
+/// memory by default, shared ones (Redis, SPEC §7) through [`WebhookPipeline::with_stores`].
+pub type RouteService<St, W = FixedWindowLimiter, Sl = InFlightLimiter, Lo = AuthLockout> =
+    RecordRoute<
+        ResolveClientIp<
+            RequirePost<
+                FixedWindowRateLimit<
+                    RequireJson<
+                        InFlightLimit<
+                            SharedSecretAuth<
+                                BodyLimit<ScrubOwnerMetadata<TaskFlowActionService<St>>>,
+                                Lo,
+                            >,
+                            NormalizedPathAndPeerIp,
+                            Sl,
+                        >,
                     >,
+                    PathAndClientIp,
+                    W,
                 >,
             >,
         >,
-    >,
->;
+    >;
 
 /// Builds route services over one store with shared limiter state. See the [module docs](self).
-pub struct WebhookPipeline<St> {
+///
+/// The limiters count in memory unless built [`with_stores`](Self::with_stores) of another
+/// backend (`W`: the rate windows, `Sl`: the in-flight slots, `Lo`: the lockout).
+pub struct WebhookPipeline<St, W = FixedWindowLimiter, Sl = InFlightLimiter, Lo = AuthLockout> {
     store: Arc<St>,
     limits: Limits,
-    rate_limit: FixedWindowRateLimitLayer,
-    in_flight: InFlightLimitLayer,
-    lockout: AuthLockout,
+    rate_limit: FixedWindowRateLimitLayer<PathAndClientIp, W>,
+    in_flight: InFlightLimitLayer<NormalizedPathAndPeerIp, Sl>,
+    lockout: Lo,
     scrub: Arc<ScrubConfig>,
 }
 
-impl<St> Clone for WebhookPipeline<St> {
+impl<St, W: Clone, Sl: Clone, Lo: Clone> Clone for WebhookPipeline<St, W, Sl, Lo> {
     fn clone(&self) -> Self {
         Self {
             store: Arc::clone(&self.store),
@@ -96,7 +112,7 @@ impl<St> Clone for WebhookPipeline<St> {
     }
 }
 
-impl<St> fmt::Debug for WebhookPipeline<St> {
+impl<St, W, Sl, Lo: fmt::Debug> fmt::Debug for WebhookPipeline<St, W, Sl, Lo> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookPipeline")
             .field("limits", &self.limits)
@@ -162,6 +178,34 @@ impl<St: TaskFlowStore> WebhookPipeline<St> {
             scrub: Arc::new(ScrubConfig::new()),
         }
     }
+}
+
+impl<St: TaskFlowStore, W, Sl, Lo> WebhookPipeline<St, W, Sl, Lo>
+where
+    W: WindowStore + Clone,
+    Sl: SlotStore + Clone,
+    Lo: LockoutStore + Clone,
+{
+    /// A pipeline over `store` with `limits` whose limiters count in `rate_limit`, `in_flight` and
+    /// `lockout`: a shared backend's stores (SPEC §7, see [`crate::redis`] with the `redis`
+    /// feature). The stores keep their own configuration; `limits` gives the body limit, the
+    /// trusted proxies and what [`limits`](Self::limits) reports.
+    pub fn with_stores(
+        store: impl Into<Arc<St>>,
+        limits: Limits,
+        rate_limit: W,
+        in_flight: Sl,
+        lockout: Lo,
+    ) -> Self {
+        Self {
+            store: store.into(),
+            limits,
+            rate_limit: FixedWindowRateLimitLayer::with_store(rate_limit),
+            in_flight: InFlightLimitLayer::with_store(in_flight),
+            lockout,
+            scrub: Arc::new(ScrubConfig::new()),
+        }
+    }
 
     /// The store every route acts on.
     pub fn store(&self) -> &Arc<St> {
@@ -174,22 +218,22 @@ impl<St: TaskFlowStore> WebhookPipeline<St> {
     }
 
     /// The auth-failure lockout shared by all routes.
-    pub fn lockout(&self) -> &AuthLockout {
+    pub fn lockout(&self) -> &Lo {
         &self.lockout
     }
 
     /// The rate limiter shared by all routes.
-    pub fn rate_limiter(&self) -> &FixedWindowLimiter {
+    pub fn rate_limiter(&self) -> &W {
         self.rate_limit.limiter()
     }
 
     /// The in-flight limiter shared by all routes.
-    pub fn in_flight_limiter(&self) -> &InFlightLimiter {
+    pub fn in_flight_limiter(&self) -> &Sl {
         self.in_flight.limiter()
     }
 
     /// The service of one route.
-    pub fn route(&self, route: &ResolvedRoute) -> RouteService<St> {
+    pub fn route(&self, route: &ResolvedRoute) -> RouteService<St, W, Sl, Lo> {
         let taskflow_route = TaskFlowRoute::new(route.id.clone(), route.session_key.clone())
             .controller_id(route.controller_id.clone())
             .child_sessions(route.child_sessions.clone());
@@ -213,7 +257,7 @@ impl<St: TaskFlowStore> WebhookPipeline<St> {
 
     /// A route table of `routes`, for [`WebhookRouter::from_table`] or a reload through
     /// [`RouteTableHandle::replace`](crate::router::RouteTableHandle::replace).
-    pub fn table(&self, routes: &[ResolvedRoute]) -> RouteTable<RouteService<St>> {
+    pub fn table(&self, routes: &[ResolvedRoute]) -> RouteTable<RouteService<St, W, Sl, Lo>> {
         RouteTable::new(
             routes
                 .iter()
@@ -222,7 +266,7 @@ impl<St: TaskFlowStore> WebhookPipeline<St> {
     }
 
     /// A standalone router over `routes` (unknown paths answer `404`).
-    pub fn router(&self, routes: &[ResolvedRoute]) -> WebhookRouter<RouteService<St>> {
+    pub fn router(&self, routes: &[ResolvedRoute]) -> WebhookRouter<RouteService<St, W, Sl, Lo>> {
         WebhookRouter::from_table(self.table(routes))
     }
 }

@@ -131,6 +131,8 @@ mod nesting;
 mod path;
 mod routes;
 mod secrets;
+#[cfg(feature = "redis")]
+mod shared_state;
 mod value;
 
 use std::collections::HashMap;
@@ -148,6 +150,10 @@ pub use secrets::{
     DEFAULT_EXEC_TIMEOUT, ExecProvider, FileMode, MAX_SECRET_BYTES, SecretInput, SecretProvider,
     SecretProviders, SecretRef, SecretSource, UnresolvedSecret,
 };
+#[cfg(feature = "redis")]
+pub use shared_state::SharedStateSource;
+#[cfg(feature = "redis")]
+pub(crate) use shared_state::check_scheme as check_shared_state_scheme;
 
 use crate::secret::Secret;
 pub(crate) use value::js_trim;
@@ -166,6 +172,8 @@ pub struct WebhooksConfig {
     limits: Limits,
     metrics: MetricsSettings,
     providers: SecretProviders,
+    #[cfg(feature = "redis")]
+    shared_state: Option<SharedStateSource>,
 }
 
 /// The outcome of [`WebhooksConfig::resolve`]: what to serve, and what was left out.
@@ -216,7 +224,7 @@ impl WebhooksConfig {
             deny_unknown(
                 root,
                 PLUGIN_PATH,
-                &["routes", "limits", "metrics", "secrets"],
+                &["routes", "limits", "metrics", "secrets", "sharedState"],
             )?;
             let providers = match root.get("secrets") {
                 Some(secrets) => providers_from_secrets(secrets)?,
@@ -254,7 +262,11 @@ impl WebhooksConfig {
             return Ok(Self::empty(true));
         };
         let config = object(config, PLUGIN_PATH)?;
-        deny_unknown(config, PLUGIN_PATH, &["routes", "limits", "metrics"])?;
+        deny_unknown(
+            config,
+            PLUGIN_PATH,
+            &["routes", "limits", "metrics", "sharedState"],
+        )?;
         let providers = match root.get("secrets") {
             Some(secrets) => providers_from_secrets(secrets)?,
             None => SecretProviders::default(),
@@ -274,6 +286,8 @@ impl WebhooksConfig {
             Some(limits) => Limits::from_value(limits, &join(PLUGIN_PATH, "limits"))?,
             None => Limits::default(),
         };
+        #[cfg(not(feature = "redis"))]
+        shared_state(config)?;
         let metrics = match config.get("metrics") {
             Some(metrics) => MetricsSettings::from_value(metrics, &join(PLUGIN_PATH, "metrics"))?,
             None => MetricsSettings::default(),
@@ -284,6 +298,8 @@ impl WebhooksConfig {
             limits,
             metrics,
             providers,
+            #[cfg(feature = "redis")]
+            shared_state: shared_state(config)?,
         })
     }
 
@@ -312,6 +328,12 @@ impl WebhooksConfig {
     /// `metrics`: where the gateway serves its metrics.
     pub fn metrics(&self) -> &MetricsSettings {
         &self.metrics
+    }
+
+    /// `sharedState`: the Redis the limiters share their state through (SPEC §7), if set.
+    #[cfg(feature = "redis")]
+    pub fn shared_state(&self) -> Option<&SharedStateSource> {
+        self.shared_state.as_ref()
     }
 
     /// `secrets.providers`.
@@ -385,6 +407,28 @@ impl WebhooksConfig {
             }
         }
         Ok(secrets)
+    }
+}
+
+/// `sharedState`, when set.
+#[cfg(feature = "redis")]
+fn shared_state(config: &value::Object) -> Result<Option<SharedStateSource>, ConfigError> {
+    config
+        .get("sharedState")
+        .map(|value| SharedStateSource::from_value(value, &join(PLUGIN_PATH, "sharedState")))
+        .transpose()
+}
+
+/// Without the `redis` feature there is nothing to share state through: refuse the key rather
+/// than run each replica on its own while the file says otherwise.
+#[cfg(not(feature = "redis"))]
+fn shared_state(config: &value::Object) -> Result<(), ConfigError> {
+    match config.get("sharedState") {
+        Some(_) => Err(ConfigError::invalid(
+            join(PLUGIN_PATH, "sharedState"),
+            "needs a build with the `redis` feature",
+        )),
+        None => Ok(()),
     }
 }
 

@@ -79,7 +79,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let mut material = self.store.key_hasher().material();
         self.key.key_material(&request, &mut material);
-        let mut acquire = self.store.acquire(material.finish());
+        let mut acquire = self.store.acquire_for(material.finish(), &request);
         match poll_now(&mut acquire) {
             Poll::Ready(answer) => match verdict(answer) {
                 Ok(lease) => InFlightResponseFuture::called(

@@ -189,6 +189,16 @@ pub trait SlotStore {
     /// A slot for `key`, or `None` when the key has all its slots taken or the store is full.
     fn acquire(&self, key: u64) -> Self::AcquireFuture;
 
+    /// A slot for `key` for `request`: what the in-flight layer calls. A shared store may read,
+    /// in the same round trip, what the next layer will ask for `request` (the Redis store reads
+    /// the auth lockout of its client, so an accepted request pays one round trip for both); the
+    /// default is [`acquire`](Self::acquire).
+    #[inline]
+    fn acquire_for<B>(&self, key: u64, request: &http::Request<B>) -> Self::AcquireFuture {
+        let _ = request;
+        self.acquire(key)
+    }
+
     /// The renewal of a lease just acquired.
     fn renewal(&self) -> Self::Renewal;
 

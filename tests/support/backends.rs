@@ -43,7 +43,10 @@ fn backend_url(variable: &str, test: &str) -> Option<String> {
             let dir = skip_marker_dir();
             let _ = std::fs::create_dir_all(&dir);
             let marker = format!("{}--{test}", variable.to_ascii_lowercase());
-            let _ = std::fs::write(dir.join(marker), format!("{test} skipped: {variable} unset\n"));
+            let _ = std::fs::write(
+                dir.join(marker),
+                format!("{test} skipped: {variable} unset\n"),
+            );
             None
         }
     }

@@ -22,7 +22,12 @@ pub fn gateway_binary() -> &'static Path {
                 "--example",
                 "gateway",
                 "--features",
-                "gateway",
+                // A test crate built with `redis` runs the gateway that can share state.
+                if cfg!(feature = "redis") {
+                    "gateway redis"
+                } else {
+                    "gateway"
+                },
                 "--message-format=json",
             ])
             .output()
