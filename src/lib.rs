@@ -142,6 +142,8 @@ pub mod in_flight;
 pub mod rate_limit;
 #[cfg(feature = "scrub")]
 pub mod scrub;
+#[cfg(feature = "signature")]
+pub mod signature;
 #[cfg(feature = "taskflow")]
 pub mod taskflow;
 
