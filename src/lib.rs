@@ -96,7 +96,8 @@ pub mod body;
     feature = "auth",
     feature = "rate-limit",
     feature = "in-flight",
-    feature = "telemetry"
+    feature = "telemetry",
+    feature = "ip-allowlist"
 ))]
 pub mod client_ip;
 pub mod clock;
@@ -138,6 +139,8 @@ pub mod auth;
 pub mod body_limit;
 #[cfg(feature = "in-flight")]
 pub mod in_flight;
+#[cfg(feature = "ip-allowlist")]
+pub mod ip_allowlist;
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;
 #[cfg(feature = "scrub")]
@@ -164,7 +167,8 @@ pub use body_limit::{
     feature = "auth",
     feature = "rate-limit",
     feature = "in-flight",
-    feature = "telemetry"
+    feature = "telemetry",
+    feature = "ip-allowlist"
 ))]
 pub use client_ip::{ClientIp, InvalidCidr, ResolveClientIp, ResolveClientIpLayer, TrustedProxies};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
