@@ -110,17 +110,29 @@ pub mod guard;
 #[cfg(feature = "config")]
 pub mod health;
 // Typed records are the TaskFlow store's: with `scrub` alone only `Value` documents are built.
+#[cfg(feature = "events")]
+pub mod events;
 #[cfg(feature = "scrub")]
 #[cfg_attr(not(feature = "taskflow"), allow(dead_code))]
 pub mod json;
-#[cfg(any(feature = "auth", feature = "rate-limit", feature = "in-flight"))]
+#[cfg(any(
+    feature = "auth",
+    feature = "rate-limit",
+    feature = "in-flight",
+    feature = "events"
+))]
 pub mod keyed;
 // Each helper reads some layers' configurations: with only some layers on, some go unused.
 #[cfg_attr(not(feature = "config"), allow(dead_code))]
 pub mod limit;
 #[cfg(feature = "metrics")]
 pub mod metrics;
-#[cfg(any(feature = "auth", feature = "rate-limit", feature = "in-flight"))]
+#[cfg(any(
+    feature = "auth",
+    feature = "rate-limit",
+    feature = "in-flight",
+    feature = "events"
+))]
 mod path;
 #[cfg(feature = "config")]
 pub mod pipeline;
@@ -186,7 +198,12 @@ pub use in_flight::{
     InFlightBody, InFlightConfig, InFlightLimit, InFlightLimitLayer, InFlightLimiter,
     InFlightPermit, InFlightResponseFuture,
 };
-#[cfg(any(feature = "auth", feature = "rate-limit", feature = "in-flight"))]
+#[cfg(any(
+    feature = "auth",
+    feature = "rate-limit",
+    feature = "in-flight",
+    feature = "events"
+))]
 pub use keyed::{GlobalKey, KeyExtractor, KeyHasher, NormalizedPathAndPeerIp, PathAndClientIp};
 pub use limit::InvalidLimit;
 #[cfg(feature = "config")]
