@@ -124,6 +124,7 @@
 //! ```
 
 mod error;
+mod events;
 mod limits;
 mod metrics;
 mod nesting;
@@ -138,6 +139,7 @@ use std::path::Path;
 use serde_json::Value;
 
 pub use error::ConfigError;
+pub use events::{AuthMode, Dispatch, EventSettings, RunTaskDispatch, TaskFlowDispatch};
 pub use limits::Limits;
 pub use metrics::MetricsSettings;
 pub use nesting::MAX_NESTING_DEPTH;
@@ -148,6 +150,7 @@ pub use secrets::{
     SecretProviders, SecretRef, SecretSource, UnresolvedSecret,
 };
 
+use crate::ip_allowlist::AllowedIps;
 use crate::secret::Secret;
 pub(crate) use value::js_trim;
 use value::{deny_unknown, join, object, opt_bool};
@@ -165,6 +168,7 @@ pub struct WebhooksConfig {
     limits: Limits,
     metrics: MetricsSettings,
     providers: SecretProviders,
+    allowed_ips: Option<AllowedIps>,
 }
 
 /// The outcome of [`WebhooksConfig::resolve`]: what to serve, and what was left out.
@@ -215,7 +219,7 @@ impl WebhooksConfig {
             deny_unknown(
                 root,
                 PLUGIN_PATH,
-                &["routes", "limits", "metrics", "secrets"],
+                &["routes", "limits", "metrics", "secrets", "allowedIps"],
             )?;
             let providers = match root.get("secrets") {
                 Some(secrets) => providers_from_secrets(secrets)?,
@@ -253,7 +257,11 @@ impl WebhooksConfig {
             return Ok(Self::empty(true));
         };
         let config = object(config, PLUGIN_PATH)?;
-        deny_unknown(config, PLUGIN_PATH, &["routes", "limits", "metrics"])?;
+        deny_unknown(
+            config,
+            PLUGIN_PATH,
+            &["routes", "limits", "metrics", "allowedIps"],
+        )?;
         let providers = match root.get("secrets") {
             Some(secrets) => providers_from_secrets(secrets)?,
             None => SecretProviders::default(),
@@ -277,12 +285,17 @@ impl WebhooksConfig {
             Some(metrics) => MetricsSettings::from_value(metrics, &join(PLUGIN_PATH, "metrics"))?,
             None => MetricsSettings::default(),
         };
+        let allowed_ips = config
+            .get("allowedIps")
+            .map(|v| events::parse_allowed_ips(v, &join(PLUGIN_PATH, "allowedIps")))
+            .transpose()?;
         Ok(Self {
             enabled: true,
             routes,
             limits,
             metrics,
             providers,
+            allowed_ips,
         })
     }
 
@@ -318,6 +331,11 @@ impl WebhooksConfig {
         &self.providers
     }
 
+    /// The plugin-level `allowedIps`: every route's list unless it has its own.
+    pub fn allowed_ips(&self) -> Option<&AllowedIps> {
+        self.allowed_ips.as_ref()
+    }
+
     /// Resolves every enabled route's secrets now.
     ///
     /// Blocking: reads environment variables and files and runs `exec` helpers (each bounded by its
@@ -338,6 +356,12 @@ impl WebhooksConfig {
                     controller_id: route.controller_id.clone(),
                     description: route.description.clone(),
                     child_sessions: route.child_sessions.clone(),
+                    auth: route.auth.clone(),
+                    allowed_ips: route
+                        .allowed_ips
+                        .clone()
+                        .or_else(|| self.allowed_ips.clone()),
+                    event: route.event.clone(),
                 }),
                 Err(reason) => {
                     let skip = SkippedRoute {
@@ -361,8 +385,13 @@ impl WebhooksConfig {
         route: &'a RouteConfig,
         cache: &mut HashMap<&'a SecretRef, Result<Secret, UnresolvedSecret>>,
     ) -> Result<Vec<Secret>, String> {
-        let mut secrets = Vec::with_capacity(route.secret.len());
-        for (i, input) in route.secret.iter().enumerate() {
+        // `auth.secret` stands in for `secret` when set (SPEC §8).
+        let (inputs, key) = match &route.auth_secret {
+            Some(inputs) => (inputs, "auth.secret"),
+            None => (&route.secret, "secret"),
+        };
+        let mut secrets = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.iter().enumerate() {
             match input {
                 SecretInput::Plain(secret) => secrets.push(secret.clone()),
                 SecretInput::Ref(reference) => {
@@ -373,8 +402,8 @@ impl WebhooksConfig {
                         Ok(secret) => secrets.push(secret.clone()),
                         Err(why) => {
                             let mut at =
-                                format!("{OPENCLAW_CONFIG_PATH}.routes.{}.secret", route.id);
-                            if route.secret.len() > 1 {
+                                format!("{OPENCLAW_CONFIG_PATH}.routes.{}.{key}", route.id);
+                            if inputs.len() > 1 {
                                 at = value::index(&at, i);
                             }
                             return Err(format!("could not resolve {at} ({reference}): {why}"));
