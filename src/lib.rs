@@ -110,6 +110,8 @@ pub mod guard;
 #[cfg(feature = "config")]
 pub mod health;
 // Typed records are the TaskFlow store's: with `scrub` alone only `Value` documents are built.
+#[cfg(feature = "config")]
+pub mod event_route;
 #[cfg(feature = "events")]
 pub mod events;
 #[cfg(feature = "scrub")]

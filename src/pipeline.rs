@@ -40,29 +40,36 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use crate::auth::{AuthLockout, SharedSecretAuth, SharedSecretAuthConfig};
+use crate::auth::{AuthLockout, SecretPresentation, SharedSecretAuth, SharedSecretAuthConfig};
 use crate::body_limit::BodyLimit;
 use crate::client_ip::ResolveClientIp;
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{Limits, ResolvedRoute};
+use crate::config::{AuthMode, Limits, ResolvedRoute};
+use crate::event_route::{EventRoute, RouteAuth, RouteHandler};
+use crate::events::{IdempotencyLedger, MemoryLedger};
 use crate::guard::{RequireJson, RequirePost};
 use crate::in_flight::{InFlightLimit, InFlightLimitLayer, InFlightLimiter};
+use crate::ip_allowlist::IpAllowlist;
 use crate::keyed::KeyHasher;
 use crate::rate_limit::{FixedWindowLimiter, FixedWindowRateLimit, FixedWindowRateLimitLayer};
 use crate::router::{RouteTable, WebhookRouter};
 use crate::scrub::{ScrubConfig, ScrubOwnerMetadata};
+use crate::signature::{DEFAULT_TOLERANCE, SignatureVerifier, VerifySignatureConfig};
 use crate::taskflow::{MemoryStore, TaskFlowActionService, TaskFlowRoute, TaskFlowStore};
 use crate::telemetry::RecordRoute;
 
-/// The service of one route: every layer of the contract over the TaskFlow service, recording the
-/// route id for a [`Telemetry`](crate::telemetry::Telemetry) layer outside the router.
-pub type RouteService<St> = RecordRoute<
+/// The service of one route: every layer of the contract over the TaskFlow service (or, for an
+/// event route, the SPEC §8 pipeline in front of its dispatch), recording the route id for a
+/// [`Telemetry`](crate::telemetry::Telemetry) layer outside the router.
+pub type RouteService<St, Lg = MemoryLedger> = RecordRoute<
     ResolveClientIp<
-        RequirePost<
-            FixedWindowRateLimit<
-                RequireJson<
-                    InFlightLimit<
-                        SharedSecretAuth<BodyLimit<ScrubOwnerMetadata<TaskFlowActionService<St>>>>,
+        IpAllowlist<
+            RequirePost<
+                FixedWindowRateLimit<
+                    RequireJson<
+                        InFlightLimit<
+                            RouteAuth<BodyLimit<ScrubOwnerMetadata<RouteHandler<St, Lg>>>>,
+                        >,
                     >,
                 >,
             >,
@@ -71,16 +78,22 @@ pub type RouteService<St> = RecordRoute<
 >;
 
 /// Builds route services over one store with shared limiter state. See the [module docs](self).
-pub struct WebhookPipeline<St> {
+///
+/// Event routes (SPEC §8) keep their idempotency keys in `Lg`: by default a [`MemoryLedger`];
+/// [`with_ledger`](WebhookPipeline::with_ledger) puts them in a store's ledger, so de-duplication
+/// survives restarts and holds across replicas.
+pub struct WebhookPipeline<St, Lg = MemoryLedger> {
     store: Arc<St>,
     limits: Limits,
     rate_limit: FixedWindowRateLimitLayer,
     in_flight: InFlightLimitLayer,
     lockout: AuthLockout,
     scrub: Arc<ScrubConfig>,
+    clock: SharedClock,
+    ledger: Arc<Lg>,
 }
 
-impl<St> Clone for WebhookPipeline<St> {
+impl<St, Lg> Clone for WebhookPipeline<St, Lg> {
     fn clone(&self) -> Self {
         Self {
             store: Arc::clone(&self.store),
@@ -89,11 +102,13 @@ impl<St> Clone for WebhookPipeline<St> {
             in_flight: self.in_flight.clone(),
             lockout: self.lockout.clone(),
             scrub: Arc::clone(&self.scrub),
+            clock: Arc::clone(&self.clock),
+            ledger: Arc::clone(&self.ledger),
         }
     }
 }
 
-impl<St> fmt::Debug for WebhookPipeline<St> {
+impl<St, Lg> fmt::Debug for WebhookPipeline<St, Lg> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookPipeline")
             .field("limits", &self.limits)
@@ -148,7 +163,8 @@ impl<St: TaskFlowStore> WebhookPipeline<St> {
             hasher,
         ));
         let in_flight = InFlightLimitLayer::with_hasher(limits.in_flight, hasher);
-        let lockout = AuthLockout::with_hasher(limits.auth_failures, clock, hasher);
+        let lockout = AuthLockout::with_hasher(limits.auth_failures, Arc::clone(&clock), hasher);
+        let ledger = Arc::new(MemoryLedger::new().with_clock(Arc::clone(&clock)));
 
         Self {
             store: store.into(),
@@ -157,7 +173,33 @@ impl<St: TaskFlowStore> WebhookPipeline<St> {
             in_flight,
             lockout,
             scrub: Arc::new(ScrubConfig::new()),
+            clock,
+            ledger,
         }
+    }
+}
+
+impl<St: TaskFlowStore, Lg: IdempotencyLedger> WebhookPipeline<St, Lg> {
+    /// The same pipeline keeping event routes' idempotency keys in `ledger`.
+    pub fn with_ledger<L2: IdempotencyLedger>(
+        self,
+        ledger: impl Into<Arc<L2>>,
+    ) -> WebhookPipeline<St, L2> {
+        WebhookPipeline {
+            store: self.store,
+            limits: self.limits,
+            rate_limit: self.rate_limit,
+            in_flight: self.in_flight,
+            lockout: self.lockout,
+            scrub: self.scrub,
+            clock: self.clock,
+            ledger: ledger.into(),
+        }
+    }
+
+    /// Where event routes keep their idempotency keys.
+    pub fn ledger(&self) -> &Arc<Lg> {
+        &self.ledger
     }
 
     /// The store every route acts on.
@@ -186,31 +228,89 @@ impl<St: TaskFlowStore> WebhookPipeline<St> {
     }
 
     /// The service of one route.
-    pub fn route(&self, route: &ResolvedRoute) -> RouteService<St> {
+    ///
+    /// # Panics
+    ///
+    /// If the route verifies `standard-webhooks` signatures and a secret is not base64 (after an
+    /// optional `whsec_`). [`WebhooksConfig::resolve`](crate::WebhooksConfig::resolve) skips such
+    /// a route with a warning, so only a route built in code can get here.
+    pub fn route(&self, route: &ResolvedRoute) -> RouteService<St, Lg> {
         let taskflow_route = TaskFlowRoute::new(route.id.clone(), route.session_key.clone())
             .controller_id(route.controller_id.clone())
             .child_sessions(route.child_sessions.clone());
         let action = TaskFlowActionService::new(Arc::clone(&self.store), taskflow_route);
-        let scrubbed = ScrubOwnerMetadata::new(action, Arc::clone(&self.scrub));
+        let handler = if route.auth.needs_body() || route.event.is_set() {
+            let verifier = route.auth.signature_scheme().map(|scheme| {
+                let tolerance = match &route.auth {
+                    AuthMode::Signature { tolerance, .. } => *tolerance,
+                    _ => DEFAULT_TOLERANCE,
+                };
+                let config = VerifySignatureConfig::new(scheme, route.secrets.iter().cloned())
+                    .tolerance(tolerance)
+                    .clock(Arc::clone(&self.clock));
+                SignatureVerifier::new(config)
+                    .unwrap_or_else(|invalid| panic!("route {}: auth.secret: {invalid}", route.id))
+            });
+            RouteHandler::event(
+                action,
+                EventRoute {
+                    owner: route.session_key.clone(),
+                    controller_id: route.controller_id.clone(),
+                    child_sessions: route.child_sessions.clone(),
+                    verifier,
+                    lockout: Some(self.lockout.clone()),
+                    settings: route.event.clone(),
+                    ledger: Arc::clone(&self.ledger),
+                },
+            )
+        } else {
+            RouteHandler::actions(action)
+        };
+        let scrubbed = ScrubOwnerMetadata::new(handler, Arc::clone(&self.scrub));
         let limited = BodyLimit::new(scrubbed, self.limits.body);
-        let auth = SharedSecretAuth::new(
-            limited,
-            SharedSecretAuthConfig::new(route.secrets.iter().cloned())
-                .lockout(self.lockout.clone()),
-        );
+        let secrets = || {
+            SharedSecretAuthConfig::new(route.secrets.iter().cloned()).lockout(self.lockout.clone())
+        };
+        let auth = match &route.auth {
+            AuthMode::Bearer { prefix } => RouteAuth::header(
+                SharedSecretAuth::new(
+                    limited,
+                    secrets().presentation(SecretPresentation::Bearer {
+                        prefix: prefix.clone(),
+                    }),
+                ),
+                true,
+            ),
+            AuthMode::Header { header, prefix } => RouteAuth::header(
+                SharedSecretAuth::new(
+                    limited,
+                    secrets().secret_header(header.clone()).presentation(
+                        SecretPresentation::Header {
+                            prefix: prefix.clone(),
+                        },
+                    ),
+                ),
+                false,
+            ),
+            // Checked by the handler once the body is read.
+            mode if mode.needs_body() => RouteAuth::body(limited),
+            _ => RouteAuth::header(SharedSecretAuth::new(limited, secrets()), true),
+        };
         let in_flight = self.in_flight.layer(auth);
         let json = RequireJson::new(in_flight);
         let rate_limited = self.rate_limit.layer(json);
         let post = RequirePost::new(rate_limited);
-        // The one place the trusted proxies are configured: the rate limit and the lockout read
-        // the client it finds.
-        let client = ResolveClientIp::new(post, self.limits.trusted_proxies.clone());
+        // Right after route lookup (SPEC §8), on the client found behind trusted proxies.
+        let allowed = IpAllowlist::optional(post, route.allowed_ips.clone());
+        // The one place the trusted proxies are configured: the allowlist, the rate limit and the
+        // lockout read the client it finds.
+        let client = ResolveClientIp::new(allowed, self.limits.trusted_proxies.clone());
         RecordRoute::new(client, route.id.as_str())
     }
 
     /// A route table of `routes`, for [`WebhookRouter::from_table`] or a reload through
     /// [`RouteTableHandle::replace`](crate::RouteTableHandle::replace).
-    pub fn table(&self, routes: &[ResolvedRoute]) -> RouteTable<RouteService<St>> {
+    pub fn table(&self, routes: &[ResolvedRoute]) -> RouteTable<RouteService<St, Lg>> {
         RouteTable::new(
             routes
                 .iter()
@@ -219,7 +319,7 @@ impl<St: TaskFlowStore> WebhookPipeline<St> {
     }
 
     /// A standalone router over `routes` (unknown paths answer `404`).
-    pub fn router(&self, routes: &[ResolvedRoute]) -> WebhookRouter<RouteService<St>> {
+    pub fn router(&self, routes: &[ResolvedRoute]) -> WebhookRouter<RouteService<St, Lg>> {
         WebhookRouter::from_table(self.table(routes))
     }
 }

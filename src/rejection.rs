@@ -116,10 +116,10 @@ pub enum Rejection {
     UnsupportedMediaType,
     /// `401` `unauthorized` with `WWW-Authenticate: Bearer`.
     Unauthorized,
-    /// `401` `unauthorized` without `WWW-Authenticate`: a webhook signature that is missing,
-    /// malformed, stale or wrong (SPEC §8). Senders that sign their payloads do not speak the
-    /// Bearer scheme, so the response does not invite it.
-    InvalidSignature,
+    /// `401` `unauthorized` without `WWW-Authenticate`: a credential that is not a Bearer token
+    /// (SPEC §8): a webhook signature that is missing, malformed, stale or wrong, or a secret in a
+    /// custom header. The response does not invite a scheme the route does not speak.
+    UnauthorizedNoChallenge,
     /// `403` `Forbidden`: the client IP is outside the route's allowlist (SPEC §8).
     ForbiddenIp,
     /// `400` `secret must not be sent in the query string`.
@@ -148,7 +148,7 @@ impl Rejection {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooManyRequests { .. } | Self::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unauthorized | Self::InvalidSignature => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::UnauthorizedNoChallenge => StatusCode::UNAUTHORIZED,
             Self::ForbiddenIp => StatusCode::FORBIDDEN,
             Self::SecretInQueryString | Self::InvalidContentLength | Self::InvalidRequestBody => {
                 StatusCode::BAD_REQUEST
@@ -167,7 +167,7 @@ impl Rejection {
             Self::MethodNotAllowed => "Method Not Allowed",
             Self::TooManyRequests { .. } | Self::LockedOut { .. } => "Too Many Requests",
             Self::UnsupportedMediaType => "Unsupported Media Type",
-            Self::Unauthorized | Self::InvalidSignature => "unauthorized",
+            Self::Unauthorized | Self::UnauthorizedNoChallenge => "unauthorized",
             Self::ForbiddenIp => "Forbidden",
             Self::SecretInQueryString => "secret must not be sent in the query string",
             Self::InvalidContentLength => "invalid Content-Length",
@@ -193,7 +193,9 @@ impl Rejection {
             Self::TooManyRequests { .. } => Some(RejectionReason::RateLimited),
             Self::LockedOut { .. } => Some(RejectionReason::LockedOut),
             Self::UnsupportedMediaType => Some(RejectionReason::MediaType),
-            Self::Unauthorized | Self::InvalidSignature => Some(RejectionReason::Unauthorized),
+            Self::Unauthorized | Self::UnauthorizedNoChallenge => {
+                Some(RejectionReason::Unauthorized)
+            }
             Self::ForbiddenIp => Some(RejectionReason::ForbiddenIp),
             Self::SecretInQueryString | Self::InvalidContentLength => {
                 Some(RejectionReason::InvalidRequest)
@@ -396,7 +398,12 @@ mod tests {
                 "unauthorized",
                 vec![("www-authenticate", "Bearer")],
             ),
-            (Rejection::InvalidSignature, 401, "unauthorized", vec![]),
+            (
+                Rejection::UnauthorizedNoChallenge,
+                401,
+                "unauthorized",
+                vec![],
+            ),
             (Rejection::ForbiddenIp, 403, "Forbidden", vec![]),
             (
                 Rejection::SecretInQueryString,

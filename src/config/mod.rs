@@ -412,6 +412,17 @@ impl WebhooksConfig {
                 }
             }
         }
+        // A signing secret the scheme cannot use (a Standard Webhooks secret that is not base64)
+        // would fail every delivery: skip the route, naming the key, never the value.
+        if let Some(scheme) = route.auth.signature_scheme() {
+            let config = crate::signature::VerifySignatureConfig::new(scheme, secrets.clone());
+            if let Err(invalid) = crate::signature::SignatureVerifier::new(config) {
+                return Err(format!(
+                    "{OPENCLAW_CONFIG_PATH}.routes.{}.{key}: {invalid}",
+                    route.id
+                ));
+            }
+        }
         Ok(secrets)
     }
 }

@@ -82,8 +82,16 @@ impl fmt::Display for LedgerUnavailable {
 
 impl std::error::Error for LedgerUnavailable {}
 
-/// Where idempotency keys live: per route, claimed before dispatch, recorded after it. See the
-/// [module docs](self).
+/// Where idempotency keys live: per route, claimed before dispatch, recorded after it.
+///
+/// A key goes through two states. [`begin`](Self::begin) claims it (in progress);
+/// [`complete`](Self::complete) records it once the dispatch succeeded (remembered for the route's
+/// `ttlHours`); [`abandon`](Self::abandon) lets it go when the dispatch failed, so the sender's retry
+/// is dispatched. A delivery that finds its key recorded is a duplicate; one that finds it claimed
+/// is answered `409 duplicate_in_progress`. A claim neither completed nor abandoned (the process
+/// died mid-dispatch) holds its key for [`IN_PROGRESS_LEASE`] at most. The stores (SQLite,
+/// PostgreSQL) implement the same trait, so de-duplication survives restarts and holds across
+/// replicas.
 pub trait IdempotencyLedger: Send + Sync + 'static {
     /// Claims `key` of `route`, unless it is recorded (within its TTL) or claimed (within
     /// [`IN_PROGRESS_LEASE`]); `ttl` is how long it is remembered once completed.

@@ -86,7 +86,7 @@ pub(crate) fn number_text(n: &serde_json::Number) -> String {
 }
 
 /// `value` as stable JSON: object keys sorted (by UTF-16 code units, as JavaScript sorts them),
-/// two-space indentation, numbers as [`number_text`].
+/// two-space indentation, integral numbers without a fraction (`1.0` is `1`, as JavaScript writes it).
 pub fn stable_json(value: &Value) -> String {
     let mut out = String::new();
     write_stable(value, 0, &mut out);

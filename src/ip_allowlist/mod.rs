@@ -125,12 +125,21 @@ impl<S> Layer<S> for IpAllowlistLayer {
 #[derive(Clone, Debug)]
 pub struct IpAllowlist<S> {
     inner: S,
-    allowed: AllowedIps,
+    allowed: Option<AllowedIps>,
 }
 
 impl<S> IpAllowlist<S> {
     /// Wraps `inner`, letting in clients inside `allowed`.
     pub fn new(inner: S, allowed: AllowedIps) -> Self {
+        Self {
+            inner,
+            allowed: Some(allowed),
+        }
+    }
+
+    /// Wraps `inner`, letting in clients inside `allowed`, or everyone (a request without a peer
+    /// address too) when it is `None`: what a route without `allowedIps` is.
+    pub fn optional(inner: S, allowed: Option<AllowedIps>) -> Self {
         Self { inner, allowed }
     }
 
@@ -168,10 +177,11 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let Some(allowed) = &self.allowed else {
+            return ResponseFuture::called(self.inner.call(request));
+        };
         match ClientIp::of(&request).known() {
-            Some(ip) if self.allowed.contains(ip) => {
-                ResponseFuture::called(self.inner.call(request))
-            }
+            Some(ip) if allowed.contains(ip) => ResponseFuture::called(self.inner.call(request)),
             client => {
                 tracing::debug!(
                     target: "tower_webhooks::ip_allowlist",

@@ -115,7 +115,7 @@ where
                     %reason,
                     "webhook signature refused"
                 );
-                ResponseFuture::rejected(Rejection::InvalidSignature)
+                ResponseFuture::rejected(Rejection::UnauthorizedNoChallenge)
             }
         }
     }
