@@ -587,3 +587,56 @@ async fn a_bearer_route_reads_its_own_scheme_word_and_keeps_the_challenge() {
     );
     assert_eq!(raw(gw.server.addr, &header).await.status, 401);
 }
+
+/// `webhook_duplicates_total{route}` counts each duplicate delivery, and a client outside
+/// `allowedIps` is a rejection with reason `forbidden_ip`.
+#[tokio::test]
+async fn duplicates_and_forbidden_clients_are_counted() {
+    use prometheus_client::registry::Registry;
+    use tower::{ServiceBuilder, ServiceExt};
+    use tower_webhooks::BufferedBody;
+    use tower_webhooks::metrics::WebhookMetrics;
+    use tower_webhooks::telemetry::TelemetryLayer;
+
+    let resolved = WebhooksConfig::from_json5(CONFIG).unwrap().resolve();
+    let pipeline = WebhookPipeline::in_memory(resolved.limits.clone());
+    let mut registry = Registry::default();
+    let metrics = WebhookMetrics::new(&mut registry);
+    let service = ServiceBuilder::new()
+        .layer(TelemetryLayer::new().metrics(metrics))
+        .service(pipeline.router(&resolved.routes));
+    let body = pull_request();
+    let request = |path: &str| {
+        let mut request = http::Request::post(path)
+            .header("content-type", "application/json")
+            .header("x-github-event", "pull_request")
+            .header("x-github-delivery", "d-m")
+            .header("x-hub-signature-256", sign_github(&body))
+            .body(BufferedBody::from(body.clone()))
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(std::net::SocketAddr::from(([127, 0, 0, 1], 50000)));
+        request
+    };
+    let statuses = [
+        ("/plugins/webhooks/github", 202),
+        ("/plugins/webhooks/github", 200),
+        ("/plugins/webhooks/github", 200),
+        ("/plugins/webhooks/office", 403),
+    ];
+    for (path, status) in statuses {
+        let response = service.clone().oneshot(request(path)).await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{path}");
+    }
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains("webhook_duplicates_total{route=\"github\"} 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("webhook_rejections_total{route=\"office\",reason=\"forbidden_ip\"} 1\n"),
+        "{text}"
+    );
+}
