@@ -35,7 +35,7 @@ use serde_json::{Map, Value, json};
 use tower_service::Service;
 
 use crate::auth::{AuthLockout, AuthResponseFuture, SharedSecretAuth, has_secret_in_query};
-use crate::body::{BufferedBody, ResponseBody, StandaloneBody, json_response};
+use crate::body::{BufferedBody, OwnerFree, ResponseBody, StandaloneBody, json_response};
 use crate::client_ip::ClientIp;
 use crate::config::{Dispatch, EventSettings, RunTaskDispatch, TaskFlowDispatch};
 use crate::events::{Begin, IdempotencyLedger, TemplateContext, compose, event_allowed, render};
@@ -132,8 +132,13 @@ fn reject(rejection: Rejection) -> Response<StandaloneBody> {
     rejection.into_response()
 }
 
+/// A JSON answer of the event route. Marked owner-free as the action service's are: it is made of
+/// our own words, the flow and task views (which never carry owner metadata) and the sender's
+/// payload (caller JSON, which SPEC §4 leaves as it is), so the scrub layer need not re-read it.
 fn json(status: StatusCode, document: impl Into<JsonDocument>) -> Response<StandaloneBody> {
-    json_response(status, document)
+    let mut response = json_response(status, document);
+    response.extensions_mut().insert(OwnerFree);
+    response
 }
 
 /// The body as SPEC §2 step 8 reads it: UTF-8, trimmed, then JSON.
