@@ -15,6 +15,8 @@
 //! | [`SharedSecretAuth`] | `401` + `WWW-Authenticate: Bearer`; `400` for a secret in the query; lockout `429` | [`auth`] |
 //! | [`BodyLimit`] | `413`, `408`, `400` for a malformed length, all with `Connection: close` | [`body_limit`] |
 //! | [`ScrubOwnerMetadata`] | strips owner/session metadata from JSON responses | [`scrub`] |
+//! | `VerifySignature` | `401` for a missing, stale or wrong GitHub, Stripe, Slack, Standard Webhooks or HMAC signature | `signature` |
+//! | `IpAllowlist` | `403` `Forbidden` for a client outside `allowedIps` | `ip_allowlist` |
 //! | [`TaskFlowActionService`] | the thirteen TaskFlow actions over a [`TaskFlowStore`] | [`taskflow`] |
 //!
 //! Every middleware has `XLayer::new(config)`, `X::new(inner, config)` and `X::layer(config)`, decides
@@ -70,6 +72,11 @@
 //! - `scrub`: [`scrub`] and the JSON response bodies (serde_json).
 //! - `taskflow`: [`taskflow`], the model, the in-memory store and the action service. Turns on
 //!   `scrub`.
+//! - `signature`: `signature`, webhook signatures over the buffered body (hmac, sha2, base64, hex,
+//!   subtle). Turns on `body-limit`.
+//! - `ip-allowlist`: `ip_allowlist`, CIDR allowlists on the client IP.
+//! - `events`: `events`, event type, verification handshake, templates and the idempotency ledger
+//!   of SPEC §8. Turns on `signature`, `ip-allowlist` and `taskflow`.
 //! - `serde`: `Deserialize` for each layer's configuration type.
 //! - `telemetry`: [`Telemetry`], the access log. Turns on `taskflow`.
 //! - `config`: [`WebhooksConfig`] (JSON5, the secret providers) and what it builds: every layer,
