@@ -378,7 +378,7 @@ impl fmt::Debug for TrustedProxies {
 }
 
 /// `::ffff:a.b.c.d/n` (n ≥ 96) as `a.b.c.d/(n - 96)`; any other network as it is.
-fn canonical_net(net: IpNet) -> IpNet {
+pub(crate) fn canonical_net(net: IpNet) -> IpNet {
     let IpNet::V6(v6) = net else {
         return net;
     };
@@ -393,7 +393,8 @@ fn canonical_net(net: IpNet) -> IpNet {
     }
 }
 
-fn parse_net(entry: &str) -> Result<IpNet, InvalidCidr> {
+/// One CIDR block or bare address (a single host), as `trustedProxies` and `allowedIps` write it.
+pub(crate) fn parse_net(entry: &str) -> Result<IpNet, InvalidCidr> {
     let trimmed = entry.trim();
     IpNet::from_str(trimmed)
         .or_else(|_| IpAddr::from_str(trimmed).map(IpNet::from))

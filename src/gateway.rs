@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::auth::AuthLockout;
-use crate::config::{ConfigError, Limits, MetricsSettings, ResolvedRoute, WebhooksConfig};
+use crate::config::{
+    AuthMode, ConfigError, Dispatch, Limits, MetricsSettings, ResolvedRoute, WebhooksConfig,
+};
 use crate::health::{Health, Readiness, RoutesLoaded};
 use crate::in_flight::InFlightLimiter;
 use crate::pipeline::{RouteService, WebhookPipeline};
@@ -287,11 +289,13 @@ pub struct RouteSummary {
     pub id: String,
     /// The normalised path.
     pub path: String,
-    /// How it authenticates ([`AUTH_MODE_SECRET`]).
+    /// How it authenticates: [`AUTH_MODE_SECRET`] (SPEC §2.2), `bearer`, `header`, `hmac-sha256`, or
+    /// the signature scheme (`github`, `stripe`, `slack`, `standard-webhooks`).
     pub auth: &'static str,
     /// How many secrets it accepts (more than one while rotating).
     pub secrets: usize,
-    /// What it does with a request ([`DISPATCH_TASKFLOW_ACTIONS`]).
+    /// What it does with a request: [`DISPATCH_TASKFLOW_ACTIONS`], `taskflow` (flows from
+    /// templates) or `ack`.
     pub dispatch: &'static str,
 }
 
@@ -300,9 +304,17 @@ impl RouteSummary {
         Self {
             id: route.id.clone(),
             path: route.path.clone(),
-            auth: AUTH_MODE_SECRET,
+            auth: match &route.auth {
+                AuthMode::SharedSecret => AUTH_MODE_SECRET,
+                AuthMode::Signature { scheme, .. } => scheme.name(),
+                other => other.name(),
+            },
             secrets: route.secrets.len(),
-            dispatch: DISPATCH_TASKFLOW_ACTIONS,
+            dispatch: match &route.event.dispatch {
+                Dispatch::Actions => DISPATCH_TASKFLOW_ACTIONS,
+                Dispatch::TaskFlow(_) => "taskflow",
+                Dispatch::Ack => "ack",
+            },
         }
     }
 }

@@ -15,6 +15,8 @@
 //! | [`SharedSecretAuth`] | `401` + `WWW-Authenticate: Bearer`; `400` for a secret in the query; lockout `429` | [`auth`] |
 //! | [`BodyLimit`] | `413`, `408`, `400` for a malformed length, all with `Connection: close` | [`body_limit`] |
 //! | [`ScrubOwnerMetadata`] | strips owner/session metadata from JSON responses | [`scrub`] |
+//! | `VerifySignature` | `401` for a missing, stale or wrong GitHub, Stripe, Slack, Standard Webhooks or HMAC signature | `signature` |
+//! | `IpAllowlist` | `403` `Forbidden` for a client outside `allowedIps` | `ip_allowlist` |
 //! | [`TaskFlowActionService`] | the thirteen TaskFlow actions over a [`TaskFlowStore`](taskflow::TaskFlowStore) | [`taskflow`] |
 //!
 //! Every middleware has `XLayer::new(config)`, `X::new(inner, config)` and `X::layer(config)`, decides
@@ -74,6 +76,11 @@
 //! - `scrub`: [`scrub`] and the JSON response bodies (serde_json).
 //! - `taskflow`: [`taskflow`], the model, the in-memory store and the action service. Turns on
 //!   `scrub`.
+//! - `signature`: `signature`, webhook signatures over the buffered body (hmac, sha2, base64, hex,
+//!   subtle). Turns on `body-limit`.
+//! - `ip-allowlist`: `ip_allowlist`, CIDR allowlists on the client IP.
+//! - `events`: `events`, event type, verification handshake, templates and the idempotency ledger
+//!   of SPEC §8. Turns on `signature`, `ip-allowlist` and `taskflow`.
 //! - `serde`: `Deserialize` for each layer's configuration type.
 //! - `tracing`: the layers' warnings as `tracing` events (compiled out without it). Turned on by
 //!   `telemetry`, `config` and `serve`.
@@ -106,7 +113,8 @@ pub mod body;
     feature = "auth",
     feature = "rate-limit",
     feature = "in-flight",
-    feature = "telemetry"
+    feature = "telemetry",
+    feature = "ip-allowlist"
 ))]
 pub mod client_ip;
 pub mod clock;
@@ -119,17 +127,31 @@ pub mod guard;
 #[cfg(feature = "config")]
 pub mod health;
 // Typed records are the TaskFlow store's: with `scrub` alone only `Value` documents are built.
+#[cfg(feature = "config")]
+pub mod event_route;
+#[cfg(feature = "events")]
+pub mod events;
 #[cfg(feature = "scrub")]
 #[cfg_attr(not(feature = "taskflow"), allow(dead_code))]
 pub mod json;
-#[cfg(any(feature = "auth", feature = "rate-limit", feature = "in-flight"))]
+#[cfg(any(
+    feature = "auth",
+    feature = "rate-limit",
+    feature = "in-flight",
+    feature = "events"
+))]
 pub mod keyed;
 // Each helper reads some layers' configurations: with only some layers on, some go unused.
 #[cfg_attr(not(feature = "config"), allow(dead_code))]
 pub mod limit;
 #[cfg(feature = "metrics")]
 pub mod metrics;
-#[cfg(any(feature = "auth", feature = "rate-limit", feature = "in-flight"))]
+#[cfg(any(
+    feature = "auth",
+    feature = "rate-limit",
+    feature = "in-flight",
+    feature = "events"
+))]
 mod path;
 #[cfg(feature = "config")]
 pub mod pipeline;
@@ -150,10 +172,14 @@ pub mod auth;
 pub mod body_limit;
 #[cfg(feature = "in-flight")]
 pub mod in_flight;
+#[cfg(feature = "ip-allowlist")]
+pub mod ip_allowlist;
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;
 #[cfg(feature = "scrub")]
 pub mod scrub;
+#[cfg(feature = "signature")]
+pub mod signature;
 #[cfg(feature = "taskflow")]
 pub mod taskflow;
 
@@ -170,7 +196,8 @@ pub use body_limit::{BodyLimit, BodyLimitLayer};
     feature = "auth",
     feature = "rate-limit",
     feature = "in-flight",
-    feature = "telemetry"
+    feature = "telemetry",
+    feature = "ip-allowlist"
 ))]
 pub use client_ip::{ResolveClientIp, ResolveClientIpLayer};
 #[cfg(feature = "config")]

@@ -14,6 +14,7 @@
 //! | `taskflow_actions_total` | `route`, `action`, `code` | every executed action; `code` is `ok`, `cancel_pending` or the error code |
 //! | `taskflow_store_errors_total` | `backend` | every `persist_failed` |
 //! | `webhook_config_reloads_total` | `result` (`ok`, `error`) | [`record_config_reload`](WebhookMetrics::record_config_reload) |
+//! | `webhook_duplicates_total` | `route` | every delivery an event route answered as a `duplicate` |
 //! | `webhook_tracked_keys` | `limiter` (`rate_limit`, `in_flight`, `lockout`) | gauge, read at scrape time by [`TrackedKeys`] |
 //! | `webhook_shared_state_fallbacks_total` | — | with the `redis` feature, read at scrape time by `SharedStateFallbacks` |
 //!
@@ -166,6 +167,7 @@ struct Families {
     actions: Family<ActionLabels, Counter>,
     store_errors: Family<BackendLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
+    duplicates: Family<RouteLabels, Counter>,
 }
 
 struct Shared {
@@ -208,6 +210,7 @@ impl WebhookMetrics {
             actions: Family::default(),
             store_errors: Family::default(),
             reloads: Family::default(),
+            duplicates: Family::default(),
         };
         registry.register(
             "webhook_requests",
@@ -239,6 +242,11 @@ impl WebhookMetrics {
             "webhook_config_reloads",
             "Configuration reloads, by result",
             families.reloads.clone(),
+        );
+        registry.register(
+            "webhook_duplicates",
+            "Deliveries answered as duplicates of a dispatched idempotency key, by route id",
+            families.duplicates.clone(),
         );
         let unrouted = RouteSeries::new(Arc::from(""), &families);
         Self {
@@ -279,6 +287,18 @@ impl WebhookMetrics {
     }
 
     /// Counts a configuration reload: `webhook_config_reloads_total{result="ok"}` or
+    /// Counts a duplicate delivery of `route` (`webhook_duplicates_total{route}`); the
+    /// [`Telemetry`](crate::telemetry::Telemetry) layer calls it for an event route's `duplicate`.
+    pub fn record_duplicate(&self, route: &str) {
+        self.shared
+            .families
+            .duplicates
+            .get_or_create_owned(&RouteLabels {
+                route: RouteId(Arc::from(route)),
+            })
+            .inc();
+    }
+
     /// `{result="error"}`.
     pub fn record_config_reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };

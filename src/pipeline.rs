@@ -43,38 +43,47 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use crate::auth::{AuthLockout, SharedSecretAuth, SharedSecretAuthConfig};
+use crate::auth::{AuthLockout, SecretPresentation, SharedSecretAuth, SharedSecretAuthConfig};
 use crate::body_limit::BodyLimit;
 use crate::client_ip::ResolveClientIp;
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{Limits, ResolvedRoute};
+use crate::config::{AuthMode, Limits, ResolvedRoute};
+use crate::event_route::{EventRoute, RouteAuth, RouteHandler};
+use crate::events::{IdempotencyLedger, MemoryLedger};
 use crate::guard::{RequireJson, RequirePost};
 use crate::in_flight::{InFlightLimit, InFlightLimitLayer, InFlightLimiter};
+use crate::ip_allowlist::IpAllowlist;
 use crate::keyed::{
     KeyHasher, LockoutStore, NormalizedPathAndPeerIp, PathAndClientIp, SlotStore, WindowStore,
 };
 use crate::rate_limit::{FixedWindowLimiter, FixedWindowRateLimit, FixedWindowRateLimitLayer};
 use crate::router::{RouteTable, WebhookRouter};
 use crate::scrub::{ScrubConfig, ScrubOwnerMetadata};
+use crate::signature::{DEFAULT_TOLERANCE, SignatureVerifier, VerifySignatureConfig};
 use crate::taskflow::{MemoryStore, TaskFlowActionService, TaskFlowRoute, TaskFlowStore};
 use crate::telemetry::RecordRoute;
 
-/// The service of one route: every layer of the contract over the TaskFlow service, recording the
-/// route id for a [`Telemetry`](crate::telemetry::Telemetry) layer outside the router.
+/// The service of one route: every layer of the contract over the TaskFlow service (or, for an
+/// event route, the SPEC §8 pipeline in front of its dispatch), recording the route id for a
+/// [`Telemetry`](crate::telemetry::Telemetry) layer outside the router.
 ///
 /// `W`, `Sl` and `Lo` are the stores of the rate limit, the in-flight limit and the lockout: in
-/// memory by default, shared ones (Redis, SPEC §7) through [`WebhookPipeline::with_stores`].
-pub type RouteService<St, W = FixedWindowLimiter, Sl = InFlightLimiter, Lo = AuthLockout> =
-    RecordRoute<
-        ResolveClientIp<
+/// memory by default, shared ones (Redis, SPEC §7) through [`WebhookPipeline::with_stores`]. `Lg`
+/// keeps event routes' idempotency keys.
+pub type RouteService<
+    St,
+    W = FixedWindowLimiter,
+    Sl = InFlightLimiter,
+    Lo = AuthLockout,
+    Lg = MemoryLedger,
+> = RecordRoute<
+    ResolveClientIp<
+        IpAllowlist<
             RequirePost<
                 FixedWindowRateLimit<
                     RequireJson<
                         InFlightLimit<
-                            SharedSecretAuth<
-                                BodyLimit<ScrubOwnerMetadata<TaskFlowActionService<St>>>,
-                                Lo,
-                            >,
+                            RouteAuth<BodyLimit<ScrubOwnerMetadata<RouteHandler<St, Lg, Lo>>>, Lo>,
                             NormalizedPathAndPeerIp,
                             Sl,
                         >,
@@ -84,22 +93,34 @@ pub type RouteService<St, W = FixedWindowLimiter, Sl = InFlightLimiter, Lo = Aut
                 >,
             >,
         >,
-    >;
+    >,
+>;
 
 /// Builds route services over one store with shared limiter state. See the [module docs](self).
 ///
 /// The limiters count in memory unless built [`with_stores`](Self::with_stores) of another
-/// backend (`W`: the rate windows, `Sl`: the in-flight slots, `Lo`: the lockout).
-pub struct WebhookPipeline<St, W = FixedWindowLimiter, Sl = InFlightLimiter, Lo = AuthLockout> {
+/// backend (`W`: the rate windows, `Sl`: the in-flight slots, `Lo`: the lockout). Event routes
+/// (SPEC §8) keep their idempotency keys in `Lg`: by default a [`MemoryLedger`];
+/// [`with_ledger`](WebhookPipeline::with_ledger) puts them in a store's ledger, so de-duplication
+/// survives restarts and holds across replicas.
+pub struct WebhookPipeline<
+    St,
+    W = FixedWindowLimiter,
+    Sl = InFlightLimiter,
+    Lo = AuthLockout,
+    Lg = MemoryLedger,
+> {
     store: Arc<St>,
     limits: Limits,
     rate_limit: FixedWindowRateLimitLayer<PathAndClientIp, W>,
     in_flight: InFlightLimitLayer<NormalizedPathAndPeerIp, Sl>,
     lockout: Lo,
     scrub: Arc<ScrubConfig>,
+    clock: SharedClock,
+    ledger: Arc<Lg>,
 }
 
-impl<St, W: Clone, Sl: Clone, Lo: Clone> Clone for WebhookPipeline<St, W, Sl, Lo> {
+impl<St, W: Clone, Sl: Clone, Lo: Clone, Lg> Clone for WebhookPipeline<St, W, Sl, Lo, Lg> {
     fn clone(&self) -> Self {
         Self {
             store: Arc::clone(&self.store),
@@ -108,11 +129,13 @@ impl<St, W: Clone, Sl: Clone, Lo: Clone> Clone for WebhookPipeline<St, W, Sl, Lo
             in_flight: self.in_flight.clone(),
             lockout: self.lockout.clone(),
             scrub: Arc::clone(&self.scrub),
+            clock: Arc::clone(&self.clock),
+            ledger: Arc::clone(&self.ledger),
         }
     }
 }
 
-impl<St, W, Sl, Lo: fmt::Debug> fmt::Debug for WebhookPipeline<St, W, Sl, Lo> {
+impl<St, W, Sl, Lo: fmt::Debug, Lg> fmt::Debug for WebhookPipeline<St, W, Sl, Lo, Lg> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookPipeline")
             .field("limits", &self.limits)
@@ -167,7 +190,8 @@ impl<St: TaskFlowStore> WebhookPipeline<St> {
             hasher,
         ));
         let in_flight = InFlightLimitLayer::with_hasher(limits.in_flight, hasher);
-        let lockout = AuthLockout::with_hasher(limits.auth_failures, clock, hasher);
+        let lockout = AuthLockout::with_hasher(limits.auth_failures, Arc::clone(&clock), hasher);
+        let ledger = Arc::new(MemoryLedger::new().with_clock(Arc::clone(&clock)));
 
         Self {
             store: store.into(),
@@ -176,11 +200,13 @@ impl<St: TaskFlowStore> WebhookPipeline<St> {
             in_flight,
             lockout,
             scrub: Arc::new(ScrubConfig::new()),
+            clock,
+            ledger,
         }
     }
 }
 
-impl<St: TaskFlowStore, W, Sl, Lo> WebhookPipeline<St, W, Sl, Lo>
+impl<St: TaskFlowStore, W, Sl, Lo> WebhookPipeline<St, W, Sl, Lo, MemoryLedger>
 where
     W: WindowStore + Clone,
     Sl: SlotStore + Clone,
@@ -204,7 +230,38 @@ where
             in_flight: InFlightLimitLayer::with_store(in_flight),
             lockout,
             scrub: Arc::new(ScrubConfig::new()),
+            clock: SystemClock::shared(),
+            ledger: Arc::new(MemoryLedger::new()),
         }
+    }
+}
+
+impl<St: TaskFlowStore, W, Sl, Lo, Lg: IdempotencyLedger> WebhookPipeline<St, W, Sl, Lo, Lg>
+where
+    W: WindowStore + Clone,
+    Sl: SlotStore + Clone,
+    Lo: LockoutStore + Clone,
+{
+    /// The same pipeline keeping event routes' idempotency keys in `ledger`.
+    pub fn with_ledger<L2: IdempotencyLedger>(
+        self,
+        ledger: impl Into<Arc<L2>>,
+    ) -> WebhookPipeline<St, W, Sl, Lo, L2> {
+        WebhookPipeline {
+            store: self.store,
+            limits: self.limits,
+            rate_limit: self.rate_limit,
+            in_flight: self.in_flight,
+            lockout: self.lockout,
+            scrub: self.scrub,
+            clock: self.clock,
+            ledger: ledger.into(),
+        }
+    }
+
+    /// Where event routes keep their idempotency keys.
+    pub fn ledger(&self) -> &Arc<Lg> {
+        &self.ledger
     }
 
     /// The store every route acts on.
@@ -233,31 +290,89 @@ where
     }
 
     /// The service of one route.
-    pub fn route(&self, route: &ResolvedRoute) -> RouteService<St, W, Sl, Lo> {
+    ///
+    /// # Panics
+    ///
+    /// If the route verifies `standard-webhooks` signatures and a secret is not base64 (after an
+    /// optional `whsec_`). [`WebhooksConfig::resolve`](crate::WebhooksConfig::resolve) skips such
+    /// a route with a warning, so only a route built in code can get here.
+    pub fn route(&self, route: &ResolvedRoute) -> RouteService<St, W, Sl, Lo, Lg> {
         let taskflow_route = TaskFlowRoute::new(route.id.clone(), route.session_key.clone())
             .controller_id(route.controller_id.clone())
             .child_sessions(route.child_sessions.clone());
         let action = TaskFlowActionService::new(Arc::clone(&self.store), taskflow_route);
-        let scrubbed = ScrubOwnerMetadata::new(action, Arc::clone(&self.scrub));
+        let handler = if route.auth.needs_body() || route.event.is_set() {
+            let verifier = route.auth.signature_scheme().map(|scheme| {
+                let tolerance = match &route.auth {
+                    AuthMode::Signature { tolerance, .. } => *tolerance,
+                    _ => DEFAULT_TOLERANCE,
+                };
+                let config = VerifySignatureConfig::new(scheme, route.secrets.iter().cloned())
+                    .tolerance(tolerance)
+                    .clock(Arc::clone(&self.clock));
+                SignatureVerifier::new(config)
+                    .unwrap_or_else(|invalid| panic!("route {}: auth.secret: {invalid}", route.id))
+            });
+            RouteHandler::event(
+                action,
+                EventRoute {
+                    owner: route.session_key.clone(),
+                    controller_id: route.controller_id.clone(),
+                    child_sessions: route.child_sessions.clone(),
+                    verifier,
+                    lockout: Some(self.lockout.clone()),
+                    settings: route.event.clone(),
+                    ledger: Arc::clone(&self.ledger),
+                },
+            )
+        } else {
+            RouteHandler::actions(action)
+        };
+        let scrubbed = ScrubOwnerMetadata::new(handler, Arc::clone(&self.scrub));
         let limited = BodyLimit::new(scrubbed, self.limits.body);
-        let auth = SharedSecretAuth::new(
-            limited,
-            SharedSecretAuthConfig::new(route.secrets.iter().cloned())
-                .lockout(self.lockout.clone()),
-        );
+        let secrets = || {
+            SharedSecretAuthConfig::new(route.secrets.iter().cloned()).lockout(self.lockout.clone())
+        };
+        let auth = match &route.auth {
+            AuthMode::Bearer { prefix } => RouteAuth::header(
+                SharedSecretAuth::new(
+                    limited,
+                    secrets().presentation(SecretPresentation::Bearer {
+                        prefix: prefix.clone(),
+                    }),
+                ),
+                true,
+            ),
+            AuthMode::Header { header, prefix } => RouteAuth::header(
+                SharedSecretAuth::new(
+                    limited,
+                    secrets().secret_header(header.clone()).presentation(
+                        SecretPresentation::Header {
+                            prefix: prefix.clone(),
+                        },
+                    ),
+                ),
+                false,
+            ),
+            // Checked by the handler once the body is read.
+            mode if mode.needs_body() => RouteAuth::body(limited),
+            _ => RouteAuth::header(SharedSecretAuth::new(limited, secrets()), true),
+        };
         let in_flight = self.in_flight.layer(auth);
         let json = RequireJson::new(in_flight);
         let rate_limited = self.rate_limit.layer(json);
         let post = RequirePost::new(rate_limited);
-        // The one place the trusted proxies are configured: the rate limit and the lockout read
-        // the client it finds.
-        let client = ResolveClientIp::new(post, self.limits.trusted_proxies.clone());
+        // Right after route lookup (SPEC §8), on the client found behind trusted proxies.
+        let allowed = IpAllowlist::optional(post, route.allowed_ips.clone());
+        // The one place the trusted proxies are configured: the allowlist, the rate limit and the
+        // lockout read the client it finds.
+        let client = ResolveClientIp::new(allowed, self.limits.trusted_proxies.clone());
         RecordRoute::new(client, route.id.as_str())
     }
 
     /// A route table of `routes`, for [`WebhookRouter::from_table`] or a reload through
     /// [`RouteTableHandle::replace`](crate::router::RouteTableHandle::replace).
-    pub fn table(&self, routes: &[ResolvedRoute]) -> RouteTable<RouteService<St, W, Sl, Lo>> {
+    pub fn table(&self, routes: &[ResolvedRoute]) -> RouteTable<RouteService<St, W, Sl, Lo, Lg>> {
         RouteTable::new(
             routes
                 .iter()
@@ -266,7 +381,10 @@ where
     }
 
     /// A standalone router over `routes` (unknown paths answer `404`).
-    pub fn router(&self, routes: &[ResolvedRoute]) -> WebhookRouter<RouteService<St, W, Sl, Lo>> {
+    pub fn router(
+        &self,
+        routes: &[ResolvedRoute],
+    ) -> WebhookRouter<RouteService<St, W, Sl, Lo, Lg>> {
         WebhookRouter::from_table(self.table(routes))
     }
 }

@@ -116,6 +116,12 @@ pub enum Rejection {
     UnsupportedMediaType,
     /// `401` `unauthorized` with `WWW-Authenticate: Bearer`.
     Unauthorized,
+    /// `401` `unauthorized` without `WWW-Authenticate`: a credential that is not a Bearer token
+    /// (SPEC §8): a webhook signature that is missing, malformed, stale or wrong, or a secret in a
+    /// custom header. The response does not invite a scheme the route does not speak.
+    UnauthorizedNoChallenge,
+    /// `403` `Forbidden`: the client IP is outside the route's allowlist (SPEC §8).
+    ForbiddenIp,
     /// `400` `secret must not be sent in the query string`.
     SecretInQueryString,
     /// `400` `invalid Content-Length` with `Connection: close`: the header is not a number, or
@@ -142,7 +148,8 @@ impl Rejection {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooManyRequests { .. } | Self::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::UnauthorizedNoChallenge => StatusCode::UNAUTHORIZED,
+            Self::ForbiddenIp => StatusCode::FORBIDDEN,
             Self::SecretInQueryString | Self::InvalidContentLength | Self::InvalidRequestBody => {
                 StatusCode::BAD_REQUEST
             }
@@ -160,7 +167,8 @@ impl Rejection {
             Self::MethodNotAllowed => "Method Not Allowed",
             Self::TooManyRequests { .. } | Self::LockedOut { .. } => "Too Many Requests",
             Self::UnsupportedMediaType => "Unsupported Media Type",
-            Self::Unauthorized => "unauthorized",
+            Self::Unauthorized | Self::UnauthorizedNoChallenge => "unauthorized",
+            Self::ForbiddenIp => "Forbidden",
             Self::SecretInQueryString => "secret must not be sent in the query string",
             Self::InvalidContentLength => "invalid Content-Length",
             Self::PayloadTooLarge => "Payload too large",
@@ -185,7 +193,10 @@ impl Rejection {
             Self::TooManyRequests { .. } => Some(RejectionReason::RateLimited),
             Self::LockedOut { .. } => Some(RejectionReason::LockedOut),
             Self::UnsupportedMediaType => Some(RejectionReason::MediaType),
-            Self::Unauthorized => Some(RejectionReason::Unauthorized),
+            Self::Unauthorized | Self::UnauthorizedNoChallenge => {
+                Some(RejectionReason::Unauthorized)
+            }
+            Self::ForbiddenIp => Some(RejectionReason::ForbiddenIp),
             Self::SecretInQueryString | Self::InvalidContentLength => {
                 Some(RejectionReason::InvalidRequest)
             }
@@ -387,6 +398,13 @@ mod tests {
                 "unauthorized",
                 vec![("www-authenticate", "Bearer")],
             ),
+            (
+                Rejection::UnauthorizedNoChallenge,
+                401,
+                "unauthorized",
+                vec![],
+            ),
+            (Rejection::ForbiddenIp, 403, "Forbidden", vec![]),
             (
                 Rejection::SecretInQueryString,
                 400,

@@ -82,6 +82,7 @@ struct Observation {
     route: Option<Arc<str>>,
     reason: Option<RejectionReason>,
     action: Option<(ActionName, ActionCode)>,
+    duplicate: bool,
 }
 
 thread_local! {
@@ -140,6 +141,12 @@ pub fn record_rejection(reason: RejectionReason) {
 /// [`TaskFlowActionService`](crate::TaskFlowActionService) calls it.
 pub fn record_action(action: ActionName, code: ActionCode) {
     record(|observation| observation.action = Some((action, code)));
+}
+
+/// Records that the current request was a duplicate delivery, answered without dispatching
+/// (`webhook_duplicates_total`). An event route calls it.
+pub fn record_duplicate() {
+    record(|observation| observation.duplicate = true);
 }
 
 /// Records its route id for the observing [`Telemetry`] layer, then calls the route's service.
@@ -408,11 +415,17 @@ impl Watch {
             route,
             reason,
             action,
+            duplicate,
         } = self.observation;
         #[cfg(feature = "metrics")]
         if let Some(metrics) = &self.metrics {
             metrics.record_request(route.as_ref(), status, elapsed, reason, action);
+            if duplicate {
+                metrics.record_duplicate(route.as_deref().unwrap_or(""));
+            }
         }
+        #[cfg(not(feature = "metrics"))]
+        let _ = duplicate;
         if let Some(access) = self.access {
             tracing::info!(
                 target: ACCESS_LOG_TARGET,

@@ -7,6 +7,9 @@ mod support;
 #[path = "../examples/axum.rs"]
 mod axum_example;
 #[allow(dead_code)]
+#[path = "../examples/github.rs"]
+mod github_example;
+#[allow(dead_code)]
 #[path = "../examples/hyper.rs"]
 mod hyper_example;
 #[allow(dead_code)]
@@ -266,4 +269,51 @@ async fn piecemeal_rate_limit_after_the_quota() {
     assert_eq!(limited.text(), "Too Many Requests");
     let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
+}
+
+/// `examples/github.rs`: a signed delivery reaches the handler with its event and delivery id; an
+/// unsigned or forged one is `401` and never does.
+#[tokio::test]
+async fn github_example_answers_only_verified_deliveries() {
+    use hmac::Mac;
+    let (listener, addr) = listener().await;
+    let app = github_example::app([Secret::new("gh-example").unwrap()]);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let body = br#"{"zen":"Keep it logically awesome."}"#;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"gh-example").unwrap();
+    mac.update(body);
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let signed = post_bytes(
+        "/github",
+        &[
+            ("content-type", "application/json"),
+            ("x-github-event", "ping"),
+            ("x-github-delivery", "72d3162e"),
+            ("x-hub-signature-256", &signature),
+        ],
+        body,
+    );
+    let response = raw(addr, &signed).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.text(),
+        format!("received ping delivery 72d3162e ({} bytes)", body.len())
+    );
+    let mut forged_signature = signature.clone();
+    let last = forged_signature.pop().unwrap();
+    forged_signature.push(if last == '0' { '1' } else { '0' });
+    let forged = post_bytes(
+        "/github",
+        &[
+            ("content-type", "application/json"),
+            ("x-github-event", "ping"),
+            ("x-hub-signature-256", &forged_signature),
+        ],
+        body,
+    );
+    let refused = raw(addr, &forged).await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.text(), "unauthorized");
+    let unsigned = post_bytes("/github", &[("content-type", "application/json")], body);
+    assert_eq!(raw(addr, &unsigned).await.status, 401);
 }

@@ -12,7 +12,7 @@ mod hardening;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
-use hardening::{action, config, headers, scrub};
+use hardening::{action, config, headers, scrub, signature};
 
 fn run(outcome: hardening::Outcome) -> Result<(), TestCaseError> {
     outcome.map_err(TestCaseError::fail)
@@ -33,6 +33,16 @@ fn structured(modes: u8) -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
+    /// Each signature header parser against its oracle (raw bytes, or a valid value with one byte
+    /// changed), and the verifier on the same value: no panic, no unsigned body verified.
+    #[test]
+    fn signature_headers(data in choices()) {
+        run(signature::check_github(&data))?;
+        run(signature::check_slack(&data))?;
+        run(signature::check_stripe(&data))?;
+        run(signature::check_standard(&data))?;
+    }
+
     /// Near-valid action requests (a real action, each field kept, dropped or broken; unknown
     /// fields; ids of every kind of flow; right and wrong revisions): the exact `invalid_request`
     /// text or the oracle's status and code; refusals change nothing; a successful mutation

@@ -33,8 +33,31 @@ pub struct SharedSecretAuthConfig<L = AuthLockout> {
     pub(crate) secrets: Vec<Secret>,
     pub(crate) secret_header: HeaderName,
     pub(crate) accept_bearer: bool,
+    pub(crate) presentation: SecretPresentation,
     pub(crate) refuse_query_secrets: bool,
     pub(crate) lockout: Option<L>,
+}
+
+/// Where a request presents its secret (SPEC §2.2, and the `bearer` and `header` modes of §8).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SecretPresentation {
+    /// SPEC §2.2: `Authorization: Bearer <secret>` (when bearer is accepted), else the secret
+    /// header.
+    #[default]
+    BearerOrHeader,
+    /// Only `Authorization: <prefix> <secret>`, the prefix matched ignoring ASCII case; the secret
+    /// header is not read.
+    Bearer {
+        /// The scheme word, such as `Bearer` or `Token`.
+        prefix: String,
+    },
+    /// Only the secret header; with a `prefix`, the value must start with it (case-sensitive) and
+    /// the rest, trimmed, is the secret.
+    Header {
+        /// Text before the secret.
+        prefix: Option<String>,
+    },
 }
 
 impl SharedSecretAuthConfig {
@@ -46,6 +69,7 @@ impl SharedSecretAuthConfig {
             secrets: secrets.into_iter().collect(),
             secret_header: WEBHOOK_SECRET_HEADER,
             accept_bearer: true,
+            presentation: SecretPresentation::BearerOrHeader,
             refuse_query_secrets: true,
             lockout: Some(AuthLockout::new(LockoutConfig::default())),
         }
@@ -65,6 +89,12 @@ impl<L> SharedSecretAuthConfig<L> {
         self
     }
 
+    /// Where the secret is read from (default [`SecretPresentation::BearerOrHeader`]).
+    pub fn presentation(mut self, presentation: SecretPresentation) -> Self {
+        self.presentation = presentation;
+        self
+    }
+
     /// Whether a `token` or `secret` query parameter is refused with `400` (default `true`).
     pub fn refuse_query_secrets(mut self, refuse: bool) -> Self {
         self.refuse_query_secrets = refuse;
@@ -78,6 +108,7 @@ impl<L> SharedSecretAuthConfig<L> {
             secrets: self.secrets,
             secret_header: self.secret_header,
             accept_bearer: self.accept_bearer,
+            presentation: self.presentation,
             refuse_query_secrets: self.refuse_query_secrets,
             lockout: Some(lockout),
         }
@@ -96,6 +127,7 @@ impl<L: fmt::Debug> fmt::Debug for SharedSecretAuthConfig<L> {
             .field("secrets", &self.secrets.len())
             .field("secret_header", &self.secret_header)
             .field("accept_bearer", &self.accept_bearer)
+            .field("presentation", &self.presentation)
             .field("refuse_query_secrets", &self.refuse_query_secrets)
             .field("lockout", &self.lockout)
             .finish()
@@ -108,6 +140,7 @@ pub(crate) struct AuthState<L> {
     pub(crate) secrets: SecretsHandle,
     pub(crate) secret_header: HeaderName,
     pub(crate) accept_bearer: bool,
+    pub(crate) presentation: SecretPresentation,
     pub(crate) refuse_query_secrets: bool,
     pub(crate) lockout: Option<L>,
 }
@@ -118,6 +151,7 @@ impl<L> AuthState<L> {
             secrets: SecretsHandle::new(SecretDigests::new(config.secrets)),
             secret_header: config.secret_header,
             accept_bearer: config.accept_bearer,
+            presentation: config.presentation,
             refuse_query_secrets: config.refuse_query_secrets,
             lockout: config.lockout,
         })
@@ -126,10 +160,40 @@ impl<L> AuthState<L> {
     /// Whether `request` presents one of the secrets.
     #[inline]
     pub(crate) fn authenticates<B>(&self, request: &Request<B>) -> bool {
-        let presented =
-            presented_secret(request.headers(), &self.secret_header, self.accept_bearer);
+        let headers = request.headers();
+        let presented = match &self.presentation {
+            SecretPresentation::BearerOrHeader => {
+                presented_secret(headers, &self.secret_header, self.accept_bearer)
+            }
+            SecretPresentation::Bearer { prefix } => headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|value| strip_scheme(value.as_bytes().trim_ascii(), prefix.as_bytes()))
+                .unwrap_or_default(),
+            SecretPresentation::Header { prefix } => headers
+                .get(&self.secret_header)
+                .and_then(|value| {
+                    let value = value.as_bytes().trim_ascii();
+                    match prefix {
+                        Some(prefix) => value
+                            .strip_prefix(prefix.as_bytes())
+                            .map(<[u8]>::trim_ascii),
+                        None => Some(value),
+                    }
+                })
+                .unwrap_or_default(),
+        };
         !presented.is_empty() && self.secrets.matches(presented)
     }
+}
+
+/// The credential after `<scheme> ` (the scheme matched ignoring ASCII case, then at least one
+/// space), trimmed; `None` when the value does not start with the scheme.
+fn strip_scheme<'a>(value: &'a [u8], scheme: &[u8]) -> Option<&'a [u8]> {
+    let rest = value.get(scheme.len()..)?;
+    if !value[..scheme.len()].eq_ignore_ascii_case(scheme) || !rest.starts_with(b" ") {
+        return None;
+    }
+    Some(rest.trim_ascii())
 }
 
 /// Layer of [`SharedSecretAuth`]. Clones share one secret set and one lockout.

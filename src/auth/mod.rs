@@ -90,7 +90,9 @@ mod secrets;
 mod service;
 
 pub use future::AuthResponseFuture;
-pub use layer::{SharedSecretAuthConfig, SharedSecretAuthLayer, WEBHOOK_SECRET_HEADER};
+pub use layer::{
+    SecretPresentation, SharedSecretAuthConfig, SharedSecretAuthLayer, WEBHOOK_SECRET_HEADER,
+};
 pub use lockout::{AuthLockout, LockoutConfig};
 pub use secrets::SecretsHandle;
 pub use service::{SharedSecretAuth, has_secret_in_query, presented_secret};

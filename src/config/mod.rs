@@ -125,6 +125,7 @@
 //! ```
 
 mod error;
+mod events;
 mod limits;
 mod metrics;
 mod nesting;
@@ -141,6 +142,7 @@ use std::path::Path;
 use serde_json::Value;
 
 pub use error::ConfigError;
+pub use events::{AuthMode, Dispatch, EventSettings, RunTaskDispatch, TaskFlowDispatch};
 pub use limits::Limits;
 pub use metrics::MetricsSettings;
 pub use nesting::MAX_NESTING_DEPTH;
@@ -155,6 +157,7 @@ pub use shared_state::SharedStateSource;
 #[cfg(feature = "redis")]
 pub(crate) use shared_state::check_scheme as check_shared_state_scheme;
 
+use crate::ip_allowlist::AllowedIps;
 use crate::secret::Secret;
 pub(crate) use value::js_trim;
 use value::{deny_unknown, join, object, opt_bool};
@@ -174,6 +177,7 @@ pub struct WebhooksConfig {
     providers: SecretProviders,
     #[cfg(feature = "redis")]
     shared_state: Option<SharedStateSource>,
+    allowed_ips: Option<AllowedIps>,
 }
 
 /// The outcome of [`WebhooksConfig::resolve`]: what to serve, and what was left out.
@@ -224,7 +228,14 @@ impl WebhooksConfig {
             deny_unknown(
                 root,
                 PLUGIN_PATH,
-                &["routes", "limits", "metrics", "secrets", "sharedState"],
+                &[
+                    "routes",
+                    "limits",
+                    "metrics",
+                    "secrets",
+                    "sharedState",
+                    "allowedIps",
+                ],
             )?;
             let providers = match root.get("secrets") {
                 Some(secrets) => providers_from_secrets(secrets)?,
@@ -265,7 +276,7 @@ impl WebhooksConfig {
         deny_unknown(
             config,
             PLUGIN_PATH,
-            &["routes", "limits", "metrics", "sharedState"],
+            &["routes", "limits", "metrics", "sharedState", "allowedIps"],
         )?;
         let providers = match root.get("secrets") {
             Some(secrets) => providers_from_secrets(secrets)?,
@@ -292,6 +303,10 @@ impl WebhooksConfig {
             Some(metrics) => MetricsSettings::from_value(metrics, &join(PLUGIN_PATH, "metrics"))?,
             None => MetricsSettings::default(),
         };
+        let allowed_ips = config
+            .get("allowedIps")
+            .map(|v| events::parse_allowed_ips(v, &join(PLUGIN_PATH, "allowedIps")))
+            .transpose()?;
         Ok(Self {
             enabled: true,
             routes,
@@ -300,6 +315,7 @@ impl WebhooksConfig {
             providers,
             #[cfg(feature = "redis")]
             shared_state: shared_state(config)?,
+            allowed_ips,
         })
     }
 
@@ -341,6 +357,11 @@ impl WebhooksConfig {
         &self.providers
     }
 
+    /// The plugin-level `allowedIps`: every route's list unless it has its own.
+    pub fn allowed_ips(&self) -> Option<&AllowedIps> {
+        self.allowed_ips.as_ref()
+    }
+
     /// Resolves every enabled route's secrets now.
     ///
     /// Blocking: reads environment variables and files and runs `exec` helpers (each bounded by its
@@ -361,6 +382,12 @@ impl WebhooksConfig {
                     controller_id: route.controller_id.clone(),
                     description: route.description.clone(),
                     child_sessions: route.child_sessions.clone(),
+                    auth: route.auth.clone(),
+                    allowed_ips: route
+                        .allowed_ips
+                        .clone()
+                        .or_else(|| self.allowed_ips.clone()),
+                    event: route.event.clone(),
                 }),
                 Err(reason) => {
                     let skip = SkippedRoute {
@@ -384,8 +411,13 @@ impl WebhooksConfig {
         route: &'a RouteConfig,
         cache: &mut HashMap<&'a SecretRef, Result<Secret, UnresolvedSecret>>,
     ) -> Result<Vec<Secret>, String> {
-        let mut secrets = Vec::with_capacity(route.secret.len());
-        for (i, input) in route.secret.iter().enumerate() {
+        // `auth.secret` stands in for `secret` when set (SPEC §8).
+        let (inputs, key) = match &route.auth_secret {
+            Some(inputs) => (inputs, "auth.secret"),
+            None => (&route.secret, "secret"),
+        };
+        let mut secrets = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.iter().enumerate() {
             match input {
                 SecretInput::Plain(secret) => secrets.push(secret.clone()),
                 SecretInput::Ref(reference) => {
@@ -396,14 +428,25 @@ impl WebhooksConfig {
                         Ok(secret) => secrets.push(secret.clone()),
                         Err(why) => {
                             let mut at =
-                                format!("{OPENCLAW_CONFIG_PATH}.routes.{}.secret", route.id);
-                            if route.secret.len() > 1 {
+                                format!("{OPENCLAW_CONFIG_PATH}.routes.{}.{key}", route.id);
+                            if inputs.len() > 1 {
                                 at = value::index(&at, i);
                             }
                             return Err(format!("could not resolve {at} ({reference}): {why}"));
                         }
                     }
                 }
+            }
+        }
+        // A signing secret the scheme cannot use (a Standard Webhooks secret that is not base64)
+        // would fail every delivery: skip the route, naming the key, never the value.
+        if let Some(scheme) = route.auth.signature_scheme() {
+            let config = crate::signature::VerifySignatureConfig::new(scheme, secrets.clone());
+            if let Err(invalid) = crate::signature::SignatureVerifier::new(config) {
+                return Err(format!(
+                    "{OPENCLAW_CONFIG_PATH}.routes.{}.{key}: {invalid}",
+                    route.id
+                ));
             }
         }
         Ok(secrets)

@@ -5,10 +5,15 @@ use std::fmt;
 use serde_json::Value;
 
 use super::ConfigError;
+use super::events::{
+    AuthMode, Dispatch, EVENT_ROUTE_KEYS, EventSettings, parse_allowed_ips, parse_auth,
+    parse_event_settings,
+};
 use super::path::normalize_webhook_path;
 use super::secrets::SecretInput;
 use super::value::{deny_unknown, index, join, js_trim, object, opt_bool, opt_string, string};
 use crate::health::{HEALTHZ, READYZ};
+use crate::ip_allowlist::AllowedIps;
 use crate::secret::Secret;
 use crate::taskflow::ChildSessionPolicy;
 
@@ -39,10 +44,20 @@ pub struct RouteConfig {
     /// `path`, normalised. Default `/plugins/webhooks/<id>`. `/healthz` and `/readyz` are refused:
     /// the health check answers them before route lookup.
     pub path: String,
-    /// `sessionKey`: the owner of every flow this route touches.
+    /// `sessionKey`: the owner of every flow this route touches. Empty only on an `ack` route
+    /// configured without one: it never touches a flow.
     pub session_key: String,
-    /// `secret`: one or more candidates; any of them authenticates.
+    /// `secret`: one or more candidates; any of them authenticates. Empty when `auth.secret`
+    /// stands in for it.
     pub secret: Vec<SecretInput>,
+    /// `auth.mode` and its settings; [`AuthMode::SharedSecret`] without `auth`.
+    pub auth: AuthMode,
+    /// `auth.secret`: when set, the route's secrets in place of `secret`.
+    pub auth_secret: Option<Vec<SecretInput>>,
+    /// `allowedIps`: replaces the plugin-level list when set.
+    pub allowed_ips: Option<AllowedIps>,
+    /// The other SPEC §8 keys: event type, allowlist, idempotency, verification, dispatch.
+    pub event: EventSettings,
     /// `controllerId`. Default `webhooks/<id>`.
     pub controller_id: String,
     /// `description`: an operator note.
@@ -59,11 +74,21 @@ const ROUTE_KEYS: &[&str] = &[
     "controllerId",
     "description",
     "childSessions",
+    "auth",
+    "allowedIps",
+    "events",
+    "event",
+    "idempotency",
+    "verification",
+    "dispatch",
+    "prompt",
+    "skills",
 ];
 
 impl RouteConfig {
     fn from_value(id: String, value: &Value, path: &str) -> Result<Self, ConfigError> {
         let map = object(value, path)?;
+        debug_assert!(EVENT_ROUTE_KEYS.iter().all(|k| ROUTE_KEYS.contains(k)));
         deny_unknown(map, path, ROUTE_KEYS)?;
         let enabled = opt_bool(map, "enabled", path)?.unwrap_or(true);
         let route_path = match map.get("path") {
@@ -79,12 +104,31 @@ impl RouteConfig {
                 format!("{route_path} is answered by the health check and cannot be a route"),
             ));
         }
-        let session_key = opt_string(map, "sessionKey", path)?
-            .ok_or_else(|| ConfigError::invalid(join(path, "sessionKey"), "is required"))?;
+        let (auth, auth_secret) = match map.get("auth") {
+            Some(v) => parse_auth(v, &join(path, "auth"))?,
+            None => (AuthMode::SharedSecret, None),
+        };
+        let event = parse_event_settings(map, path)?;
+        // Only an `ack` route may go without an owner: it never touches a flow.
+        let session_key = match opt_string(map, "sessionKey", path)? {
+            Some(key) => key,
+            None if event.dispatch == Dispatch::Ack => String::new(),
+            None => {
+                return Err(ConfigError::invalid(
+                    join(path, "sessionKey"),
+                    "is required",
+                ));
+            }
+        };
         let secret = match map.get("secret") {
             Some(v) => SecretInput::list_from_value(v, &join(path, "secret"))?,
+            None if auth_secret.is_some() => Vec::new(),
             None => return Err(ConfigError::invalid(join(path, "secret"), "is required")),
         };
+        let allowed_ips = map
+            .get("allowedIps")
+            .map(|v| parse_allowed_ips(v, &join(path, "allowedIps")))
+            .transpose()?;
         let controller_id =
             opt_string(map, "controllerId", path)?.unwrap_or_else(|| format!("webhooks/{id}"));
         let description = opt_string(map, "description", path)?;
@@ -99,6 +143,10 @@ impl RouteConfig {
             path: route_path,
             session_key,
             secret,
+            auth,
+            auth_secret,
+            allowed_ips,
+            event,
             controller_id,
             description,
             child_sessions,
@@ -155,6 +203,12 @@ pub struct ResolvedRoute {
     pub description: Option<String>,
     /// The child-session policy.
     pub child_sessions: ChildSessionPolicy,
+    /// How requests authenticate ([`AuthMode::SharedSecret`] by default).
+    pub auth: AuthMode,
+    /// The clients let in (`allowedIps`, the route's own or the plugin's); `None` lets everyone in.
+    pub allowed_ips: Option<AllowedIps>,
+    /// The SPEC §8 settings; the default leaves the route a SPEC §1 route.
+    pub event: EventSettings,
 }
 
 impl ResolvedRoute {
@@ -173,8 +227,29 @@ impl ResolvedRoute {
             secrets: secrets.into_iter().collect(),
             description: None,
             child_sessions: ChildSessionPolicy::default(),
+            auth: AuthMode::SharedSecret,
+            allowed_ips: None,
+            event: EventSettings::default(),
             id,
         }
+    }
+
+    /// Authenticates with `auth` instead of SPEC §2.2's shared secret.
+    pub fn with_auth(mut self, auth: AuthMode) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Lets in only clients inside `allowed`.
+    pub fn with_allowed_ips(mut self, allowed: AllowedIps) -> Self {
+        self.allowed_ips = Some(allowed);
+        self
+    }
+
+    /// Applies the SPEC §8 `settings`.
+    pub fn with_event_settings(mut self, settings: EventSettings) -> Self {
+        self.event = settings;
+        self
     }
 
     /// Serves the route at `path` (normalised).

@@ -14,6 +14,7 @@
 //! | [`config`] | JSON5 text through `WebhooksConfig::from_json5`, `resolve` and the pipeline builder |
 //! | [`headers`] | header values through the whole route pipeline, request after request |
 //! | [`scrub`] | JSON values and raw bytes through `ScrubConfig::scrub` and `ScrubOwnerMetadata` |
+//! | [`signature`] | signature header values through each parser and `SignatureVerifier` |
 #![allow(dead_code, unreachable_pub)]
 
 /// Returns early with a formatted failure unless `$cond` holds.
@@ -30,6 +31,7 @@ pub mod config;
 pub mod headers;
 pub mod input;
 pub mod scrub;
+pub mod signature;
 
 pub use input::Input;
 
