@@ -19,7 +19,7 @@ use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt, service_fn};
 #[allow(deprecated)]
 use tower_http::validate_request::ValidateRequestHeaderLayer;
-use tower_webhooks::{Secret, SharedSecretAuthConfig, SharedSecretAuthLayer};
+use tower_webhooks::{SharedSecretAuthLayer, auth::SharedSecretAuthConfig, secret::Secret};
 
 type Req = Request<Empty<Bytes>>;
 

@@ -11,7 +11,11 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_webhooks::{BodyLimitConfig, BodyLimitLayer, BufferedBody, LimitedBody};
+use tower_webhooks::{
+    BodyLimitLayer,
+    body::BufferedBody,
+    body_limit::{BodyLimitConfig, LimitedBody},
+};
 
 const CAP: usize = 262_144;
 const BODY: usize = 1024;

@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use tower_webhooks::{FixedWindowLimiter, RateLimitConfig};
+use tower_webhooks::rate_limit::{FixedWindowLimiter, RateLimitConfig};
 
 fn limiter() -> FixedWindowLimiter {
     FixedWindowLimiter::new(

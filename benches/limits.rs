@@ -26,8 +26,10 @@ use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::PeerIpKeyExtractor;
 use tower_http::metrics::InFlightRequestsLayer;
 use tower_webhooks::{
-    FixedWindowLimiter, FixedWindowRateLimitLayer, GlobalKey, InFlightConfig, InFlightLimitLayer,
-    InFlightLimiter, RateLimitConfig,
+    FixedWindowRateLimitLayer, InFlightLimitLayer,
+    in_flight::{InFlightConfig, InFlightLimiter},
+    keyed::GlobalKey,
+    rate_limit::{FixedWindowLimiter, RateLimitConfig},
 };
 
 type Req = Request<Empty<Bytes>>;
@@ -156,7 +158,7 @@ fn rate_limit(c: &mut Criterion, rt: &Runtime) {
         b.iter(|| limiter.hit(black_box(key)))
     });
     let req = request();
-    let extractor = tower_webhooks::PathAndClientIp::default();
+    let extractor = tower_webhooks::keyed::PathAndClientIp::default();
     group.bench_function("hash_request (path + client IP)", |b| {
         b.iter(|| limiter.hash_request(&extractor, black_box(&req)))
     });
@@ -234,7 +236,7 @@ fn in_flight(c: &mut Criterion, rt: &Runtime) {
     group.bench_function("try_acquire + release (key stays tracked)", |b| {
         b.iter(|| drop(black_box(limiter.try_acquire(black_box(key)))))
     });
-    let extractor = tower_webhooks::NormalizedPathAndPeerIp::new();
+    let extractor = tower_webhooks::keyed::NormalizedPathAndPeerIp::new();
     let req = request();
     group.bench_function("hash_request (normalised path + peer IP)", |b| {
         b.iter(|| limiter.hash_request(&extractor, black_box(&req)))

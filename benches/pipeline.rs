@@ -41,8 +41,11 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 use tower_webhooks::metrics::WebhookMetrics;
 use tower_webhooks::{
-    Limits, MemoryStore, MemoryStoreConfig, RateLimitConfig, ResolvedRoute, Secret, TelemetryLayer,
-    WebhookPipeline,
+    TelemetryLayer, WebhookPipeline,
+    config::{Limits, ResolvedRoute},
+    rate_limit::RateLimitConfig,
+    secret::Secret,
+    taskflow::{MemoryStore, MemoryStoreConfig},
 };
 
 const SECRET: &str = "whsec_4f1c2b7e9a0d3c5b8e6f1a2d4c7b9e0f";
@@ -326,7 +329,7 @@ fn telemetry(c: &mut Criterion, rt: &Runtime, ours: &WebhookPipeline<MemoryStore
 fn floor(c: &mut Criterion, rt: &Runtime, flow_id: &str) {
     use sha2::Digest;
     use tower_webhooks::json::JsonDocument;
-    use tower_webhooks::{Action, TaskFlowStore};
+    use tower_webhooks::taskflow::{Action, TaskFlowStore};
 
     let request = serde_json::to_vec(&json!({"action": "get_flow", "flowId": flow_id})).unwrap();
     c.bench_function("floor: parse and validate the request", |b| {
@@ -340,7 +343,7 @@ fn floor(c: &mut Criterion, rt: &Runtime, flow_id: &str) {
     let flow = rt
         .block_on(store.create_flow(
             "agent:main:main",
-            tower_webhooks::NewFlow::new("main", "goal 0"),
+            tower_webhooks::taskflow::NewFlow::new("main", "goal 0"),
         ))
         .unwrap();
     c.bench_function("floor: write the response envelope", |b| {

@@ -24,7 +24,10 @@ use tower::{ServiceBuilder, ServiceExt, service_fn};
 use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
 use tower_webhooks::json::JsonDocument;
 use tower_webhooks::{
-    Flow, FlowStatus, NotifyPolicy, ScrubConfig, ScrubOwnerMetadataLayer, SyncMode, json_response,
+    ScrubOwnerMetadataLayer,
+    body::json_response,
+    scrub::ScrubConfig,
+    taskflow::{Flow, FlowStatus, NotifyPolicy, SyncMode},
 };
 
 fn get_flow_envelope() -> Value {

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use http::Request;
 use tower_webhooks::auth::AuthLockout;
+use tower_webhooks::auth::LockoutConfig;
+use tower_webhooks::client_ip::ClientIp;
 use tower_webhooks::in_flight::{InFlightConfig, InFlightLimiter};
 use tower_webhooks::keyed::{SlotStore, WindowStore};
 use tower_webhooks::rate_limit::{FixedWindowLimiter, RateLimitConfig};
 use tower_webhooks::redis::{
     RedisLockoutStore, RedisSlotStore, RedisState, RedisWindowStore, SharedStateConfig,
 };
-use tower_webhooks::{ClientIp, LockoutConfig};
 
 const ROUNDS: usize = 10;
 const PER_ROUND: usize = 2_000;
@@ -99,7 +100,10 @@ async fn run(url: &str) {
         .unwrap();
 
     let bare_p50 = percentile(&mut samples[3], 50);
-    println!("{:<44} {:>10} {:>10} {:>12}", "case", "p50", "p99", "p50 / INCR");
+    println!(
+        "{:<44} {:>10} {:>10} {:>12}",
+        "case", "p50", "p99", "p50 / INCR"
+    );
     for (name, times) in [
         "in-memory window (FixedWindowLimiter)",
         "Redis window (one script)",

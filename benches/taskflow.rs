@@ -19,7 +19,9 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use tower_webhooks::{
-    BufferedBody, MemoryStore, MemoryStoreConfig, TaskFlowActionService, TaskFlowRoute,
+    TaskFlowActionService,
+    body::BufferedBody,
+    taskflow::{MemoryStore, MemoryStoreConfig, TaskFlowRoute},
 };
 
 const OWNER: &str = "agent:main:hooks";

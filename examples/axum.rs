@@ -28,7 +28,11 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::routing::get;
-use tower_webhooks::{Limits, ResolvedRoute, Secret, WebhookPipeline};
+use tower_webhooks::{
+    WebhookPipeline,
+    config::{Limits, ResolvedRoute},
+    secret::Secret,
+};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:18791";
 

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 
 use futures_util::FutureExt;
 use serde_json::json;
-use tower_webhooks::{MemoryStore, MemoryStoreConfig, NewFlow, NewTask, Runtime, TaskFlowStore};
+use tower_webhooks::taskflow::{
+    MemoryStore, MemoryStoreConfig, NewFlow, NewTask, Runtime, TaskFlowStore,
+};
 
 struct Counting;
 

@@ -45,7 +45,7 @@ use tower_webhooks::metrics::SharedStateFallbacks;
 use tower_webhooks::metrics::{MetricsEndpoint, TrackedKeys, WebhookMetrics};
 use tower_webhooks::serve::{ServeOptions, ServeOutcome, serve};
 use tower_webhooks::telemetry::TelemetryLayer;
-use tower_webhooks::{Secret, gateway};
+use tower_webhooks::{gateway, secret::Secret};
 use tracing_subscriber::EnvFilter;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:18790";

@@ -31,7 +31,11 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
 use tower_webhooks::{
-    Limits, MemoryStore, ResolvedRoute, RouteService, Secret, WebhookPipeline, WebhookRouter,
+    WebhookPipeline, WebhookRouter,
+    config::{Limits, ResolvedRoute},
+    pipeline::RouteService,
+    secret::Secret,
+    taskflow::MemoryStore,
 };
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:18792";

@@ -23,10 +23,17 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_webhooks::in_flight::InFlightConfig;
 use tower_webhooks::metrics::WebhookMetrics;
 use tower_webhooks::{
-    BodyLimitConfig, BodyLimitLayer, FixedWindowRateLimitLayer, InFlightLimitLayer, Limits,
-    MemoryStore, RateLimitConfig, ResolvedRoute, RouteService, ScrubConfig,
-    ScrubOwnerMetadataLayer, Secret, SharedSecretAuthConfig, SharedSecretAuthLayer, StandaloneBody,
-    TelemetryLayer, WebhookPipeline, WebhookRouter, json_response,
+    BodyLimitLayer, FixedWindowRateLimitLayer, InFlightLimitLayer, ScrubOwnerMetadataLayer,
+    SharedSecretAuthLayer, TelemetryLayer, WebhookPipeline, WebhookRouter,
+    auth::SharedSecretAuthConfig,
+    body::{StandaloneBody, json_response},
+    body_limit::BodyLimitConfig,
+    config::{Limits, ResolvedRoute},
+    pipeline::RouteService,
+    rate_limit::RateLimitConfig,
+    scrub::ScrubConfig,
+    secret::Secret,
+    taskflow::MemoryStore,
 };
 
 const SECRET: &str = "whsec_4f1c2b7e9a0d3c5b8e6f1a2d4c7b9e0f";
@@ -97,7 +104,7 @@ fn main() {
         ),
         "body_limit" => run(
             BodyLimitLayer::new(BodyLimitConfig::buffered()).layer(service_fn(
-                |_req: Request<tower_webhooks::BufferedBody>| async {
+                |_req: Request<tower_webhooks::body::BufferedBody>| async {
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
                 },
             )),

@@ -26,8 +26,8 @@ use http_body_util::Full;
 use tower::{Service, ServiceBuilder, service_fn};
 use tower_webhooks::serve::{ServeOptions, serve};
 use tower_webhooks::{
-    FixedWindowRateLimitLayer, RateLimitConfig, Secret, SharedSecretAuthConfig,
-    SharedSecretAuthLayer,
+    FixedWindowRateLimitLayer, SharedSecretAuthLayer, auth::SharedSecretAuthConfig,
+    rate_limit::RateLimitConfig, secret::Secret,
 };
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:18793";

@@ -29,8 +29,8 @@ use http_body::Body;
 use tower::{Service, ServiceBuilder};
 use tower_webhooks::serve::{ServeOptions, serve};
 use tower_webhooks::{
-    BodyLimitConfig, BodyLimitLayer, FixedWindowRateLimitLayer, RateLimitConfig, Secret,
-    SharedSecretAuthConfig, SharedSecretAuthLayer,
+    BodyLimitLayer, FixedWindowRateLimitLayer, SharedSecretAuthLayer, auth::SharedSecretAuthConfig,
+    body_limit::BodyLimitConfig, rate_limit::RateLimitConfig, secret::Secret,
 };
 use warp::Filter;
 

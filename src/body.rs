@@ -13,6 +13,8 @@ use std::convert::Infallible;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::OnceLock;
+#[cfg(feature = "scrub")]
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -33,6 +35,24 @@ enum JsonDocument {}
 #[cfg(not(feature = "scrub"))]
 impl JsonDocument {
     fn to_vec(&self) -> Vec<u8> {
+        match *self {}
+    }
+}
+
+/// Without the `scrub` feature there are no shared documents either.
+#[cfg(not(feature = "scrub"))]
+#[derive(Debug)]
+enum JsonSlot {}
+
+#[cfg(not(feature = "scrub"))]
+impl JsonSlot {
+    fn is_end_stream(&self) -> bool {
+        match *self {}
+    }
+    fn size(&self) -> u64 {
+        match *self {}
+    }
+    fn take_bytes(&self) -> Option<Bytes> {
         match *self {}
     }
 }
@@ -59,6 +79,9 @@ pin_project! {
         Full { data: Option<Bytes> },
         // `bytes` caches the serialised document from the first `size_hint`, which takes `&self`.
         Json { document: Option<JsonDocument>, bytes: OnceLock<Bytes> },
+        // A document `json_response` shares with the response's extensions, so that the scrub
+        // layer can reach it whatever body type it sees (see `StructuredJson`).
+        Shared { slot: JsonSlotRef },
     }
 }
 
@@ -66,15 +89,119 @@ pin_project! {
 /// [`TaskFlowActionService`](crate::TaskFlowActionService) answers with.
 pub type StandaloneBody = ResponseBody<http_body_util::Empty<Bytes>>;
 
-/// Response extension set by this crate's own services on a JSON answer they built from
-/// allow-listed views only (no owner or session metadata at any position).
+#[cfg(feature = "scrub")]
+type JsonSlotRef = Arc<JsonSlot>;
+#[cfg(not(feature = "scrub"))]
+type JsonSlotRef = JsonSlot;
+
+/// A JSON document held by a body and, through [`StructuredJson`], by its response's extensions:
+/// the document until the scrub layer or the first size or poll serialises it, then its bytes.
+#[cfg(feature = "scrub")]
+#[derive(Debug, Default)]
+pub(crate) struct JsonSlot(Mutex<SlotState>);
+
+#[cfg(feature = "scrub")]
+#[derive(Debug, Default)]
+struct SlotState {
+    document: Option<JsonDocument>,
+    bytes: Option<Bytes>,
+}
+
+#[cfg(feature = "scrub")]
+impl JsonSlot {
+    fn new(document: JsonDocument) -> Arc<Self> {
+        Arc::new(Self(Mutex::new(SlotState {
+            document: Some(document),
+            bytes: None,
+        })))
+    }
+
+    fn state(&self) -> MutexGuard<'_, SlotState> {
+        // Nothing that runs under the lock panics half-way through a change of the state; a
+        // serialiser that panicked left the document as it was.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Edits the document, if it has not been serialised yet, and serialises it: `Some(length)`.
+    pub(crate) fn edit_and_serialise(&self, edit: impl FnOnce(&mut JsonDocument)) -> Option<u64> {
+        let mut state = self.state();
+        let document = state.document.as_mut()?;
+        edit(document);
+        let bytes = Bytes::from(document.to_vec());
+        let len = bytes.len() as u64;
+        state.bytes = Some(bytes);
+        Some(len)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let state = self.state();
+        state.document.is_none() && state.bytes.is_none()
+    }
+
+    fn size(&self) -> u64 {
+        let mut state = self.state();
+        if state.bytes.is_none() {
+            let bytes = state.document.as_ref().map(|d| Bytes::from(d.to_vec()));
+            state.bytes = bytes;
+        }
+        state.bytes.as_ref().map_or(0, |b| b.len() as u64)
+    }
+
+    fn take_bytes(&self) -> Option<Bytes> {
+        let mut state = self.state();
+        let document = state.document.take();
+        state
+            .bytes
+            .take()
+            .or_else(|| document.map(|d| Bytes::from(d.to_vec())))
+    }
+
+    fn to_value(&self) -> Option<Value> {
+        self.state().document.as_ref().map(JsonDocument::to_value)
+    }
+}
+
+/// Response extension of [`json_response`]: the document its body holds, shared, so that
+/// [`ScrubOwnerMetadata`](crate::ScrubOwnerMetadata) scrubs it in place and serialises it once,
+/// whatever wraps the body on the way, instead of reading, parsing and re-serialising the bytes.
+///
+/// The scrub takes it only while a body still holds the document (`strong_count` 2), and a body
+/// that already serialised it is read like any other, so a body replaced or read on the way is
+/// never trusted by this mark.
+#[cfg(feature = "scrub")]
+#[derive(Clone, Debug)]
+pub(crate) struct StructuredJson(pub(crate) Arc<JsonSlot>);
+
+/// The text of the `Content-Type` of answers this crate built owner-free, in a `static` of its
+/// own: see [`is_owner_free`].
+#[cfg(feature = "scrub")]
+static OWNER_FREE_JSON_TEXT: [u8; 31] = *b"application/json; charset=utf-8";
+
+/// The `Content-Type` this crate's own services put on a JSON answer built from allow-listed views
+/// only (no owner or session metadata at any position). It reads like any JSON `Content-Type`;
+/// what marks it is that its bytes are `OWNER_FREE_JSON_TEXT` itself.
+#[cfg(feature = "taskflow")]
+static OWNER_FREE_JSON: http::HeaderValue =
+    http::HeaderValue::from_static(match std::str::from_utf8(&OWNER_FREE_JSON_TEXT) {
+        Ok(text) => text,
+        Err(_) => panic!("the Content-Type is ASCII"),
+    });
+
+/// Whether the response was built owner-free by this crate: its `Content-Type` value is the very
+/// `OWNER_FREE_JSON` (a pointer compare; the same text built anywhere else lives elsewhere).
 ///
 /// [`ScrubOwnerMetadata`](crate::ScrubOwnerMetadata) passes such a response on without parsing it.
-/// An extension rather than a type check on the body: it survives any body wrapper in between, and
-/// nothing outside this crate can construct it.
+/// A mark in the headers rather than in the body, whose type the scrub layer does not know, and
+/// rather than a response extension, whose map would be allocated for every answer; like an
+/// extension it survives any body wrapper in between, and no other handler can make one (a
+/// handler that copies the header value from one of our answers onto a body of its own vouches
+/// for that body).
 #[cfg(feature = "scrub")]
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct OwnerFree;
+pub(crate) fn is_owner_free(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|value| std::ptr::eq(value.as_bytes().as_ptr(), OWNER_FREE_JSON_TEXT.as_ptr()))
+}
 
 impl<B> ResponseBody<B> {
     /// Wraps the inner service's body.
@@ -107,7 +234,9 @@ impl<B> ResponseBody<B> {
     }
 
     #[cfg(feature = "scrub")]
-    /// The structured JSON document, if this body holds one that has not been polled yet.
+    /// The structured JSON document, if this body holds one of its own that has not been polled
+    /// yet (not one [`json_response`] shares with the response's extensions: read that one with
+    /// [`json_value`](Self::json_value)).
     pub fn json_document(&self) -> Option<&JsonDocument> {
         match &self.kind {
             Kind::Json { document, .. } => document.as_ref(),
@@ -132,7 +261,10 @@ impl<B> ResponseBody<B> {
     /// The structured JSON document as a `serde_json::Value`, if this body holds one that has not
     /// been polled yet. Builds the value: for reading in tests and tools, not on a hot path.
     pub fn json_value(&self) -> Option<Value> {
-        self.json_document().map(JsonDocument::to_value)
+        match &self.kind {
+            Kind::Shared { slot } => slot.to_value(),
+            _ => self.json_document().map(JsonDocument::to_value),
+        }
     }
 
     /// The inner service's body, if this wraps one.
@@ -164,7 +296,7 @@ impl<B> fmt::Debug for ResponseBody<B> {
         let kind = match &self.kind {
             Kind::Inner { .. } => "Inner",
             Kind::Full { .. } => "Full",
-            Kind::Json { .. } => "Json",
+            Kind::Json { .. } | Kind::Shared { .. } => "Json",
         };
         f.debug_struct("ResponseBody").field("kind", &kind).finish()
     }
@@ -190,6 +322,7 @@ where
                     .unwrap_or_else(|| Bytes::from(document.to_vec()));
                 Ok(Frame::data(data))
             })),
+            KindProj::Shared { slot } => Poll::Ready(slot.take_bytes().map(|d| Ok(Frame::data(d)))),
         }
     }
 
@@ -198,6 +331,7 @@ where
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Full { data } => data.is_none(),
             Kind::Json { document, .. } => document.is_none(),
+            Kind::Shared { slot } => slot.is_end_stream(),
         }
     }
 
@@ -215,6 +349,7 @@ where
             } => SizeHint::with_exact(
                 bytes.get_or_init(|| Bytes::from(document.to_vec())).len() as u64
             ),
+            Kind::Shared { slot } => SizeHint::with_exact(slot.size()),
         }
     }
 }
@@ -322,6 +457,62 @@ impl Body for BufferedBody {
     }
 }
 
+/// Data frames read into one buffer, for the layers that must see a whole body (the body limit's
+/// buffered mode, the scrub).
+///
+/// A body that arrives as one frame, the common case, is kept as that frame: no copy. Only a
+/// second frame allocates, once, for the expected length when the caller knows it; handing the
+/// bytes on freezes the buffer rather than copying it.
+#[cfg(any(feature = "body-limit", feature = "scrub"))]
+#[derive(Debug, Default)]
+pub(crate) enum FrameBuffer {
+    #[default]
+    Empty,
+    One(Bytes),
+    Many(bytes::BytesMut),
+}
+
+#[cfg(any(feature = "body-limit", feature = "scrub"))]
+impl FrameBuffer {
+    /// Appends a frame. `expected_len` is the whole body's length if known (else 0), so a second
+    /// frame reserves it at once instead of growing by doubling.
+    pub(crate) fn push(&mut self, mut data: impl bytes::Buf, expected_len: usize) {
+        use bytes::BufMut;
+        let len = data.remaining();
+        if len == 0 {
+            return;
+        }
+        match self {
+            Self::Empty => *self = Self::One(data.copy_to_bytes(len)),
+            Self::One(first) => {
+                let mut all = bytes::BytesMut::with_capacity(expected_len.max(first.len() + len));
+                all.extend_from_slice(first);
+                all.put(data);
+                *self = Self::Many(all);
+            }
+            Self::Many(all) => all.put(data),
+        }
+    }
+
+    /// Bytes held.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Empty => 0,
+            Self::One(bytes) => bytes.len(),
+            Self::Many(all) => all.len(),
+        }
+    }
+
+    /// The bytes held, leaving the buffer empty.
+    pub(crate) fn take(&mut self) -> Bytes {
+        match std::mem::take(self) {
+            Self::Empty => Bytes::new(),
+            Self::One(bytes) => bytes,
+            Self::Many(all) => all.freeze(),
+        }
+    }
+}
+
 #[cfg(feature = "scrub")]
 /// `Content-Type` of every JSON body this crate produces.
 pub(crate) const APPLICATION_JSON_UTF8: http::HeaderValue =
@@ -329,16 +520,43 @@ pub(crate) const APPLICATION_JSON_UTF8: http::HeaderValue =
 
 #[cfg(feature = "scrub")]
 /// A response with `status`, `Content-Type: application/json; charset=utf-8`, and `document` as a
-/// structured body (serialised once, when first sized or polled; editable in place until then).
+/// structured body, serialised once, when first sized or polled.
+///
+/// [`ScrubOwnerMetadata`](crate::ScrubOwnerMetadata) scrubs such a document in place, whatever
+/// wraps the body on the way, instead of parsing its bytes: the document is shared with the
+/// response's extensions (one small allocation, and the extensions map). Read it back with
+/// [`ResponseBody::json_value`].
 pub fn json_response<B>(
     status: http::StatusCode,
     document: impl Into<JsonDocument>,
+) -> http::Response<ResponseBody<B>> {
+    let slot = JsonSlot::new(document.into());
+    let mut response = http::Response::new(ResponseBody {
+        kind: Kind::Shared {
+            slot: Arc::clone(&slot),
+        },
+    });
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, APPLICATION_JSON_UTF8);
+    response.extensions_mut().insert(StructuredJson(slot));
+    response
+}
+
+#[cfg(feature = "taskflow")]
+/// A response with `status` and `document` as a structured body (like [`json_response`]) that this
+/// crate built from allow-listed views only: marked so (see `is_owner_free`) and holding the
+/// document itself, with nothing shared and no extension.
+pub(crate) fn owner_free_json_response<B>(
+    status: http::StatusCode,
+    document: JsonDocument,
 ) -> http::Response<ResponseBody<B>> {
     let mut response = http::Response::new(ResponseBody::json(document));
     *response.status_mut() = status;
     response
         .headers_mut()
-        .insert(http::header::CONTENT_TYPE, APPLICATION_JSON_UTF8);
+        .insert(http::header::CONTENT_TYPE, OWNER_FREE_JSON.clone());
     response
 }
 
@@ -388,6 +606,50 @@ mod tests {
         let body = ResponseBody::new(Full::new(Bytes::from_static(b"hello")));
         assert_eq!(body.size_hint().exact(), Some(5));
         assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"hello");
+    }
+
+    #[cfg(feature = "taskflow")]
+    #[test]
+    fn only_our_own_owner_free_header_value_marks_a_response() {
+        let mut headers = http::HeaderMap::new();
+        assert!(!is_owner_free(&headers));
+        let response = owner_free_json_response::<Full<Bytes>>(
+            http::StatusCode::OK,
+            JsonDocument::object([("ok", true.into())]),
+        );
+        assert!(is_owner_free(response.headers()));
+        assert_eq!(
+            response.headers()[http::header::CONTENT_TYPE],
+            "application/json; charset=utf-8"
+        );
+        // The same text built anywhere else, including our own public constant, is no mark.
+        for value in [
+            APPLICATION_JSON_UTF8,
+            http::HeaderValue::from_static("application/json; charset=utf-8"),
+            http::HeaderValue::from_bytes(OWNER_FREE_JSON_TEXT.as_slice()).unwrap(),
+        ] {
+            headers.insert(http::header::CONTENT_TYPE, value);
+            assert!(!is_owner_free(&headers));
+        }
+        // And the mark is no extension: an answer allocates no extensions map.
+        assert!(response.extensions().is_empty());
+    }
+
+    #[test]
+    fn frame_buffer_keeps_one_frame_and_joins_more() {
+        let mut buffer = FrameBuffer::default();
+        buffer.push(Bytes::from_static(b""), 0);
+        assert!(matches!(buffer, FrameBuffer::Empty));
+        let first = Bytes::from_static(b"ab");
+        buffer.push(first.clone(), 4);
+        assert!(matches!(&buffer, FrameBuffer::One(one) if one.as_ptr() == first.as_ptr()));
+        buffer.push(Bytes::from_static(b"c"), 4);
+        buffer.push(Bytes::from_static(b"d"), 4);
+        assert!(matches!(&buffer, FrameBuffer::Many(all) if all.capacity() == 4));
+        assert_eq!(buffer.len(), 4);
+        assert_eq!(&buffer.take()[..], b"abcd");
+        assert_eq!(buffer.len(), 0);
+        assert!(buffer.take().is_empty());
     }
 
     #[tokio::test]

@@ -74,7 +74,7 @@ fn known_peer_ip<B>(request: &Request<B>) -> Option<IpAddr> {
 fn warn_missing_peer_once() {
     static WARNED: AtomicBool = AtomicBool::new(false);
     if !WARNED.swap(true, Ordering::Relaxed) {
-        tracing::warn!(
+        trace_warn!(
             "request without a peer address: insert the SocketAddr into the request extensions (or \
              use axum's into_make_service_with_connect_info); such requests share one client budget"
         );
@@ -205,7 +205,7 @@ impl<S> Layer<S> for ResolveClientIpLayer {
 /// ```
 /// use tower::{ServiceBuilder, ServiceExt};
 /// use tower_webhooks::client_ip::{ClientIp, ResolveClientIpLayer};
-/// use tower_webhooks::TrustedProxies;
+/// use tower_webhooks::client_ip::TrustedProxies;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let svc = ServiceBuilder::new()
 ///     .layer(ResolveClientIpLayer::new(TrustedProxies::parse(["10.0.0.0/8"]).unwrap()))
@@ -234,20 +234,7 @@ impl<S> ResolveClientIp<S> {
         ResolveClientIpLayer::new(proxies)
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_service_accessors!();
 }
 
 impl<S, B> Service<Request<B>> for ResolveClientIp<S>

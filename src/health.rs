@@ -16,7 +16,9 @@
 //! ```
 //! use tower::{ServiceBuilder, ServiceExt};
 //! use tower_webhooks::health::{HealthLayer, Readiness, RoutesLoaded};
-//! use tower_webhooks::{BufferedBody, Limits, WebhookPipeline};
+//! use tower_webhooks::WebhookPipeline;
+//! use tower_webhooks::body::BufferedBody;
+//! use tower_webhooks::config::Limits;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let router = WebhookPipeline::in_memory(Limits::default()).router(&[]);
@@ -207,20 +209,7 @@ impl<S> Health<S> {
         &self.readiness
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_service_accessors!();
 
     fn answer<B>(&self, path: &str, method: &Method) -> Response<ResponseBody<B>> {
         if method != Method::GET && method != Method::HEAD {

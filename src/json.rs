@@ -3,8 +3,8 @@
 //!
 //! Building a `serde_json::Value` for every record cost more than all the middleware of a request
 //! together: a `String` per key and per value, an index-map insert per member, then freeing it all
-//! after serialising. A [`JsonDocument`] keeps records (the TaskFlow [`Flow`](crate::Flow) and
-//! [`Task`](crate::Task)) as they are: they serialise straight from their fields, and only the
+//! after serialising. A [`JsonDocument`] keeps records (the TaskFlow [`Flow`](crate::taskflow::Flow) and
+//! [`Task`](crate::taskflow::Task)) as they are: they serialise straight from their fields, and only the
 //! members a client may see. Anything else is an ordinary [`Value`].
 //!
 //! This module knows nothing of TaskFlows: a record is anything that offers its members through
@@ -85,6 +85,19 @@ impl JsonDocument {
     /// A record, serialised from its fields when the document is written.
     pub(crate) fn record(record: Arc<dyn JsonRecord>) -> Self {
         Self(Node::Record(record))
+    }
+
+    /// Applies `edit` to the document as a `serde_json::Value`: in place when it is one, else on
+    /// a value built from it, which then replaces it (records and our own members become plain
+    /// values; the bytes are the same).
+    pub(crate) fn edit_as_value(&mut self, edit: impl FnOnce(&mut Value)) {
+        if let Node::Value(value) = &mut self.0 {
+            edit(value);
+            return;
+        }
+        let mut value = self.to_value();
+        edit(&mut value);
+        self.0 = Node::Value(value);
     }
 
     /// The document as a `serde_json::Value`.

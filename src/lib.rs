@@ -15,7 +15,7 @@
 //! | [`SharedSecretAuth`] | `401` + `WWW-Authenticate: Bearer`; `400` for a secret in the query; lockout `429` | [`auth`] |
 //! | [`BodyLimit`] | `413`, `408`, `400` for a malformed length, all with `Connection: close` | [`body_limit`] |
 //! | [`ScrubOwnerMetadata`] | strips owner/session metadata from JSON responses | [`scrub`] |
-//! | [`TaskFlowActionService`] | the thirteen TaskFlow actions over a [`TaskFlowStore`] | [`taskflow`] |
+//! | [`TaskFlowActionService`] | the thirteen TaskFlow actions over a [`TaskFlowStore`](taskflow::TaskFlowStore) | [`taskflow`] |
 //!
 //! Every middleware has `XLayer::new(config)`, `X::new(inner, config)` and `X::layer(config)`, decides
 //! in `call` (its `poll_ready` passes through), and has `type Error = S::Error`: a rejection is an
@@ -36,8 +36,10 @@
 //!
 #![cfg_attr(feature = "gateway", doc = "```no_run")]
 #![cfg_attr(not(feature = "gateway"), doc = "```ignore")]
+//! use tower_webhooks::WebhookPipeline;
+//! use tower_webhooks::config::{Limits, ResolvedRoute};
+//! use tower_webhooks::secret::Secret;
 //! use tower_webhooks::serve::{ServeOptions, serve};
-//! use tower_webhooks::{Limits, ResolvedRoute, Secret, WebhookPipeline};
 //!
 //! # #[tokio::main] async fn main() -> std::io::Result<()> {
 //! let secret = Secret::new(std::env::var("WEBHOOK_SECRET").unwrap_or_default())
@@ -59,9 +61,11 @@
 //! # Features
 //!
 //! Each layer is a feature, so a user who wants one pays for that one:
-//! `tower-webhooks = { version = "0.1", default-features = false, features = ["auth"] }` builds 29
-//! crates, against 73 when every layer came with the crate (tower-http with one feature: about 20). [`RequirePost`], [`RequireJson`],
-//! [`ResponseBody`], [`Rejection`], [`Secret`] and the clocks need no dependency and are always in.
+//! `tower-webhooks = { version = "0.1", default-features = false, features = ["auth"] }` builds 20
+//! crates, against 73 when every layer came with the crate (tower-http with one feature: about 20);
+//! `rate-limit` or `in-flight` alone 19. [`RequirePost`], [`RequireJson`],
+//! [`ResponseBody`], [`Rejection`](rejection::Rejection), [`Secret`](secret::Secret) and the
+//! [`clock`]s need no dependency and are always in.
 //!
 //! - `auth`: [`auth`] (sha2, subtle; the keyed state and the client IP).
 //! - `rate-limit`: [`rate_limit`] (the keyed state and the client IP).
@@ -71,6 +75,8 @@
 //! - `taskflow`: [`taskflow`], the model, the in-memory store and the action service. Turns on
 //!   `scrub`.
 //! - `serde`: `Deserialize` for each layer's configuration type.
+//! - `tracing`: the layers' warnings as `tracing` events (compiled out without it). Turned on by
+//!   `telemetry`, `config` and `serve`.
 //! - `telemetry`: [`Telemetry`], the access log. Turns on `taskflow`.
 //! - `config`: [`WebhooksConfig`] (JSON5, the secret providers) and what it builds: every layer,
 //!   [`WebhookPipeline`], [`WebhookRouter`] and [`Health`].
@@ -90,6 +96,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+// First: the modules below use its macros.
+#[macro_use]
+mod macros;
 
 pub mod body;
 #[cfg(any(
@@ -147,66 +157,38 @@ pub mod scrub;
 #[cfg(feature = "taskflow")]
 pub mod taskflow;
 
+// The root holds what a user names in a `ServiceBuilder`: the layers and services, the pipeline,
+// the router, the config entry point and the response body. Everything else is reached through its
+// module (`tower_webhooks::taskflow::MemoryStore`, `tower_webhooks::secret::Secret`), so that each
+// type has one path.
 #[cfg(feature = "auth")]
-pub use auth::{
-    AuthLockout, LockoutConfig, SecretsHandle, SharedSecretAuth, SharedSecretAuthConfig,
-    SharedSecretAuthLayer,
-};
-#[cfg(feature = "scrub")]
-pub use body::json_response;
-pub use body::{BufferedBody, ResponseBody, StandaloneBody};
+pub use auth::{SharedSecretAuth, SharedSecretAuthLayer};
+pub use body::ResponseBody;
 #[cfg(feature = "body-limit")]
-pub use body_limit::{
-    BodyLimit, BodyLimitConfig, BodyLimitLayer, BodyTimeoutError, Buffered, BufferedFuture,
-    LimitedBody, Streaming,
-};
+pub use body_limit::{BodyLimit, BodyLimitLayer};
 #[cfg(any(
     feature = "auth",
     feature = "rate-limit",
     feature = "in-flight",
     feature = "telemetry"
 ))]
-pub use client_ip::{ClientIp, InvalidCidr, ResolveClientIp, ResolveClientIpLayer, TrustedProxies};
-pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use client_ip::{ResolveClientIp, ResolveClientIpLayer};
 #[cfg(feature = "config")]
-pub use config::{
-    ConfigError, ExecProvider, FileMode, Limits, MetricsSettings, ResolvedConfig, ResolvedRoute,
-    RouteConfig, SecretInput, SecretProvider, SecretProviders, SecretRef, SecretSource,
-    SkippedRoute, UnresolvedSecret, WebhooksConfig, normalize_webhook_path,
-};
+pub use config::WebhooksConfig;
 pub use guard::{RequireJson, RequireJsonLayer, RequirePost, RequirePostLayer};
 #[cfg(feature = "config")]
 pub use health::{Health, HealthLayer};
 #[cfg(feature = "in-flight")]
-pub use in_flight::{
-    InFlightBody, InFlightConfig, InFlightLimit, InFlightLimitLayer, InFlightLimiter,
-    InFlightPermit, InFlightResponseFuture,
-};
-#[cfg(any(feature = "auth", feature = "rate-limit", feature = "in-flight"))]
-pub use keyed::{GlobalKey, KeyExtractor, KeyHasher, NormalizedPathAndPeerIp, PathAndClientIp};
-pub use limit::InvalidLimit;
+pub use in_flight::{InFlightLimit, InFlightLimitLayer};
 #[cfg(feature = "config")]
-pub use pipeline::{RouteService, WebhookPipeline};
+pub use pipeline::WebhookPipeline;
 #[cfg(feature = "rate-limit")]
-pub use rate_limit::{
-    FixedWindowLimiter, FixedWindowRateLimit, FixedWindowRateLimitLayer, Limited, RateLimitConfig,
-};
-pub use rejection::{Rejection, RejectionReason};
+pub use rate_limit::{FixedWindowRateLimit, FixedWindowRateLimitLayer};
 #[cfg(feature = "config")]
-pub use router::{RouteTable, RouteTableHandle, RouterFuture, WebhookRouter};
+pub use router::WebhookRouter;
 #[cfg(feature = "scrub")]
-pub use scrub::{
-    InvalidScrubPath, ScrubConfig, ScrubOwnerMetadata, ScrubOwnerMetadataLayer, ScrubPath,
-    ScrubResponseFuture,
-};
-pub use secret::Secret;
+pub use scrub::{ScrubOwnerMetadata, ScrubOwnerMetadataLayer};
 #[cfg(feature = "taskflow")]
-pub use taskflow::{
-    Action, ActionOutcome, CancelHook, CancelImmediately, CancelOutcome, ChildCancel,
-    ChildSessionPolicy, ErrorCode, Flow, FlowEnd, FlowStatus, MemoryStore, MemoryStoreConfig,
-    Mutation, MutationOutcome, NewFlow, NewTask, NotifyPolicy, Patch, RunTaskOutcome, Runtime,
-    StoreError, StoreEvent, SyncMode, Task, TaskFlowActionService, TaskFlowFuture, TaskFlowRoute,
-    TaskFlowStore, TaskStatus, TaskSummary, TaskUpdate, TaskUpdateOutcome, ValidationError,
-};
+pub use taskflow::TaskFlowActionService;
 #[cfg(feature = "telemetry")]
 pub use telemetry::{Telemetry, TelemetryLayer};

@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer};
 ///
 /// ```
 /// # #[cfg(feature = "rate-limit")] {
-/// use tower_webhooks::RateLimitConfig;
+/// use tower_webhooks::rate_limit::RateLimitConfig;
 /// let error = RateLimitConfig::new().max_requests(0).validate().unwrap_err();
 /// assert_eq!(error.field(), "maxRequests");
 /// assert_eq!(error.to_string(), "maxRequests: must be an integer >= 1");

@@ -26,7 +26,8 @@
 //! use tower::ServiceBuilder;
 //! use tower_webhooks::metrics::{MetricsEndpoint, TrackedKeys, WebhookMetrics};
 //! use tower_webhooks::telemetry::TelemetryLayer;
-//! use tower_webhooks::{Limits, WebhookPipeline};
+//! use tower_webhooks::WebhookPipeline;
+//! use tower_webhooks::config::Limits;
 //!
 //! let pipeline = WebhookPipeline::in_memory(Limits::default());
 //! let mut registry = Registry::default();
@@ -604,7 +605,7 @@ mod tests {
 
     #[test]
     fn tracked_keys_are_read_from_the_limiters_when_scraped() {
-        let pipeline = WebhookPipeline::in_memory(crate::Limits::default());
+        let pipeline = WebhookPipeline::in_memory(crate::config::Limits::default());
         let mut registry = Registry::default();
         registry.register_collector(Box::new(TrackedKeys::of(&pipeline)));
         let endpoint = MetricsEndpoint::new(registry);

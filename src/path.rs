@@ -3,7 +3,7 @@
 
 /// The route path a *request* path asks for: the path with one trailing `/` removed (SPEC §1).
 ///
-/// Unlike [`normalize_webhook_path`](crate::normalize_webhook_path), which is for configured paths, nothing is trimmed: an HTTP
+/// Unlike [`normalize_webhook_path`](crate::config::normalize_webhook_path), which is for configured paths, nothing is trimmed: an HTTP
 /// target holds no ASCII whitespace, and trimming Unicode whitespace (U+00A0, U+3000…) would let
 /// endless raw spellings reach one route, each with a fresh rate-limit window of its own. So apart
 /// from `/x` and `/x/`, no two request paths reach the same route.

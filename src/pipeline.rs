@@ -17,7 +17,10 @@
 //!
 //! ```
 //! use tower::ServiceExt;
-//! use tower_webhooks::{BufferedBody, Limits, ResolvedRoute, Secret, WebhookPipeline};
+//! use tower_webhooks::WebhookPipeline;
+//! use tower_webhooks::body::BufferedBody;
+//! use tower_webhooks::config::{Limits, ResolvedRoute};
+//! use tower_webhooks::secret::Secret;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let pipeline = WebhookPipeline::in_memory(Limits::default());
@@ -253,7 +256,7 @@ where
     }
 
     /// A route table of `routes`, for [`WebhookRouter::from_table`] or a reload through
-    /// [`RouteTableHandle::replace`](crate::RouteTableHandle::replace).
+    /// [`RouteTableHandle::replace`](crate::router::RouteTableHandle::replace).
     pub fn table(&self, routes: &[ResolvedRoute]) -> RouteTable<RouteService<St, W, Sl, Lo>> {
         RouteTable::new(
             routes

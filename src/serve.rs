@@ -27,7 +27,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tower_service::Service;
@@ -171,83 +171,15 @@ where
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(WithPeer {
-            inner: service.clone(),
+        connections.spawn(serve_connection(
+            Arc::clone(&builder),
+            stream,
             peer,
-        });
-        let builder = Arc::clone(&builder);
-        let mut stopping = stopping.clone();
-        let options = options.clone();
-        connections.spawn(async move {
-            // Freed however the task ends: finished, failed, closed for idling, or aborted.
-            let _place = place;
-            let mut stream = stream;
-            // hyper-util's version detection waits for these bytes with no deadline: a client that
-            // connects and sends nothing, or a few bytes of the HTTP/2 preface, would hold its
-            // connection (and a file descriptor) forever.
-            let first = tokio::select! {
-                first = tokio::time::timeout(options.header_read_timeout, read_preface(&mut stream)) => first,
-                _ = stopping.changed() => return,
-            };
-            let prefix = match first {
-                Ok(Ok(prefix)) => prefix,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "connection failed before its first request");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "no request within the header-read timeout");
-                    return;
-                }
-            };
-            let activity = Arc::new(AtomicU64::new(0));
-            let io = TokioIo::new(Prefixed {
-                prefix,
-                stream,
-                activity: Arc::clone(&activity),
-            });
-            let connection = builder.serve_connection(io, service);
-            let mut connection = std::pin::pin!(connection);
-            let period = options.idle_timeout;
-            let mut idle_check = tokio::time::interval_at(Instant::now() + period, period);
-            // After a late tick (a busy runtime), the next one must still be a whole period later:
-            // two ticks in a row would see no activity between them and close a busy connection.
-            idle_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            let mut activity_seen = 0;
-            let mut closing = false;
-            // Set when the connection is closed for idling: it then has this long to finish. (On
-            // shutdown, `serve`'s own grace period decides.)
-            let mut idle_deadline: Option<Instant> = None;
-            let result = loop {
-                let deadline = idle_deadline;
-                tokio::select! {
-                    result = connection.as_mut() => break result,
-                    _ = stopping.changed(), if !closing => {
-                        connection.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    _ = idle_check.tick(), if !closing => {
-                        let now = activity.load(Ordering::Relaxed);
-                        if now == activity_seen {
-                            tracing::debug!(%peer, "closing a connection idle for the idle timeout");
-                            connection.as_mut().graceful_shutdown();
-                            closing = true;
-                            idle_deadline = Some(Instant::now() + options.shutdown_grace);
-                        }
-                        activity_seen = now;
-                    }
-                    () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                        // A client that never acknowledges the close (an HTTP/2 peer that ignores
-                        // GOAWAY's ping) does not get to keep the connection.
-                        tracing::debug!(%peer, "dropping a connection that did not close in time");
-                        return;
-                    }
-                }
-            };
-            if let Err(error) = result {
-                tracing::debug!(%peer, error = %error, "connection ended with an error");
-            }
-        });
+            service.clone(),
+            stopping.clone(),
+            options.clone(),
+            place,
+        ));
     }
     drop(listener);
     drop(stopping_tx);
@@ -268,6 +200,96 @@ where
     // the wait makes sure no connection task still runs when `serve` returns.
     connections.shutdown().await;
     ServeOutcome::GraceExpired
+}
+
+/// Serves one accepted connection until it ends, is closed for idling, or `serve` shuts down.
+async fn serve_connection<S, B>(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    service: S,
+    mut stopping: watch::Receiver<()>,
+    options: ServeOptions,
+    // Freed however the task ends: finished, failed, closed for idling, or aborted.
+    _place: OwnedSemaphorePermit,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let service = TowerToHyperService::new(WithPeer {
+        inner: service,
+        peer,
+    });
+    // hyper-util's version detection waits for these bytes with no deadline: a client that
+    // connects and sends nothing, or a few bytes of the HTTP/2 preface, would hold its
+    // connection (and a file descriptor) forever.
+    let first = tokio::select! {
+        first = tokio::time::timeout(options.header_read_timeout, read_preface(&mut stream)) => first,
+        _ = stopping.changed() => return,
+    };
+    let prefix = match first {
+        Ok(Ok(prefix)) => prefix,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "connection failed before its first request");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no request within the header-read timeout");
+            return;
+        }
+    };
+    let activity = Arc::new(AtomicU64::new(0));
+    let io = TokioIo::new(Prefixed {
+        prefix,
+        stream,
+        activity: Arc::clone(&activity),
+    });
+    let connection = builder.serve_connection(io, service);
+    let mut connection = std::pin::pin!(connection);
+    let period = options.idle_timeout;
+    let mut idle_check = tokio::time::interval_at(Instant::now() + period, period);
+    // After a late tick (a busy runtime), the next one must still be a whole period later:
+    // two ticks in a row would see no activity between them and close a busy connection.
+    idle_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut activity_seen = 0;
+    let mut closing = false;
+    // Set when the connection is closed for idling: it then has this long to finish. (On
+    // shutdown, `serve`'s own grace period decides.)
+    let mut idle_deadline: Option<Instant> = None;
+    let result = loop {
+        let deadline = idle_deadline;
+        tokio::select! {
+            result = connection.as_mut() => break result,
+            _ = stopping.changed(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = idle_check.tick(), if !closing => {
+                let now = activity.load(Ordering::Relaxed);
+                if now == activity_seen {
+                    tracing::debug!(%peer, "closing a connection idle for the idle timeout");
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                    idle_deadline = Some(Instant::now() + options.shutdown_grace);
+                }
+                activity_seen = now;
+            }
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                // A client that never acknowledges the close (an HTTP/2 peer that ignores
+                // GOAWAY's ping) does not get to keep the connection.
+                tracing::debug!(%peer, "dropping a connection that did not close in time");
+                return;
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, error = %error, "connection ended with an error");
+    }
 }
 
 /// Logs a connection task that panicked. Not the panic's message: a handler's panic can carry

@@ -32,7 +32,10 @@
 #![cfg_attr(not(feature = "config"), doc = "```ignore")]
 //! use tower::{ServiceBuilder, ServiceExt};
 //! use tower_webhooks::telemetry::TelemetryLayer;
-//! use tower_webhooks::{BufferedBody, Limits, ResolvedRoute, Secret, WebhookPipeline};
+//! use tower_webhooks::WebhookPipeline;
+//! use tower_webhooks::body::BufferedBody;
+//! use tower_webhooks::config::{Limits, ResolvedRoute};
+//! use tower_webhooks::secret::Secret;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let pipeline = WebhookPipeline::in_memory(Limits::default());
@@ -128,7 +131,7 @@ pub fn record_route(route: &Arc<str>) {
 }
 
 /// Records why the current request was refused; a later call replaces an earlier one.
-/// [`Rejection::into_response`](crate::Rejection::into_response) calls it.
+/// [`Rejection::into_response`](crate::rejection::Rejection::into_response) calls it.
 pub fn record_rejection(reason: RejectionReason) {
     record(|observation| observation.reason = Some(reason));
 }
@@ -160,20 +163,7 @@ impl<S> RecordRoute<S> {
         &self.route
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_service_accessors!();
 }
 
 impl<S, R> Service<R> for RecordRoute<S>
@@ -306,20 +296,7 @@ impl<S> Telemetry<S> {
         TelemetryLayer::new()
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_service_accessors!();
 }
 
 /// What the access log needs from the request, taken before the request moves on.

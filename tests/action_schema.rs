@@ -2,7 +2,7 @@
 //! tables are keyed by, and each table's fields are exactly the fields its action accepts.
 
 use serde_json::{Map, Value, json};
-use tower_webhooks::Action;
+use tower_webhooks::taskflow::Action;
 use tower_webhooks::taskflow::ActionName;
 
 /// A valid value for each required field of any action.

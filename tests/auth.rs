@@ -12,8 +12,11 @@ use http_body_util::{BodyExt, Full};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt, service_fn};
 use tower_webhooks::{
-    AuthLockout, LockoutConfig, ManualClock, ResolveClientIp, ResponseBody, Secret,
-    SharedSecretAuth, SharedSecretAuthConfig, SharedSecretAuthLayer, TrustedProxies,
+    ResolveClientIp, ResponseBody, SharedSecretAuth, SharedSecretAuthLayer,
+    auth::{AuthLockout, LockoutConfig, SharedSecretAuthConfig},
+    client_ip::TrustedProxies,
+    clock::ManualClock,
+    secret::Secret,
 };
 
 type Body = Full<Bytes>;

@@ -23,8 +23,12 @@ use tower_webhooks::keyed::{
     Unavailable,
 };
 use tower_webhooks::{
-    AuthLockout, InFlightConfig, InFlightLimitLayer, Limits, LockoutConfig, ManualClock, Secret,
-    SharedClock, SharedSecretAuthConfig, SharedSecretAuthLayer, WebhookPipeline,
+    InFlightLimitLayer, SharedSecretAuthLayer, WebhookPipeline,
+    auth::{AuthLockout, LockoutConfig, SharedSecretAuthConfig},
+    clock::{ManualClock, SharedClock},
+    config::Limits,
+    in_flight::InFlightConfig,
+    secret::Secret,
 };
 
 const SECRET: &str = "backend-seam-secret";
@@ -236,7 +240,7 @@ impl SlotStore for RenewedSlots {
     }
 
     fn renew(&self, _lease: &CountedLease) -> Self::RenewFuture {
-        use tower_webhooks::Clock;
+        use tower_webhooks::clock::Clock;
         self.renewals
             .lock()
             .unwrap()
@@ -260,8 +264,11 @@ impl http_body::Body for ChannelBody {
 }
 
 /// The response of an in-flight limit over a [`ChannelBody`].
-type StreamingResponse =
-    Response<tower_webhooks::ResponseBody<tower_webhooks::InFlightBody<ChannelBody, RenewedSlots>>>;
+type StreamingResponse = Response<
+    tower_webhooks::ResponseBody<
+        tower_webhooks::in_flight::InFlightBody<ChannelBody, RenewedSlots>,
+    >,
+>;
 
 /// An in-flight limit over a handler that streams what the test sends, with its store.
 fn streaming() -> (
@@ -568,7 +575,7 @@ async fn twenty_failures_spread_over_replicas_lock_out_the_21st_on_all_of_them()
 
 #[test]
 fn pipelines_built_with_one_hasher_derive_the_same_keys_in_every_limiter() {
-    use tower_webhooks::GlobalKey;
+    use tower_webhooks::keyed::GlobalKey;
     let clock: SharedClock = ManualClock::new(0);
     let shared = KeyHasher::with_secret(b"replicas share this");
     let pipeline = |hasher| {

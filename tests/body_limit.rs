@@ -17,8 +17,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use tokio::sync::mpsc;
 use tower::{Layer, Service, ServiceExt};
 use tower_webhooks::{
-    BodyLimit, BodyLimitConfig, BodyLimitLayer, BodyTimeoutError, Buffered, BufferedBody,
-    LimitedBody, Streaming,
+    BodyLimit, BodyLimitLayer,
+    body::BufferedBody,
+    body_limit::{BodyLimitConfig, BodyTimeoutError, Buffered, LimitedBody, Streaming},
 };
 
 const CAP: usize = 16;

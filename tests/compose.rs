@@ -12,9 +12,10 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_webhooks::{
-    BodyLimitConfig, BodyLimitLayer, BufferedBody, FixedWindowRateLimitLayer, InFlightConfig,
-    InFlightLimitLayer, RateLimitConfig, RequireJsonLayer, RequirePostLayer, ScrubConfig,
-    ScrubOwnerMetadataLayer, Secret, SharedSecretAuthConfig, SharedSecretAuthLayer,
+    BodyLimitLayer, FixedWindowRateLimitLayer, InFlightLimitLayer, RequireJsonLayer,
+    RequirePostLayer, ScrubOwnerMetadataLayer, SharedSecretAuthLayer, auth::SharedSecretAuthConfig,
+    body::BufferedBody, body_limit::BodyLimitConfig, in_flight::InFlightConfig,
+    rate_limit::RateLimitConfig, scrub::ScrubConfig, secret::Secret,
 };
 
 fn app() -> Router {

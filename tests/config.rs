@@ -14,8 +14,12 @@ use std::sync::{Arc, Mutex};
 
 use temp::TempDir;
 use tower_webhooks::{
-    ChildSessionPolicy, ConfigError, FileMode, Limits, SecretInput, SecretProvider, SecretRef,
-    SecretSource, WebhooksConfig, normalize_webhook_path,
+    WebhooksConfig,
+    config::{
+        ConfigError, FileMode, Limits, SecretInput, SecretProvider, SecretRef, SecretSource,
+        normalize_webhook_path,
+    },
+    taskflow::ChildSessionPolicy,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -600,7 +604,7 @@ fn parsed_providers() {
     assert_eq!(
         config.routes()[0].secret,
         [SecretInput::Plain(
-            tower_webhooks::Secret::new("s").unwrap()
+            tower_webhooks::secret::Secret::new("s").unwrap()
         )]
     );
 }
@@ -1410,7 +1414,9 @@ impl Captured {
     }
 }
 
-fn resolve_capturing_logs(config: &WebhooksConfig) -> (tower_webhooks::ResolvedConfig, String) {
+fn resolve_capturing_logs(
+    config: &WebhooksConfig,
+) -> (tower_webhooks::config::ResolvedConfig, String) {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()

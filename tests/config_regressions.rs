@@ -20,7 +20,7 @@ use std::time::Duration;
 use support::gateway_process::{Subprocess, gateway_binary, run_to_exit};
 use support::temp::TempDir;
 use support::{post_bytes, raw};
-use tower_webhooks::{ConfigError, WebhooksConfig};
+use tower_webhooks::{WebhooksConfig, config::ConfigError};
 
 // ---------------------------------------------------------------------------------------------
 // helpers

@@ -16,7 +16,11 @@ use tokio::io::AsyncWriteExt;
 use tower_webhooks::gateway::Gateway;
 use tower_webhooks::in_flight::InFlightLimiter;
 use tower_webhooks::keyed::NormalizedPathAndPeerIp;
-use tower_webhooks::{Limits, ResolvedRoute, Secret, WebhookPipeline};
+use tower_webhooks::{
+    WebhookPipeline,
+    config::{Limits, ResolvedRoute},
+    secret::Secret,
+};
 
 const SECRET: &str = "contract-secret-0123456789";
 const SESSION: &str = "agent:main:main";
@@ -29,7 +33,10 @@ fn route() -> ResolvedRoute {
 async fn gateway_with(
     limits: Limits,
     routes: &[ResolvedRoute],
-) -> (TestServer, WebhookPipeline<tower_webhooks::MemoryStore>) {
+) -> (
+    TestServer,
+    WebhookPipeline<tower_webhooks::taskflow::MemoryStore>,
+) {
     let pipeline = WebhookPipeline::in_memory(limits);
     let server = serve(pipeline.router(routes)).await;
     (server, pipeline)
@@ -98,7 +105,7 @@ fn assert_no_owner_metadata(response: &RawResponse) {
 #[tokio::test]
 async fn every_plain_rejection_has_its_status_text_and_headers() {
     let limits = Limits {
-        body: tower_webhooks::BodyLimitConfig::buffered()
+        body: tower_webhooks::body_limit::BodyLimitConfig::buffered()
             .max_bytes(1024)
             .timeout(std::time::Duration::from_millis(300)),
         ..Limits::default()

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 
 use support::{RawResponse, post_bytes, raw};
 use tokio::net::TcpListener;
-use tower_webhooks::{RateLimitConfig, Secret};
+use tower_webhooks::{rate_limit::RateLimitConfig, secret::Secret};
 
 const SECRET: &str = "example-secret";
 const WEBHOOK: &str = "/plugins/webhooks/zap";

@@ -30,7 +30,13 @@ use tokio::net::TcpStream;
 use tower_webhooks::gateway::{DEFAULT_ROUTE_ID, Gateway};
 use tower_webhooks::keyed::NormalizedPathAndPeerIp;
 use tower_webhooks::serve::ServeOptions;
-use tower_webhooks::{Limits, MemoryStore, ResolvedRoute, Secret, TrustedProxies, WebhookPipeline};
+use tower_webhooks::{
+    WebhookPipeline,
+    client_ip::TrustedProxies,
+    config::{Limits, ResolvedRoute},
+    secret::Secret,
+    taskflow::MemoryStore,
+};
 
 const SECRET: &str = "hostile-secret-0123456789";
 const SESSION: &str = "agent:main:main";

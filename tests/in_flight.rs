@@ -13,10 +13,11 @@ use static_assertions::assert_impl_all;
 use tokio::sync::{Semaphore, mpsc};
 use tower::{Layer, Service, ServiceExt, service_fn};
 #[cfg(feature = "config")]
-use tower_webhooks::normalize_webhook_path as normalize_path;
+use tower_webhooks::config::normalize_webhook_path as normalize_path;
 use tower_webhooks::{
-    GlobalKey, InFlightBody, InFlightConfig, InFlightLimit, InFlightLimitLayer, InFlightLimiter,
-    InFlightResponseFuture, ResponseBody,
+    InFlightLimit, InFlightLimitLayer, ResponseBody,
+    in_flight::{InFlightBody, InFlightConfig, InFlightLimiter, InFlightResponseFuture},
+    keyed::GlobalKey,
 };
 
 type Ready = futures_util::future::Ready<Result<Response<Full<Bytes>>, Infallible>>;
@@ -198,7 +199,7 @@ async fn the_slot_is_held_until_the_last_frame_is_read() {
     }));
     let limiter = svc.limiter().clone();
     let key = limiter.hash_request(
-        &tower_webhooks::NormalizedPathAndPeerIp::new(),
+        &tower_webhooks::keyed::NormalizedPathAndPeerIp::new(),
         &request("/s", "1.1.1.1:1"),
     );
     let mut body = svc

@@ -13,7 +13,11 @@ use http::Request;
 use support::{post_bytes, raw};
 use tower::Service;
 use tower_webhooks::{
-    BufferedBody, Limits, ResolvedRoute, Secret, TrustedProxies, WebhookPipeline, WebhookRouter,
+    WebhookPipeline, WebhookRouter,
+    body::BufferedBody,
+    client_ip::TrustedProxies,
+    config::{Limits, ResolvedRoute},
+    secret::Secret,
 };
 
 const SECRET: &str = "ingress-regression-secret";

@@ -19,10 +19,17 @@ use tower_webhooks::keyed::{
 };
 use tower_webhooks::telemetry::TelemetryLayer;
 use tower_webhooks::{
-    AuthLockout, BodyLimitConfig, BodyLimitLayer, BufferedBody, ClientIp, FixedWindowLimiter,
-    FixedWindowRateLimitLayer, InFlightConfig, InFlightLimitLayer, InFlightLimiter, Limits,
-    LockoutConfig, ManualClock, PathAndClientIp, RateLimitConfig, ResolvedRoute, Secret,
-    TrustedProxies, WebhookPipeline, WebhooksConfig,
+    BodyLimitLayer, FixedWindowRateLimitLayer, InFlightLimitLayer, WebhookPipeline, WebhooksConfig,
+    auth::{AuthLockout, LockoutConfig},
+    body::BufferedBody,
+    body_limit::BodyLimitConfig,
+    client_ip::{ClientIp, TrustedProxies},
+    clock::ManualClock,
+    config::{Limits, ResolvedRoute},
+    in_flight::{InFlightConfig, InFlightLimiter},
+    keyed::PathAndClientIp,
+    rate_limit::{FixedWindowLimiter, RateLimitConfig},
+    secret::Secret,
 };
 
 const SECRET: &str = "keyed-state-secret";
@@ -68,7 +75,8 @@ fn panic_message(run: impl FnOnce()) -> String {
 
 #[test]
 fn every_layer_config_refuses_a_zero_naming_the_field() {
-    let field = |result: Result<(), tower_webhooks::InvalidLimit>| result.unwrap_err().to_string();
+    let field =
+        |result: Result<(), tower_webhooks::limit::InvalidLimit>| result.unwrap_err().to_string();
     let rate = RateLimitConfig::new();
     assert_eq!(
         field(rate.window(Duration::ZERO).validate().map(drop)),
@@ -403,7 +411,7 @@ async fn a_client_ip_already_in_the_request_is_what_the_rate_limit_and_the_locko
     let lockout =
         AuthLockout::with_clock(LockoutConfig::new().max_failures(2), ManualClock::new(0));
     let auth = tower_webhooks::SharedSecretAuthLayer::new(
-        tower_webhooks::SharedSecretAuthConfig::new([Secret::new(SECRET).unwrap()])
+        tower_webhooks::auth::SharedSecretAuthConfig::new([Secret::new(SECRET).unwrap()])
             .lockout(lockout.clone()),
     )
     .layer(ok());
@@ -675,7 +683,7 @@ fn a_client_ip_without_a_peer_address_is_still_the_client() {
     assert_eq!(ClientIp::of(&request).known(), Some(client));
     let lockout = AuthLockout::new(LockoutConfig::new().max_failures(1));
     let auth = tower_webhooks::SharedSecretAuthLayer::new(
-        tower_webhooks::SharedSecretAuthConfig::new([Secret::new(SECRET).unwrap()])
+        tower_webhooks::auth::SharedSecretAuthConfig::new([Secret::new(SECRET).unwrap()])
             .lockout(lockout.clone()),
     )
     .layer(ok());

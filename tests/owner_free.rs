@@ -11,9 +11,13 @@ use http_body_util::{BodyExt, Empty, Full};
 use serde_json::{Value, json};
 use tower::{ServiceExt, service_fn};
 use tower_webhooks::{
-    BufferedBody, CancelHook, ChildCancel, FlowStatus, MemoryStore, MemoryStoreConfig, NewFlow,
-    ResponseBody, ScrubConfig, ScrubOwnerMetadata, SyncMode, Task, TaskFlowActionService,
-    TaskFlowRoute, TaskFlowStore, json_response,
+    ResponseBody, ScrubOwnerMetadata, TaskFlowActionService,
+    body::{BufferedBody, json_response},
+    scrub::ScrubConfig,
+    taskflow::{
+        CancelHook, ChildCancel, FlowStatus, MemoryStore, MemoryStoreConfig, NewFlow, SyncMode,
+        Task, TaskFlowRoute, TaskFlowStore,
+    },
 };
 
 /// Distinctive enough that a substring search means something: it appears nowhere else.
@@ -48,7 +52,7 @@ impl CancelHook for KeepStuckTasks {
 fn service(config: MemoryStoreConfig) -> (MemoryStore, TaskFlowActionService<MemoryStore>) {
     let store = MemoryStore::build(
         config,
-        tower_webhooks::ManualClock::new(1_700_000_000_000),
+        tower_webhooks::clock::ManualClock::new(1_700_000_000_000),
         Arc::new(KeepStuckTasks),
     );
     let service = TaskFlowActionService::new(store.clone(), TaskFlowRoute::new("r1", SESSION));

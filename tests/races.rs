@@ -49,9 +49,17 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use tower_webhooks::{
-    BufferedBody, CancelHook, ChildCancel, Flow, InFlightConfig, Limits, MemoryStore,
-    MemoryStoreConfig, RateLimitConfig, ResolvedRoute, Secret, SystemClock, Task,
-    TaskFlowActionService, TaskFlowRoute, TaskFlowStore, TaskStatus, WebhookPipeline,
+    TaskFlowActionService, WebhookPipeline,
+    body::BufferedBody,
+    clock::SystemClock,
+    config::{Limits, ResolvedRoute},
+    in_flight::InFlightConfig,
+    rate_limit::RateLimitConfig,
+    secret::Secret,
+    taskflow::{
+        CancelHook, ChildCancel, Flow, MemoryStore, MemoryStoreConfig, Task, TaskFlowRoute,
+        TaskFlowStore, TaskStatus,
+    },
 };
 
 /// The two owners sharing the store.
@@ -456,7 +464,7 @@ fn answered(flow: &Value) -> Value {
 }
 
 /// A flow from the store as the checks compare it: without its `ownerKey`, which must name `owner`.
-fn stored(flow: &tower_webhooks::Flow, owner: usize) -> Value {
+fn stored(flow: &tower_webhooks::taskflow::Flow, owner: usize) -> Value {
     let mut flow = flow.to_stored_json();
     let key = flow.as_object_mut().unwrap().shift_remove("ownerKey");
     assert_eq!(key, Some(json!(OWNERS[owner])), "{flow}");

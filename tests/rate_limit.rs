@@ -13,8 +13,11 @@ use static_assertions::assert_impl_all;
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_webhooks::future::ResponseFuture;
 use tower_webhooks::{
-    FixedWindowLimiter, FixedWindowRateLimit, FixedWindowRateLimitLayer, GlobalKey, ManualClock,
-    PathAndClientIp, RateLimitConfig, ResolveClientIp, ResponseBody, SharedClock, TrustedProxies,
+    FixedWindowRateLimit, FixedWindowRateLimitLayer, ResolveClientIp, ResponseBody,
+    client_ip::TrustedProxies,
+    clock::{ManualClock, SharedClock},
+    keyed::{GlobalKey, PathAndClientIp},
+    rate_limit::{FixedWindowLimiter, RateLimitConfig},
 };
 
 assert_impl_all!(ResponseFuture<futures_util::future::Ready<Result<Response<Full<Bytes>>, Infallible>>>: Send, Sync);

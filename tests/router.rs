@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::sync::oneshot;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceExt, service_fn};
-use tower_webhooks::{ResponseBody, RouteTable, WebhookRouter};
+use tower_webhooks::{ResponseBody, WebhookRouter, router::RouteTable};
 
 type Body = Full<Bytes>;
 

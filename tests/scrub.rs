@@ -11,8 +11,9 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
 use tower_webhooks::{
-    ResponseBody, ScrubConfig, ScrubOwnerMetadata, ScrubOwnerMetadataLayer, ScrubPath,
-    StandaloneBody, json_response,
+    ResponseBody, ScrubOwnerMetadata, ScrubOwnerMetadataLayer,
+    body::{StandaloneBody, json_response},
+    scrub::{ScrubConfig, ScrubPath},
 };
 
 const OWNER: &str = "agent:main:owner-session-4f7c";
@@ -238,6 +239,69 @@ async fn structured_value_in_the_outer_wrapper_is_scrubbed() {
     );
     let response = svc.oneshot(request()).await.unwrap();
     let (_, bytes) = collect(response).await;
+    same_order(&bytes, &scrubbed_envelope());
+}
+
+/// The shared document of `json_response` is trusted only while the body that goes out holds it:
+/// a handler that swaps the body on the way (keeping the parts, extensions included) gets its new
+/// body read and scrubbed like any other.
+#[tokio::test]
+async fn a_structured_body_swapped_on_the_way_is_read_like_any_body() {
+    let svc = ScrubOwnerMetadata::new(
+        service_fn(|_req: Request<Empty<Bytes>>| async {
+            let structured = json_response::<Empty<Bytes>>(StatusCode::OK, json!({"n": 1}));
+            let leaky = Bytes::from(serde_json::to_vec(&envelope()).unwrap());
+            Ok::<_, Infallible>(structured.map(|_| Full::new(leaky)))
+        }),
+        ScrubConfig::new(),
+    );
+    let response = svc.oneshot(request()).await.unwrap();
+    let (parts, bytes) = collect(response).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    same_order(&bytes, &scrubbed_envelope());
+    assert_eq!(
+        parts.headers["content-length"],
+        bytes.len().to_string().as_str()
+    );
+}
+
+/// A body that keeps a drained structured body alive and sends its bytes again: the shared
+/// document is still held, but it was serialised already, so it is no longer what goes out.
+struct Replay {
+    _drained: StandaloneBody,
+    bytes: Option<Bytes>,
+}
+
+impl http_body::Body for Replay {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.get_mut().bytes.take().map(|b| Ok(Frame::data(b))))
+    }
+}
+
+#[tokio::test]
+async fn a_structured_body_already_serialised_is_read_like_any_body() {
+    let svc = ScrubOwnerMetadata::new(
+        service_fn(|_req: Request<Empty<Bytes>>| async {
+            let (parts, mut body) =
+                json_response::<Empty<Bytes>>(StatusCode::OK, envelope()).into_parts();
+            let bytes = (&mut body).collect().await.unwrap().to_bytes();
+            let replay = Replay {
+                _drained: body,
+                bytes: Some(bytes),
+            };
+            Ok::<_, Infallible>(Response::from_parts(parts, replay))
+        }),
+        ScrubConfig::new(),
+    );
+    let response = svc.oneshot(request()).await.unwrap();
+    let (parts, bytes) = collect(response).await;
+    assert_eq!(parts.status, StatusCode::OK);
     same_order(&bytes, &scrubbed_envelope());
 }
 
@@ -696,8 +760,8 @@ async fn works_as_an_axum_router_layer_without_error_handling() {
     same_order(&bytes, &scrubbed_envelope());
 }
 
-fn typed_flow() -> tower_webhooks::Flow {
-    use tower_webhooks::{Flow, FlowStatus, NotifyPolicy, SyncMode};
+fn typed_flow() -> tower_webhooks::taskflow::Flow {
+    use tower_webhooks::taskflow::{Flow, FlowStatus, NotifyPolicy, SyncMode};
     Flow {
         flow_id: uuid::Uuid::from_u128(42),
         sync_mode: SyncMode::Managed,
@@ -724,7 +788,7 @@ fn typed_flow() -> tower_webhooks::Flow {
 #[test]
 fn typed_records_are_already_scrubbed() {
     use tower_webhooks::json::JsonDocument;
-    use tower_webhooks::{NewTask, Runtime};
+    use tower_webhooks::taskflow::{NewTask, Runtime};
     let flow = typed_flow();
     let task = NewTask::new(Runtime::Subagent, "t").into_task(flow.flow_id, OWNER.into(), 3);
     let document = JsonDocument::object([
@@ -735,7 +799,10 @@ fn typed_records_are_already_scrubbed() {
                 ("flow", flow.clone().into()),
                 ("flows", vec![flow.clone(), flow.clone()].into()),
                 ("tasks", vec![task.clone()].into()),
-                ("current", Option::<tower_webhooks::Flow>::None.into()),
+                (
+                    "current",
+                    Option::<tower_webhooks::taskflow::Flow>::None.into(),
+                ),
             ]),
         ),
     ]);

@@ -28,10 +28,18 @@ use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_webhooks::gateway::Gateway;
 use tower_webhooks::{
-    AuthLockout, BufferedBody, CancelHook, ChildCancel, ChildSessionPolicy, ConfigError, Limits,
-    LockoutConfig, MemoryStore, MemoryStoreConfig, ResolvedRoute, Secret, SecretInput,
-    SecretProviders, SecretRef, SecretSource, SharedSecretAuthConfig, SharedSecretAuthLayer,
-    SystemClock, Task, TaskFlowActionService, TaskFlowRoute, WebhookPipeline, WebhooksConfig,
+    SharedSecretAuthLayer, TaskFlowActionService, WebhookPipeline, WebhooksConfig,
+    auth::{AuthLockout, LockoutConfig, SharedSecretAuthConfig},
+    body::BufferedBody,
+    clock::SystemClock,
+    config::{
+        ConfigError, Limits, ResolvedRoute, SecretInput, SecretProviders, SecretRef, SecretSource,
+    },
+    secret::Secret,
+    taskflow::{
+        CancelHook, ChildCancel, ChildSessionPolicy, MemoryStore, MemoryStoreConfig, Task,
+        TaskFlowRoute,
+    },
 };
 
 // Every configured secret value. Each is distinctive, so a leak of even a fragment shows.
@@ -1055,7 +1063,7 @@ async fn nothing_logged_around_failures_shows_a_secret() {
             MemoryStore::new(),
             TaskFlowRoute::new("zap", "agent:zap:main"),
         ),
-        tower_webhooks::BodyLimitConfig::buffered(),
+        tower_webhooks::body_limit::BodyLimitConfig::buffered(),
     ));
     let mut failing = Request::post("/hook")
         .header("content-type", "application/json")

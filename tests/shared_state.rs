@@ -24,12 +24,13 @@ use support::{RawResponse, connect, connect_from, post_bytes, raw, read_response
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tower::ServiceExt;
+use tower_webhooks::body::BufferedBody;
+use tower_webhooks::clock::ManualClock;
 use tower_webhooks::config::WebhooksConfig;
 use tower_webhooks::gateway::Gateway;
 use tower_webhooks::keyed::{KeyExtractor, KeyHasher, NormalizedPathAndPeerIp, WindowStore};
 use tower_webhooks::rate_limit::{FixedWindowLimiter, RateLimitConfig};
 use tower_webhooks::redis::{RedisState, RedisWindowStore, SharedStateConfig};
-use tower_webhooks::{BufferedBody, ManualClock};
 
 const SECRET: &str = "shared-state-secret";
 const PATH: &str = "/plugins/webhooks/zap";

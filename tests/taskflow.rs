@@ -10,10 +10,14 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use tower_webhooks::{
-    BufferedBody, CancelHook, ChildCancel, ChildSessionPolicy, Flow, FlowEnd, ManualClock,
-    MemoryStore, MemoryStoreConfig, Mutation, MutationOutcome, NewFlow, NewTask, StoreError,
-    StoreEvent, SyncMode, Task, TaskFlowActionService, TaskFlowRoute, TaskFlowStore, TaskStatus,
-    TaskUpdateOutcome,
+    TaskFlowActionService,
+    body::BufferedBody,
+    clock::ManualClock,
+    taskflow::{
+        CancelHook, ChildCancel, ChildSessionPolicy, Flow, FlowEnd, MemoryStore, MemoryStoreConfig,
+        Mutation, MutationOutcome, NewFlow, NewTask, StoreError, StoreEvent, SyncMode, Task,
+        TaskFlowRoute, TaskFlowStore, TaskStatus, TaskUpdateOutcome,
+    },
 };
 
 const OWNER: &str = "agent:main:hooks";
@@ -39,7 +43,7 @@ fn harness_with(config: MemoryStoreConfig, hook: Arc<dyn CancelHook>) -> Harness
 fn harness() -> Harness {
     harness_with(
         MemoryStoreConfig::default(),
-        Arc::new(tower_webhooks::CancelImmediately),
+        Arc::new(tower_webhooks::taskflow::CancelImmediately),
     )
 }
 
@@ -1018,7 +1022,7 @@ async fn cancel_flow_with_a_hook_that_leaves_a_child_active() {
         Ok(TaskUpdateOutcome::Updated(_))
     ));
     let flow = h.store.get_flow(OWNER, &fid).await.unwrap().unwrap();
-    assert_eq!(flow.status, tower_webhooks::FlowStatus::Cancelled);
+    assert_eq!(flow.status, tower_webhooks::taskflow::FlowStatus::Cancelled);
     assert_eq!(flow.ended_at, Some(T0 + 9));
     assert_eq!(flow.revision, 2);
 }
@@ -1119,14 +1123,14 @@ async fn task_summary_and_embedding_side_task_updates() {
         .unwrap();
     assert_eq!(
         (flow.status, flow.revision),
-        (tower_webhooks::FlowStatus::Failed, 1)
+        (tower_webhooks::taskflow::FlowStatus::Failed, 1)
     );
     let flow = s
         .end_flow(&fid, FlowEnd::Lost, None)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(flow.status, tower_webhooks::FlowStatus::Lost);
+    assert_eq!(flow.status, tower_webhooks::taskflow::FlowStatus::Lost);
     assert_eq!(flow.state_json, Some(json!({"why": "x"})));
     assert!(s.finish_flow("nope", None).await.unwrap().is_none());
 }
@@ -1139,7 +1143,7 @@ async fn caps_answer_507_and_change_nothing() {
         MemoryStoreConfig::new()
             .max_flows_per_owner(Some(2))
             .max_tasks_per_flow(Some(1)),
-        Arc::new(tower_webhooks::CancelImmediately),
+        Arc::new(tower_webhooks::taskflow::CancelImmediately),
     );
     let fid = id(&create(&h, json!({})).await);
     create(&h, json!({})).await;
@@ -1219,7 +1223,7 @@ async fn retention_prunes_terminal_flows_and_their_tasks() {
 async fn retention_custom_forced_and_off() {
     let h = harness_with(
         MemoryStoreConfig::new().retention(Some(Duration::from_millis(50))),
-        Arc::new(tower_webhooks::CancelImmediately),
+        Arc::new(tower_webhooks::taskflow::CancelImmediately),
     );
     for _ in 0..3 {
         let fid = id(&create(&h, json!({})).await);
@@ -1237,7 +1241,7 @@ async fn retention_custom_forced_and_off() {
 
     let h = harness_with(
         MemoryStoreConfig::new().retention(None),
-        Arc::new(tower_webhooks::CancelImmediately),
+        Arc::new(tower_webhooks::taskflow::CancelImmediately),
     );
     let fid = id(&create(&h, json!({})).await);
     send(
@@ -1477,21 +1481,21 @@ impl TaskFlowStore for BrokenStore {
         _: &str,
         _: &str,
         _: NewTask,
-    ) -> Result<tower_webhooks::RunTaskOutcome, StoreError> {
+    ) -> Result<tower_webhooks::taskflow::RunTaskOutcome, StoreError> {
         Err(StoreError::PersistFailed("disk on fire".into()))
     }
     async fn cancel_flow(
         &self,
         _: &str,
         _: &str,
-    ) -> Result<tower_webhooks::CancelOutcome, StoreError> {
+    ) -> Result<tower_webhooks::taskflow::CancelOutcome, StoreError> {
         Err(StoreError::PersistFailed("disk on fire".into()))
     }
     async fn task_summary(
         &self,
         o: &str,
         f: &str,
-    ) -> Result<Option<tower_webhooks::TaskSummary>, StoreError> {
+    ) -> Result<Option<tower_webhooks::taskflow::TaskSummary>, StoreError> {
         self.inner.task_summary(o, f).await
     }
     async fn list_tasks(&self, o: &str, f: &str) -> Result<Option<Vec<Task>>, StoreError> {
@@ -1503,7 +1507,7 @@ impl TaskFlowStore for BrokenStore {
     async fn update_task(
         &self,
         t: &str,
-        u: tower_webhooks::TaskUpdate,
+        u: tower_webhooks::taskflow::TaskUpdate,
     ) -> Result<TaskUpdateOutcome, StoreError> {
         self.inner.update_task(t, u).await
     }
@@ -1558,7 +1562,7 @@ async fn persist_failures_are_503_without_backend_details() {
 
 static_assertions::assert_impl_all!(TaskFlowActionService<MemoryStore>: Clone, Send, Sync, std::fmt::Debug);
 static_assertions::assert_impl_all!(MemoryStore: Clone, Send, Sync, std::fmt::Debug);
-static_assertions::assert_impl_all!(tower_webhooks::TaskFlowFuture: Send);
+static_assertions::assert_impl_all!(tower_webhooks::taskflow::TaskFlowFuture: Send);
 
 #[test]
 fn route_debug_hides_the_session_key() {

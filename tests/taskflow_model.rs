@@ -22,10 +22,15 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use tower_webhooks::{
-    BufferedBody, CancelHook, CancelOutcome, ChildCancel, Clock, Flow, FlowEnd, FlowStatus,
-    ManualClock, MemoryStore, MemoryStoreConfig, Mutation, MutationOutcome, NewFlow, NewTask,
-    RunTaskOutcome, StoreError, SyncMode, Task, TaskFlowActionService, TaskFlowRoute,
-    TaskFlowStore, TaskStatus, TaskSummary, TaskUpdate, TaskUpdateOutcome,
+    TaskFlowActionService,
+    body::BufferedBody,
+    clock::{Clock, ManualClock},
+    taskflow::{
+        CancelHook, CancelOutcome, ChildCancel, Flow, FlowEnd, FlowStatus, MemoryStore,
+        MemoryStoreConfig, Mutation, MutationOutcome, NewFlow, NewTask, RunTaskOutcome, StoreError,
+        SyncMode, Task, TaskFlowRoute, TaskFlowStore, TaskStatus, TaskSummary, TaskUpdate,
+        TaskUpdateOutcome,
+    },
 };
 use uuid::Uuid;
 

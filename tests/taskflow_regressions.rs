@@ -13,9 +13,12 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use tower_webhooks::{
-    BufferedBody, CancelImmediately, Limits, ManualClock, MemoryStore, MemoryStoreConfig,
-    ResolvedRoute, Secret, TaskFlowActionService, TaskFlowRoute, TaskFlowStore, WebhookPipeline,
-    WebhooksConfig,
+    TaskFlowActionService, WebhookPipeline, WebhooksConfig,
+    body::BufferedBody,
+    clock::ManualClock,
+    config::{Limits, ResolvedRoute},
+    secret::Secret,
+    taskflow::{CancelImmediately, MemoryStore, MemoryStoreConfig, TaskFlowRoute, TaskFlowStore},
 };
 
 const OWNER: &str = "agent:main:hooks";
@@ -349,7 +352,11 @@ async fn stored_bytes_follow_every_kind_of_write() {
     send(&h, json!({"action": "cancel_flow", "flowId": b})).await;
     check("cancel_flow").await;
     h.store
-        .end_flow(&a, tower_webhooks::FlowEnd::Failed, Some(json!("gone")))
+        .end_flow(
+            &a,
+            tower_webhooks::taskflow::FlowEnd::Failed,
+            Some(json!("gone")),
+        )
         .await
         .unwrap();
     check("end_flow").await;

@@ -18,7 +18,8 @@ pub const WEBHOOK_SECRET_HEADER: HeaderName = HeaderName::from_static("x-opencla
 /// Settings of [`SharedSecretAuth`].
 ///
 /// ```
-/// use tower_webhooks::{AuthLockout, LockoutConfig, Secret, SharedSecretAuthConfig};
+/// use tower_webhooks::auth::{AuthLockout, LockoutConfig, SharedSecretAuthConfig};
+/// use tower_webhooks::secret::Secret;
 /// let config = SharedSecretAuthConfig::new([Secret::new("current").unwrap(), Secret::new("next").unwrap()])
 ///     .secret_header(http::HeaderName::from_static("x-hook-token"))
 ///     .lockout(AuthLockout::new(LockoutConfig::default()));

@@ -26,7 +26,7 @@ use crate::limit::{deserialize_millis, deserialize_positive};
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_webhooks::LockoutConfig;
+/// use tower_webhooks::auth::LockoutConfig;
 /// let config = LockoutConfig::new().max_failures(5).lockout(Duration::from_secs(300));
 /// assert_eq!((config.max_failures, config.window), (5, Duration::from_secs(60)));
 /// assert_eq!(LockoutConfig::new().max_failures(0).validate().unwrap_err().field(), "max");
@@ -159,7 +159,7 @@ impl AuthLockout {
         Self::with_clock(config, SystemClock::shared())
     }
 
-    /// A lockout with `config` reading `clock` (a [`ManualClock`](crate::ManualClock) in tests).
+    /// A lockout with `config` reading `clock` (a [`ManualClock`](crate::clock::ManualClock) in tests).
     ///
     /// # Panics
     ///

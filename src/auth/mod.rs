@@ -31,7 +31,7 @@
 //! After 20 failed authentications within 60 s from one client IP, that IP is answered `429` for 60 s,
 //! even with the right secret; a success resets the count. The counts live in an [`AuthLockout`]
 //! that several layers can share (the pipeline gives all routes one), bounded to 4,096 IPs. The
-//! client IP is [`ClientIp::of`](crate::ClientIp::of): the socket peer, or the forwarded client that
+//! client IP is [`ClientIp::of`](crate::client_ip::ClientIp::of): the socket peer, or the forwarded client that
 //! a [`ResolveClientIpLayer`](crate::ResolveClientIpLayer) in front found behind trusted proxies.
 //! A request with no peer address neither counts towards nor is refused by the lockout.
 //!
@@ -55,7 +55,9 @@
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::Full;
 //! use tower::{ServiceBuilder, ServiceExt};
-//! use tower_webhooks::{Secret, SharedSecretAuthConfig, SharedSecretAuthLayer};
+//! use tower_webhooks::SharedSecretAuthLayer;
+//! use tower_webhooks::auth::SharedSecretAuthConfig;
+//! use tower_webhooks::secret::Secret;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let auth = SharedSecretAuthLayer::new(SharedSecretAuthConfig::new([Secret::new("s3cret").unwrap()]));

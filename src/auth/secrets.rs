@@ -1,9 +1,8 @@
 //! The configured secrets, as digests, and the handle that replaces them at runtime.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
-use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
@@ -71,12 +70,16 @@ impl SecretsHandle {
     /// Accepts exactly `secrets` from now on. An empty set refuses everybody.
     pub fn replace(&self, secrets: impl IntoIterator<Item = Secret>) {
         let digests = SecretDigests::new(secrets);
-        *self.current.write() = digests;
+        // Nothing panics while the lock is held, so a poisoned lock still holds a whole set.
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = digests;
     }
 
     /// How many secrets are accepted.
     pub fn len(&self) -> usize {
-        self.current.read().len()
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Whether no secret is accepted (every request is refused).
@@ -85,7 +88,10 @@ impl SecretsHandle {
     }
 
     pub(crate) fn matches(&self, presented: &[u8]) -> bool {
-        self.current.read().matches(presented)
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .matches(presented)
     }
 }
 

@@ -62,20 +62,7 @@ impl<S, L> SharedSecretAuth<S, L> {
         self.state.secrets.clone()
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_service_accessors!();
 }
 
 impl<S, L, ReqBody, ResBody> Service<Request<ReqBody>> for SharedSecretAuth<S, L>

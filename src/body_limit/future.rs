@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http::header::CONNECTION;
 use http::request::Parts;
 use http::{HeaderValue, Request, Response};
@@ -18,7 +18,7 @@ use tower_service::Service;
 use super::body::BoxError;
 use super::layer::BodyLimitConfig;
 use super::service::{Declared, normalise_content_length};
-use crate::body::{BufferedBody, ResponseBody};
+use crate::body::{BufferedBody, FrameBuffer, ResponseBody};
 use crate::rejection::Rejection;
 
 /// Frames consumed in one `poll` before yielding. A body that is always ready (in-process, or a
@@ -53,7 +53,7 @@ pin_project! {
             // `Option`s so they can be moved out when the body is complete.
             parts: Option<Parts>,
             inner: Option<S>,
-            collected: Collected,
+            collected: FrameBuffer,
             declared: Declared,
             max_bytes: usize,
             timeout: Duration,
@@ -70,43 +70,6 @@ pin_project! {
         Rejected {
             rejection: Option<Rejection>,
         },
-    }
-}
-
-/// The bytes read so far. A body that arrives as one frame is kept as that frame (no copy); only a
-/// second frame makes us allocate, once, for the declared length when there is one.
-#[derive(Debug, Default)]
-enum Collected {
-    #[default]
-    Empty,
-    One(Bytes),
-    Many(BytesMut),
-}
-
-impl Collected {
-    fn push(&mut self, mut data: impl Buf, capacity_hint: usize) {
-        let len = data.remaining();
-        if len == 0 {
-            return;
-        }
-        match self {
-            Self::Empty => *self = Self::One(data.copy_to_bytes(len)),
-            Self::One(first) => {
-                let mut buf = BytesMut::with_capacity(capacity_hint.max(first.len() + len));
-                buf.extend_from_slice(first);
-                buf.put(data);
-                *self = Self::Many(buf);
-            }
-            Self::Many(buf) => buf.put(data),
-        }
-    }
-
-    fn take(&mut self) -> Bytes {
-        match std::mem::take(self) {
-            Self::Empty => Bytes::new(),
-            Self::One(bytes) => bytes,
-            Self::Many(buf) => buf.freeze(),
-        }
     }
 }
 
@@ -134,7 +97,7 @@ where
                 body,
                 parts: Some(parts),
                 inner: Some(inner),
-                collected: Collected::Empty,
+                collected: FrameBuffer::Empty,
                 declared,
                 max_bytes: config.max_bytes,
                 timeout: config.timeout,
@@ -266,7 +229,7 @@ where
 /// Reads frames until the body ends, a limit is passed, or it has to wait.
 fn read<B>(
     mut body: Pin<&mut B>,
-    collected: &mut Collected,
+    collected: &mut FrameBuffer,
     declared: Declared,
     max_bytes: usize,
     timeout: Duration,
@@ -282,7 +245,7 @@ where
     let declared_len = declared.length.unwrap_or(u64::MAX);
     // Within the cap (checked in `call`), so the cast cannot truncate.
     let capacity_hint = declared.length.map_or(0, |n| n as usize);
-    let mut total = collected_len(collected) as u64;
+    let mut total = collected.len() as u64;
     for _ in 0..FRAMES_PER_POLL {
         match body.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -309,7 +272,7 @@ where
                 if is_length_limit(&*error) {
                     return Poll::Ready(Err(Stop::Reject(Rejection::PayloadTooLarge)));
                 }
-                tracing::debug!(%error, "request body failed while buffering");
+                trace_debug!(%error, "request body failed while buffering");
                 return Poll::Ready(Err(Stop::ReadError));
             }
             Poll::Ready(None) => return Poll::Ready(finish(collected, declared, total)),
@@ -322,7 +285,7 @@ where
 }
 
 /// The body has ended: hand it on if it is as long as it said.
-fn finish(collected: &mut Collected, declared: Declared, total: u64) -> Result<Bytes, Stop> {
+fn finish(collected: &mut FrameBuffer, declared: Declared, total: u64) -> Result<Bytes, Stop> {
     // A body that ends short of its declared length was cut off or framed wrongly; handing a
     // partial body on would let the inner service act on truncated input.
     if declared.length.is_some_and(|n| n != total) {
@@ -341,13 +304,5 @@ fn wait(
     match sleep.as_mut().poll(cx) {
         Poll::Ready(()) => Poll::Ready(Err(Stop::Reject(Rejection::RequestBodyTimeout))),
         Poll::Pending => Poll::Pending,
-    }
-}
-
-fn collected_len(collected: &Collected) -> usize {
-    match collected {
-        Collected::Empty => 0,
-        Collected::One(bytes) => bytes.len(),
-        Collected::Many(buf) => buf.len(),
     }
 }

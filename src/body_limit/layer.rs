@@ -13,7 +13,7 @@ use crate::limit::{InvalidLimit, at_least_a_millisecond, positive};
 use crate::limit::{deserialize_millis, deserialize_positive};
 
 /// Mode marker: collect the whole body, then call the inner service with a
-/// [`BufferedBody`](crate::BufferedBody). Rejections (413, 408, 400) are exact.
+/// [`BufferedBody`](crate::body::BufferedBody). Rejections (413, 408, 400) are exact.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Buffered {
     _private: (),
@@ -38,7 +38,7 @@ pub struct Streaming {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_webhooks::BodyLimitConfig;
+/// use tower_webhooks::body_limit::BodyLimitConfig;
 /// let config = BodyLimitConfig::buffered().max_bytes(1_024).timeout(Duration::from_secs(5));
 /// assert_eq!((config.max_bytes, config.timeout), (1_024, Duration::from_secs(5)));
 /// assert_eq!(BodyLimitConfig::buffered().max_bytes(0).validate().unwrap_err().field(), "maxBytes");

@@ -26,7 +26,7 @@
 //! # Buffered mode: [`BodyLimitConfig::buffered`] (the default)
 //!
 //! The middleware reads the whole body, then calls the inner service with a
-//! `Request<`[`BufferedBody`](crate::BufferedBody)`>`. The inner service is called only once the
+//! `Request<`[`BufferedBody`](crate::body::BufferedBody)`>`. The inner service is called only once the
 //! body is complete and is never called on a rejection, so the statuses are exact:
 //!
 //! | while reading | answer |
@@ -49,7 +49,7 @@
 //! - A body read error is answered `400 invalid request body` with `Connection: close`: the common
 //!   causes are a client that went away (who will not see any answer) and malformed chunked framing
 //!   (a client error). The inner error cannot be returned as `S::Error`, so it is logged at `debug`.
-//! - Trailers are dropped: a [`BufferedBody`](crate::BufferedBody) has none.
+//! - Trailers are dropped: a [`BufferedBody`](crate::body::BufferedBody) has none.
 //! - No more than the cap plus one frame is ever held: reading stops at the frame that passes the
 //!   cap, and the body is not polled again.
 //! - A body received as a single frame is handed on as that frame, without a copy. A second frame
@@ -66,7 +66,9 @@
 //! use http::{Request, Response};
 //! use http_body_util::{BodyExt, Full};
 //! use tower::{ServiceBuilder, ServiceExt};
-//! use tower_webhooks::{BodyLimitConfig, BodyLimitLayer, BufferedBody};
+//! use tower_webhooks::BodyLimitLayer;
+//! use tower_webhooks::body::BufferedBody;
+//! use tower_webhooks::body_limit::BodyLimitConfig;
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let svc = ServiceBuilder::new()
 //!     .layer(BodyLimitLayer::new(
@@ -121,7 +123,8 @@
 //! use bytes::Bytes;
 //! use http::Request;
 //! use tower::ServiceExt;
-//! use tower_webhooks::{BodyLimitConfig, BodyLimitLayer};
+//! use tower_webhooks::BodyLimitLayer;
+//! use tower_webhooks::body_limit::BodyLimitConfig;
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let app = Router::new()
 //!     .route("/hook", post(|body: Bytes| async move { body.len().to_string() }))

@@ -84,7 +84,8 @@
 //! # Example
 //!
 //! ```
-//! use tower_webhooks::{ChildSessionPolicy, WebhooksConfig};
+//! use tower_webhooks::WebhooksConfig;
+//! use tower_webhooks::taskflow::ChildSessionPolicy;
 //!
 //! let config = WebhooksConfig::from_json5(r#"
 //! {
@@ -120,7 +121,7 @@
 //!      (env:default:TOWER_WEBHOOKS_DOC_UNSET_VAR): \
 //!      environment variable TOWER_WEBHOOKS_DOC_UNSET_VAR is not set",
 //! );
-//! # Ok::<(), tower_webhooks::ConfigError>(())
+//! # Ok::<(), tower_webhooks::config::ConfigError>(())
 //! ```
 
 mod error;

@@ -15,7 +15,7 @@ pub use crate::path::request_route_path;
 /// without allocating.
 ///
 /// ```
-/// use tower_webhooks::normalize_webhook_path;
+/// use tower_webhooks::config::normalize_webhook_path;
 ///
 /// assert_eq!(normalize_webhook_path("webhooks/slack/"), "/webhooks/slack");
 /// assert_eq!(normalize_webhook_path("  "), "/");

@@ -31,15 +31,7 @@ impl<B, L: SlotStore> InFlightBody<B, L> {
         Self { inner, slot }
     }
 
-    /// The inner body.
-    pub fn get_ref(&self) -> &B {
-        &self.inner
-    }
-
-    /// The inner body, mutably.
-    pub fn get_mut(&mut self) -> &mut B {
-        &mut self.inner
-    }
+    inner_service_accessors!(body);
 
     /// Whether this body still holds its in-flight slot.
     pub fn holds_slot(&self) -> bool {

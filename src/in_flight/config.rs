@@ -15,7 +15,7 @@ use crate::limit::{InvalidLimit, positive};
 /// `maxPerKey` and `maxTrackedKeys`.
 ///
 /// ```
-/// use tower_webhooks::InFlightConfig;
+/// use tower_webhooks::in_flight::InFlightConfig;
 /// let config = InFlightConfig::new().max_per_key(2);
 /// assert_eq!((config.max_per_key, config.max_tracked_keys), (2, 4_096));
 /// assert_eq!(InFlightConfig::new().max_tracked_keys(0).validate().unwrap_err().field(), "maxTrackedKeys");

@@ -24,7 +24,7 @@ use crate::keyed::{
 /// unaffected.
 ///
 /// Keys are `u64`s from the stable [`KeyHasher`], as in
-/// [`FixedWindowLimiter`](crate::FixedWindowLimiter).
+/// [`FixedWindowLimiter`](crate::rate_limit::FixedWindowLimiter).
 #[derive(Clone)]
 pub struct InFlightLimiter {
     inner: Arc<Inner>,
@@ -107,7 +107,7 @@ impl InFlightLimiter {
         material.finish()
     }
 
-    /// Any `Hash` value as a key; see [`FixedWindowLimiter::hash`](crate::FixedWindowLimiter::hash).
+    /// Any `Hash` value as a key; see [`FixedWindowLimiter::hash`](crate::rate_limit::FixedWindowLimiter::hash).
     pub fn hash<T: Hash + ?Sized>(&self, value: &T) -> u64 {
         let mut material = self.inner.hasher.material();
         value.hash(&mut material);

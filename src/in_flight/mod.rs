@@ -9,11 +9,11 @@
 //!   to its end (or fails), when the body is dropped, when the response future is dropped before it
 //!   completes, or when the inner service returns an error. A handler that returns a streaming body
 //!   therefore keeps its slot until the stream is done.
-//! - **Keys.** [`NormalizedPathAndPeerIp`](crate::NormalizedPathAndPeerIp) (the default) keys on the
+//! - **Keys.** [`NormalizedPathAndPeerIp`](crate::keyed::NormalizedPathAndPeerIp) (the default) keys on the
 //!   route path the request asks for ([`request_route_path`](crate::config::request_route_path)),
 //!   so `/x` and `/x/` share a budget, and uses
-//!   the socket peer, never forwarding headers. Any [`KeyExtractor`](crate::KeyExtractor), such as
-//!   [`GlobalKey`](crate::GlobalKey), can be plugged in.
+//!   the socket peer, never forwarding headers. Any [`KeyExtractor`](crate::keyed::KeyExtractor), such as
+//!   [`GlobalKey`](crate::keyed::GlobalKey), can be plugged in.
 //! - **Bounded memory, failing closed.** A key is tracked only while it has requests in flight, and
 //!   at most `max_tracked_keys` keys (default 4,096) are tracked. When that many keys are busy, a
 //!   request with a new key is refused with the same `429` instead of evicting a busy key; see
@@ -30,7 +30,8 @@
 //!
 //! ```
 //! use tower::{ServiceBuilder, ServiceExt};
-//! use tower_webhooks::{InFlightConfig, InFlightLimitLayer};
+//! use tower_webhooks::InFlightLimitLayer;
+//! use tower_webhooks::in_flight::InFlightConfig;
 //! # use bytes::Bytes; use http::{Request, Response}; use http_body_util::{BodyExt, Full};
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let layer = InFlightLimitLayer::new(InFlightConfig::new());

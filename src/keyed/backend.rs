@@ -2,8 +2,8 @@
 //! all.
 //!
 //! Each limiter asks its store one question per request through one of these traits. The in-memory
-//! stores ([`FixedWindowLimiter`](crate::FixedWindowLimiter),
-//! [`InFlightLimiter`](crate::InFlightLimiter), [`AuthLockout`](crate::AuthLockout)) answer at
+//! stores ([`FixedWindowLimiter`](crate::rate_limit::FixedWindowLimiter),
+//! [`InFlightLimiter`](crate::in_flight::InFlightLimiter), [`AuthLockout`](crate::auth::AuthLockout)) answer at
 //! once, with [`std::future::Ready`] futures: nothing is boxed and the layers decide in `call` as
 //! before. A store shared by replicas (Redis, SPEC §7) answers later and may fail with
 //! [`Unavailable`]; its futures are the associated types, so the memory path pays nothing for the
@@ -90,7 +90,7 @@ pub trait WindowStore {
 pub struct LeaseTerms {
     /// How long a lease lasts after it is taken or renewed.
     pub length: Duration,
-    /// The clock the renewals are timed by (a [`ManualClock`](crate::ManualClock) in tests).
+    /// The clock the renewals are timed by (a [`ManualClock`](crate::clock::ManualClock) in tests).
     pub clock: SharedClock,
 }
 

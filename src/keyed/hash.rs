@@ -99,7 +99,7 @@ impl KeyHasher {
 /// platform and in every version of this crate that keeps [`KeyHasher`]'s label.
 ///
 /// It is also a [`Hasher`], so any `Hash` value can be written into it
-/// ([`FixedWindowLimiter::hash`](crate::FixedWindowLimiter::hash)); `Hash` encodings are `std`'s
+/// ([`FixedWindowLimiter::hash`](crate::rate_limit::FixedWindowLimiter::hash)); `Hash` encodings are `std`'s
 /// and may differ between platforms or Rust versions, so keys that replicas share should use the
 /// methods here.
 ///

@@ -5,8 +5,7 @@ use std::collections::hash_map::Entry;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-use parking_lot::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// What a [`ShardedLru`] does with a new key when it is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,7 +143,7 @@ impl<V: Copy> ShardedLru<V> {
     #[inline]
     pub fn shard(&self, key: u64) -> ShardGuard<'_, V> {
         ShardGuard {
-            shard: self.shards[shard_of(key, self.shards.len())].lock(),
+            shard: lock(&self.shards[shard_of(key, self.shards.len())]),
             map: self,
         }
     }
@@ -152,12 +151,20 @@ impl<V: Copy> ShardedLru<V> {
     /// Forgets every key.
     pub fn clear(&self) {
         for shard in self.shards.iter() {
-            let mut shard = shard.lock();
+            let mut shard = lock(shard);
             let dropped = shard.len();
             shard.clear();
             self.len.fetch_sub(dropped, Ordering::Relaxed);
         }
     }
+}
+
+/// Locks a shard. A panic while a shard was held (a caller's closure) leaves it poisoned; its
+/// entries are still whole `Copy` values and its links were not being edited by the closure, so
+/// the shard is taken as it is rather than every later request panicking too.
+#[inline]
+fn lock<V>(shard: &Mutex<Shard<V>>) -> MutexGuard<'_, Shard<V>> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The locked shard of a key: see [`ShardedLru::shard`].
@@ -532,7 +539,7 @@ mod tests {
     use super::*;
 
     fn keys<V: Copy>(map: &ShardedLru<V>) -> Vec<u64> {
-        match &*map.shards[0].lock() {
+        match &*lock(&map.shards[0]) {
             Shard::Lru(shard) => shard.order(),
             Shard::Plain(_) => panic!("not ordered"),
         }
@@ -601,7 +608,7 @@ mod tests {
         map.shard(3).insert_with(3, || 3, |_| true).unwrap();
         // Room was free: nothing evicted, no slot added.
         assert_eq!(keys(&map), [3, 2]);
-        match &*map.shards[0].lock() {
+        match &*lock(&map.shards[0]) {
             Shard::Lru(shard) => assert_eq!(shard.slots.len(), 2),
             Shard::Plain(_) => panic!("not ordered"),
         }

@@ -20,7 +20,7 @@ use crate::limit::{deserialize_millis, deserialize_positive};
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_webhooks::RateLimitConfig;
+/// use tower_webhooks::rate_limit::RateLimitConfig;
 ///
 /// let config = RateLimitConfig::new().window(Duration::from_secs(10)).max_requests(5);
 /// assert_eq!((config.window, config.max_requests, config.max_tracked_keys), (Duration::from_secs(10), 5, 4_096));

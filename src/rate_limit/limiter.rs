@@ -95,7 +95,7 @@ impl FixedWindowLimiter {
         Self::with_clock(config, SystemClock::shared())
     }
 
-    /// A limiter reading `clock` (a [`ManualClock`](crate::ManualClock) in tests).
+    /// A limiter reading `clock` (a [`ManualClock`](crate::clock::ManualClock) in tests).
     ///
     /// # Panics
     ///
@@ -273,7 +273,7 @@ mod tests {
     fn cap_of_one_keeps_only_the_latest_key() {
         let limiter = FixedWindowLimiter::with_clock(
             RateLimitConfig::new().max_requests(1).max_tracked_keys(1),
-            crate::ManualClock::new(0),
+            crate::clock::ManualClock::new(0),
         );
         limiter.hit_at(1, 0).unwrap();
         assert!(limiter.hit_at(1, 1).is_err());

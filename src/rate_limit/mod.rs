@@ -9,12 +9,12 @@
 //!   wall-clock minute, and a request exactly `window` after the start opens the next window.
 //! - **Every request counts**, rejected ones too: a client that keeps sending while limited does not
 //!   earn requests back before the window ends.
-//! - **Keys.** [`PathAndClientIp`](crate::PathAndClientIp) (the default) keys on the raw path as
+//! - **Keys.** [`PathAndClientIp`](crate::keyed::PathAndClientIp) (the default) keys on the raw path as
 //!   the URI gives it, so `/x` and `/x/` are separate budgets, and on
-//!   [`ClientIp::of`](crate::ClientIp::of): the socket peer, or the client a
+//!   [`ClientIp::of`](crate::client_ip::ClientIp::of): the socket peer, or the client a
 //!   [`ResolveClientIpLayer`](crate::ResolveClientIpLayer) in front found behind trusted proxies.
-//!   [`GlobalKey`](crate::GlobalKey) gives every request one budget; any
-//!   [`KeyExtractor`](crate::KeyExtractor) can be plugged in. Keys are the stable keyed hash of
+//!   [`GlobalKey`](crate::keyed::GlobalKey) gives every request one budget; any
+//!   [`KeyExtractor`](crate::keyed::KeyExtractor) can be plugged in. Keys are the stable keyed hash of
 //!   [`keyed`](crate::keyed), a `u64`, so counting allocates nothing.
 //! - **Bounded memory.** At most `max_tracked_keys` keys are tracked; a new key evicts the least
 //!   recently touched key of its shard. [`FixedWindowLimiter`] states exactly what is guaranteed.
@@ -22,7 +22,7 @@
 //!   and of its services share it. To share one limiter between several layers (routes of one
 //!   pipeline, or across a configuration reload), build it yourself and pass it to
 //!   [`FixedWindowRateLimitLayer::with_limiter`].
-//! - **Time** comes from an injectable [`SharedClock`](crate::SharedClock)'s monotonic reading, read
+//! - **Time** comes from an injectable [`SharedClock`](crate::clock::SharedClock)'s monotonic reading, read
 //!   once per request.
 //!
 //! The decision is made in `call`; `poll_ready` is the inner service's, and rejections are
@@ -30,7 +30,8 @@
 //!
 //! ```
 //! use tower::{ServiceBuilder, ServiceExt};
-//! use tower_webhooks::{FixedWindowRateLimitLayer, RateLimitConfig};
+//! use tower_webhooks::FixedWindowRateLimitLayer;
+//! use tower_webhooks::rate_limit::RateLimitConfig;
 //! # use bytes::Bytes; use http::{Request, Response}; use http_body_util::Empty;
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let config = RateLimitConfig::new().max_requests(2);

@@ -56,20 +56,7 @@ impl<S, K, W> FixedWindowRateLimit<S, K, W> {
         &self.store
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_service_accessors!();
 }
 
 impl<S, K, W, ReqBody, ResBody> Service<Request<ReqBody>> for FixedWindowRateLimit<S, K, W>

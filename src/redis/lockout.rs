@@ -18,7 +18,7 @@ const PREFETCH_CAP: usize = 4_096;
 
 /// The auth lockout's [`LockoutStore`] shared through Redis (SPEC §7): failures counted by every
 /// replica lock the client out on all of them, with the numbers of
-/// [`LockoutConfig`](crate::LockoutConfig) (20 failures in 60 s lock out for 60 s).
+/// [`LockoutConfig`](crate::auth::LockoutConfig) (20 failures in 60 s lock out for 60 s).
 ///
 /// Keys: `<keyPrefix>af:<16 hex digits>` (the failure count, expiring with its window) and
 /// `<keyPrefix>lk:<16 hex digits>` (the lock, expiring with the lockout). A success deletes the
@@ -71,7 +71,7 @@ impl RedisLockoutStore {
     }
 
     /// The settings (the in-process lockout's, which the shared one counts with).
-    pub fn config(&self) -> &crate::LockoutConfig {
+    pub fn config(&self) -> &crate::auth::LockoutConfig {
         self.local.config()
     }
 

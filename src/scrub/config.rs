@@ -222,7 +222,7 @@ impl Node {
 ///
 /// ```
 /// use serde_json::json;
-/// use tower_webhooks::{ScrubConfig, ScrubPath};
+/// use tower_webhooks::scrub::{ScrubConfig, ScrubPath};
 ///
 /// // Piecemeal use: the whole body is a flow.
 /// let config = ScrubConfig::empty().with_flow_at(ScrubPath::root());

@@ -11,7 +11,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 
 use super::config::ScrubConfig;
-use crate::body::{OwnerFree, ResponseBody};
+use crate::body::{FrameBuffer, ResponseBody, StructuredJson, is_owner_free};
 use crate::guard::is_json_media_type;
 use crate::json::JsonDocument;
 use crate::rejection::Rejection;
@@ -33,7 +33,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F, B> {
         Calling { #[pin] future: F },
-        Buffering { parts: Option<Parts>, #[pin] body: B, buffer: Buffer },
+        Buffering { parts: Option<Parts>, #[pin] body: B, buffer: FrameBuffer, expected_len: usize },
         Done,
     }
 }
@@ -71,6 +71,8 @@ enum Failure {
 }
 
 impl Failure {
+    // Read by the warning only, which is compiled out without the `tracing` feature.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     fn reason(self) -> &'static str {
         match self {
             Self::Encoded => "response has a Content-Encoding",
@@ -81,54 +83,8 @@ impl Failure {
     }
 
     fn into_response<B>(self) -> Response<ResponseBody<B>> {
-        tracing::warn!(reason = self.reason(), "scrub: refusing a JSON response");
+        trace_warn!(reason = self.reason(), "scrub: refusing a JSON response");
         Rejection::InternalServerError.into_response()
-    }
-}
-
-/// The bytes read so far. A body of one frame, the common case, is kept without a copy.
-#[derive(Debug, Default)]
-enum Buffer {
-    #[default]
-    Empty,
-    One(Bytes),
-    Many(Vec<u8>),
-}
-
-impl Buffer {
-    fn len(&self) -> usize {
-        match self {
-            Self::Empty => 0,
-            Self::One(bytes) => bytes.len(),
-            Self::Many(bytes) => bytes.len(),
-        }
-    }
-
-    fn push(&mut self, data: Bytes) {
-        if data.is_empty() {
-            return;
-        }
-        *self = match std::mem::take(self) {
-            Self::Empty => Self::One(data),
-            Self::One(first) => {
-                let mut all = Vec::with_capacity(first.len() + data.len());
-                all.extend_from_slice(&first);
-                all.extend_from_slice(&data);
-                Self::Many(all)
-            }
-            Self::Many(mut all) => {
-                all.extend_from_slice(&data);
-                Self::Many(all)
-            }
-        };
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Self::Empty => &[],
-            Self::One(bytes) => bytes,
-            Self::Many(bytes) => bytes,
-        }
     }
 }
 
@@ -160,31 +116,37 @@ where
             match this.state.project() {
                 StateProj::Calling { future } => {
                     let response = ready!(future.poll(cx))?;
-                    let (parts, body) = response.into_parts();
+                    let (mut parts, body) = response.into_parts();
                     // Built by this crate from allow-listed views: nothing to remove, so no parse.
-                    let owner_free = parts.extensions.get::<OwnerFree>().is_some();
-                    if owner_free || !is_json(&parts.headers) {
+                    if is_owner_free(&parts.headers) || !is_json(&parts.headers) {
                         return done(self, Response::from_parts(parts, ResponseBody::new(body)));
                     }
                     // We cannot see inside a compressed body; compress outside this layer.
                     if is_encoded(&parts.headers) {
                         return done(self, Failure::Encoded.into_response());
                     }
+                    if scrub_in_place(&mut parts, &body, this.config) {
+                        return done(self, Response::from_parts(parts, ResponseBody::new(body)));
+                    }
                     // The size hint, not the `Content-Length` header: a response to `HEAD` may
                     // announce a large length over an empty body.
-                    if body.size_hint().lower() > this.config.max_buffered_bytes() as u64 {
+                    let expected_len = body.size_hint().lower();
+                    if expected_len > this.config.max_buffered_bytes() as u64 {
                         return done(self, Failure::TooLarge.into_response());
                     }
                     self.as_mut().project().state.set(State::Buffering {
                         parts: Some(parts),
                         body,
-                        buffer: Buffer::Empty,
+                        buffer: FrameBuffer::Empty,
+                        // Within the cap, checked above, so the cast cannot truncate.
+                        expected_len: expected_len as usize,
                     });
                 }
                 StateProj::Buffering {
                     parts,
                     mut body,
                     buffer,
+                    expected_len,
                 } => {
                     while let Some(frame) = ready!(body.as_mut().poll_frame(cx)) {
                         let Ok(frame) = frame else {
@@ -195,15 +157,14 @@ where
                             if buffer.len() + data.len() > this.config.max_buffered_bytes() {
                                 return done(self, Failure::TooLarge.into_response());
                             }
-                            buffer.push(data);
+                            buffer.push(data, *expected_len);
                         }
                     }
                     let Some(mut parts) = parts.take() else {
                         // Only reachable if polled again after completion: answer, never panic.
                         return done(self, Rejection::InternalServerError.into_response());
                     };
-                    let buffered = std::mem::take(buffer);
-                    let response = match rewrite(&mut parts.headers, buffered, this.config) {
+                    let response = match rewrite(&mut parts.headers, &buffer.take(), this.config) {
                         Ok(bytes) => Response::from_parts(parts, ResponseBody::full(bytes)),
                         Err(failure) => failure.into_response(),
                     };
@@ -225,17 +186,46 @@ fn done<F, B, E>(
     Poll::Ready(Ok(response))
 }
 
+/// Scrubs the document of a [`json_response`](crate::body::json_response) in place and serialises it, if
+/// the response carries one that its body still holds unserialised; whether it did.
+///
+/// The length is the body's own exact size hint after that: the document's length through any
+/// wrapper that passes it on, and no `Content-Length` for one whose size is unknown.
+fn scrub_in_place<B: Body>(parts: &mut Parts, body: &B, config: &ScrubConfig) -> bool {
+    let Some(StructuredJson(slot)) = parts.extensions.remove::<StructuredJson>() else {
+        return false;
+    };
+    // Ours and the body's: with fewer, the body that held the document was dropped, and what
+    // goes out is something else, to be read like any other body.
+    if std::sync::Arc::strong_count(&slot) < 2 {
+        return false;
+    }
+    let scrubbed = slot.edit_and_serialise(|document| {
+        document.edit_as_value(|value| {
+            config.scrub(value);
+        });
+    });
+    if scrubbed.is_none() {
+        return false;
+    }
+    match body.size_hint().exact() {
+        Some(len) => {
+            parts.headers.remove(TRANSFER_ENCODING);
+            parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        None => {
+            parts.headers.remove(CONTENT_LENGTH);
+        }
+    }
+    true
+}
+
 /// Parses, scrubs and re-serialises a buffered body, and fixes the framing headers.
 ///
 /// The body is re-serialised even when nothing was removed: with duplicate keys the parsed value
 /// is not what every client would read from the original bytes, so only our own serialisation of
 /// the scrubbed value is safe to send.
-fn rewrite(
-    headers: &mut HeaderMap,
-    buffer: Buffer,
-    config: &ScrubConfig,
-) -> Result<Bytes, Failure> {
-    let bytes = buffer.as_slice();
+fn rewrite(headers: &mut HeaderMap, bytes: &[u8], config: &ScrubConfig) -> Result<Bytes, Failure> {
     if bytes.is_empty() {
         // Nothing to leak, and no JSON to parse: `204`, or a response to `HEAD`, whose headers
         // describe a body that is not there and must stay as they are.
@@ -253,19 +243,6 @@ fn rewrite(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn buffer_joins_frames() {
-        let mut buffer = Buffer::default();
-        buffer.push(Bytes::from_static(b""));
-        assert!(matches!(buffer, Buffer::Empty));
-        buffer.push(Bytes::from_static(b"ab"));
-        assert!(matches!(buffer, Buffer::One(_)));
-        buffer.push(Bytes::from_static(b"c"));
-        buffer.push(Bytes::from_static(b"d"));
-        assert_eq!(buffer.as_slice(), b"abcd");
-        assert_eq!(buffer.len(), 4);
-    }
 
     #[test]
     fn identity_is_not_an_encoding() {

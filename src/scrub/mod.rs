@@ -12,11 +12,16 @@
 //!
 //! - **Answers this crate built owner-free** (the
 //!   [`TaskFlowActionService`](crate::TaskFlowActionService)'s envelopes, whose records are
-//!   allow-listed views): passed on as they are, with no parse. The service marks them with a
-//!   response extension that only this crate can create, so the mark survives any body wrapper in
-//!   between and no other handler can claim it.
-//! - **Any other response whose `Content-Type` is JSON** (`application/json` or `*/*+json`),
-//!   structured ([`json_response`](crate::json_response)) or not:
+//!   allow-listed views): passed on as they are, with no parse. The service marks them by their
+//!   `Content-Type` value, whose bytes live in a `static` of this crate (the same text built
+//!   anywhere else is no mark), so the mark costs no allocation, survives any body wrapper in
+//!   between, and no other handler can make one.
+//! - **Structured documents of [`json_response`](crate::body::json_response)**: scrubbed in place and
+//!   serialised once, with `Content-Length` set to the new length, whatever wraps the body on the
+//!   way. The document is shared with the response's extensions; the scrub trusts it only while a
+//!   body still holds it unserialised, so a body swapped or drained on the way is read like any
+//!   other.
+//! - **Any other response whose `Content-Type` is JSON** (`application/json` or `*/*+json`):
 //!   the body is read completely, parsed, scrubbed and re-serialised, with `Content-Length` set to
 //!   the new length (and any `Transfer-Encoding` removed). It is always re-serialised, even when
 //!   nothing was removed, so that duplicate keys cannot smuggle a second copy past the scrubber.
@@ -27,8 +32,8 @@
 //! # Failing closed
 //!
 //! A JSON response that cannot be scrubbed is never passed on. It is replaced by `500 Internal
-//! Server Error` ([`Rejection::InternalServerError`](crate::Rejection::InternalServerError),
-//! plain text) and a `tracing` warning names the reason (never the body) when:
+//! Server Error` ([`Rejection::InternalServerError`](crate::rejection::Rejection::InternalServerError),
+//! plain text) and, with the `tracing` feature, a warning names the reason (never the body) when:
 //!
 //! - the body is larger than [`ScrubConfig::max_buffered_bytes`] (4 MiB by default), known from
 //!   its size hint before reading or found while reading (at most the cap plus one frame is held);
@@ -48,7 +53,8 @@
 //! use http::{Request, Response};
 //! use http_body_util::{BodyExt, Empty, Full};
 //! use tower::{ServiceBuilder, ServiceExt};
-//! use tower_webhooks::{ScrubConfig, ScrubOwnerMetadataLayer};
+//! use tower_webhooks::ScrubOwnerMetadataLayer;
+//! use tower_webhooks::scrub::ScrubConfig;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let svc = ServiceBuilder::new()
@@ -87,7 +93,7 @@ pub use service::ScrubOwnerMetadata;
 #[cfg(test)]
 mod send_sync {
     use super::*;
-    use crate::StandaloneBody;
+    use crate::body::StandaloneBody;
     use static_assertions::assert_impl_all;
 
     type BoxFuture = std::pin::Pin<

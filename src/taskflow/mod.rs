@@ -4,7 +4,7 @@
 //! A webhook route binds a URL to an owner session. [`TaskFlowActionService`] is the innermost
 //! service of that route: it reads the complete request body, validates the action, runs it against
 //! a [`TaskFlowStore`] scoped to the route's session key, and answers with the JSON envelope of
-//! SPEC §3.3 as a structured value ([`StandaloneBody`](crate::StandaloneBody)), serialised once
+//! SPEC §3.3 as a structured value ([`StandaloneBody`](crate::body::StandaloneBody)), serialised once
 //! when the body is written. Records answer as their allow-listed views (SPEC §4: no `ownerKey`,
 //! no `requesterSessionKey`), so the service is safe without
 //! [`ScrubOwnerMetadata`](crate::scrub); with it, the layer lets these answers through unparsed.
@@ -24,7 +24,9 @@
 //! ```
 //! use http::Request;
 //! use tower::ServiceExt;
-//! use tower_webhooks::{BufferedBody, MemoryStore, TaskFlowActionService, TaskFlowRoute};
+//! use tower_webhooks::TaskFlowActionService;
+//! use tower_webhooks::body::BufferedBody;
+//! use tower_webhooks::taskflow::{MemoryStore, TaskFlowRoute};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {

@@ -188,7 +188,7 @@ pub(crate) fn parse_id(text: &str) -> Option<Uuid> {
 /// that includes the owner, for the store and its tests.
 ///
 /// Fields are public and the struct is exhaustive so another crate can implement a
-/// [`TaskFlowStore`](crate::TaskFlowStore) backend that builds records itself.
+/// [`TaskFlowStore`](crate::taskflow::TaskFlowStore) backend that builds records itself.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Flow {
     /// The id, a UUID v4 (lower-case on the wire).

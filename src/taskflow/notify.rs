@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::model::{Flow, FlowStatus, Task, TaskStatus};
 
-/// A change to the store, as [`MemoryStore::subscribe`](crate::MemoryStore::subscribe) reports it.
+/// A change to the store, as [`MemoryStore::subscribe`](crate::taskflow::MemoryStore::subscribe) reports it.
 ///
 /// Events of one owner are sent in the order the changes were made.
 #[derive(Clone, Debug, PartialEq)]
@@ -95,7 +95,7 @@ pub enum ChildCancel {
     Cancelled,
     /// The task is still running (cancellation was signalled, it has not stopped yet): the store
     /// leaves it active and `cancel_flow` answers `202` `cancel_pending`. Report the end later with
-    /// [`TaskFlowStore::update_task`](crate::TaskFlowStore::update_task); when the last active task
+    /// [`TaskFlowStore::update_task`](crate::taskflow::TaskFlowStore::update_task); when the last active task
     /// of a flow with a pending cancellation ends, the flow becomes `cancelled`.
     StillActive,
 }

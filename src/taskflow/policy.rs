@@ -5,8 +5,8 @@
 //! violation answers `403` `child_session_forbidden` before the store is touched.
 //!
 //! One type serves the config loader (`childSessions` of a route, read into
-//! [`RouteConfig`](crate::RouteConfig) and [`ResolvedRoute`](crate::ResolvedRoute)) and the action
-//! service ([`TaskFlowRoute::child_sessions`](crate::TaskFlowRoute::child_sessions)).
+//! [`RouteConfig`](crate::config::RouteConfig) and [`ResolvedRoute`](crate::config::ResolvedRoute)) and the action
+//! service ([`TaskFlowRoute::child_sessions`](crate::taskflow::TaskFlowRoute::child_sessions)).
 
 use std::fmt;
 

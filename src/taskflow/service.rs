@@ -24,7 +24,7 @@ use super::policy::ChildSessionPolicy;
 use super::store::{
     CancelOutcome, MutationOutcome, NewFlow, NewTask, RunTaskOutcome, StoreError, TaskFlowStore,
 };
-use crate::body::{BufferedBody, OwnerFree, StandaloneBody};
+use crate::body::{BufferedBody, StandaloneBody};
 use crate::rejection::Rejection;
 #[cfg(feature = "telemetry")]
 use crate::rejection::RejectionReason;
@@ -403,9 +403,10 @@ fn e_code(error: &StoreError) -> ErrorCode {
 }
 
 fn store_failure(error: StoreError, result: JsonDocument) -> ActionOutcome {
+    // The reason stays in the log: it may name backend details a webhook caller must not see.
+    #[cfg(feature = "tracing")]
     if let StoreError::PersistFailed(reason) = &error {
-        // The reason stays in the log: it may name backend details a webhook caller must not see.
-        tracing::warn!(%reason, "TaskFlow store failed to persist");
+        trace_warn!(%reason, "TaskFlow store failed to persist");
     }
     ActionOutcome::failure(e_code(&error), result)
 }
@@ -430,8 +431,9 @@ impl<S: TaskFlowStore> Service<Request<BufferedBody>> for TaskFlowActionService<
             Err(error) => {
                 #[cfg(feature = "telemetry")]
                 telemetry::record_rejection(RejectionReason::InvalidRequest);
-                let response = ActionOutcome::Invalid(error).into_response(&self.route.route_id);
-                return Box::pin(std::future::ready(Ok(owner_free(response))));
+                let response =
+                    ActionOutcome::Invalid(error).into_owner_free_response(&self.route.route_id);
+                return Box::pin(std::future::ready(Ok(response)));
             }
         };
         #[cfg(feature = "telemetry")]
@@ -443,14 +445,7 @@ impl<S: TaskFlowStore> Service<Request<BufferedBody>> for TaskFlowActionService<
             if let Some(code) = ActionCode::of(&outcome) {
                 telemetry::record_action(name, code);
             }
-            Ok(owner_free(outcome.into_response(&this.route.route_id)))
+            Ok(outcome.into_owner_free_response(&this.route.route_id))
         })
     }
-}
-
-/// Marks an answer built here: its records are views and the rest is our own words, so
-/// [`ScrubOwnerMetadata`](crate::scrub) has nothing to remove from it.
-fn owner_free(mut response: Response<StandaloneBody>) -> Response<StandaloneBody> {
-    response.extensions_mut().insert(OwnerFree);
-    response
 }

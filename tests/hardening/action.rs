@@ -26,9 +26,14 @@ use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 use tower::ServiceExt;
 use tower_webhooks::{
-    BufferedBody, CancelImmediately, FlowStatus, ManualClock, MemoryStore, MemoryStoreConfig,
-    Mutation, NewFlow, NewTask, Runtime, ScrubConfig, ScrubOwnerMetadata, SyncMode, Task,
-    TaskFlowActionService, TaskFlowRoute, TaskFlowStore,
+    ScrubOwnerMetadata, TaskFlowActionService,
+    body::BufferedBody,
+    clock::ManualClock,
+    scrub::ScrubConfig,
+    taskflow::{
+        CancelImmediately, FlowStatus, MemoryStore, MemoryStoreConfig, Mutation, NewFlow, NewTask,
+        Runtime, SyncMode, Task, TaskFlowRoute, TaskFlowStore,
+    },
 };
 
 use super::{Input, Outcome, ready};

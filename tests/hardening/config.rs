@@ -29,8 +29,8 @@ use std::sync::{Mutex, Once};
 
 use serde_json::{Map, Value, json};
 use tower_webhooks::{
-    ConfigError, Limits, SecretInput, SecretProvider, SecretRef, SecretSource, WebhookPipeline,
-    WebhooksConfig,
+    WebhookPipeline, WebhooksConfig,
+    config::{ConfigError, Limits, SecretInput, SecretProvider, SecretRef, SecretSource},
 };
 
 use super::{Input, Outcome};

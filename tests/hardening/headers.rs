@@ -27,8 +27,12 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_webhooks::{
-    Limits, ManualClock, MemoryStore, ResolvedRoute, Secret, TrustedProxies, WebhookPipeline,
-    normalize_webhook_path,
+    WebhookPipeline,
+    client_ip::TrustedProxies,
+    clock::ManualClock,
+    config::{Limits, ResolvedRoute, normalize_webhook_path},
+    secret::Secret,
+    taskflow::MemoryStore,
 };
 
 use super::action::{OWNER, decode, validate};

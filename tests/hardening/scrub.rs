@@ -19,7 +19,11 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 use tower::{ServiceExt, service_fn};
-use tower_webhooks::{ScrubConfig, ScrubOwnerMetadata, StandaloneBody, json_response};
+use tower_webhooks::{
+    ScrubOwnerMetadata,
+    body::{StandaloneBody, json_response},
+    scrub::ScrubConfig,
+};
 
 use super::headers::Frames;
 use super::{Input, Outcome, ready};
