@@ -84,7 +84,7 @@ impl RedisLease {
 impl Drop for RedisLease {
     fn drop(&mut self) {
         if let LeaseKind::Shared { shared, key, id } = &self.kind {
-            shared.inner.leases.lock().remove(id);
+            shared.inner.held_leases().remove(id);
             let mut release = redis::cmd("ZREM");
             release.arg(key.as_str()).arg(id.as_str());
             shared.send_and_forget(release);
@@ -204,7 +204,7 @@ impl RedisSlotStore {
             if taken != 1 {
                 return Ok(None);
             }
-            shared.inner.leases.lock().insert(id.clone(), slots.clone());
+            shared.inner.held_leases().insert(id.clone(), slots.clone());
             Ok(Some(RedisLease {
                 kind: LeaseKind::Shared {
                     shared,

@@ -4,10 +4,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Script};
 
@@ -264,6 +263,14 @@ pub(crate) fn script_command(script: &Script, keys: &[&str]) -> redis::Cmd {
     command
 }
 
+impl Inner {
+    /// The leases this process holds. Inserts and removes are single calls, so a panic elsewhere
+    /// cannot leave the map half written: a poisoned lock is used as it is.
+    pub(crate) fn held_leases(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.leases.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 async fn command_query<T: FromRedisValue>(
     command: &mut redis::Cmd,
     connection: &mut ConnectionManager,
@@ -313,8 +320,7 @@ async fn renew_leases(state: Weak<Inner>) {
         ticks.tick().await;
         let Some(inner) = state.upgrade() else { return };
         let held: Vec<(String, String)> = inner
-            .leases
-            .lock()
+            .held_leases()
             .iter()
             .map(|(id, key)| (id.clone(), key.clone()))
             .collect();
