@@ -17,12 +17,19 @@ pub fn gateway_binary() -> &'static Path {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
         let output = std::process::Command::new(cargo)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
+            // The test binaries' own features: every test of one `cargo test` run then asks for
+            // the same executable, instead of rebuilding it over another's (the store tests need
+            // the `sqlite` backend in it).
             .args([
                 "build",
                 "--example",
                 "gateway",
                 "--features",
-                "gateway",
+                if cfg!(feature = "sqlite") {
+                    "gateway,sqlite"
+                } else {
+                    "gateway"
+                },
                 "--message-format=json",
             ])
             .output()
