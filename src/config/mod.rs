@@ -15,8 +15,9 @@
 //!   `plugins.entries.webhooks.enabled: false`, or no `plugins.entries.webhooks.config`, means no routes
 //!   and default limits; a disabled plugin's config is not even validated. A top-level `routes` or
 //!   `limits` beside `plugins` is an error, since it would otherwise be silently ignored.
-//! - The plugin config alone accepts `routes`, `limits`, `metrics` (`{ listen }`, where the gateway
-//!   serves Prometheus metrics), and also `secrets: { providers }` (same shape as in a whole file),
+//! - The plugin config alone accepts `routes`, `limits`, `store` (which TaskFlow store the gateway
+//!   runs on, [`StoreSetting`]), `metrics` (`{ listen }`, where the gateway serves Prometheus
+//!   metrics), and also `secrets: { providers }` (same shape as in a whole file),
 //!   so `file` and `exec` refs work without an OpenClaw file. In a whole file `metrics` sits beside
 //!   `routes` under `plugins.entries.webhooks.config`.
 //!

@@ -54,3 +54,59 @@ impl StoreSetting {
         StoreUrl::parse(text.expose(), base).map_err(|why| ConfigError::invalid(path, why))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::WebhooksConfig;
+
+    fn error(text: &str) -> String {
+        WebhooksConfig::from_json5(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_bad_store_setting_is_named_by_its_key() {
+        for (text, expected) in [
+            (
+                "{ store: 5 }",
+                "webhooks.store: must be memory, sqlite:<path>, postgres://… or a SecretRef object",
+            ),
+            (
+                "{ store: \"\" }",
+                "webhooks.store: must be memory, sqlite:<path>, postgres://… or a SecretRef object",
+            ),
+            (
+                "{ store: \"sqlite:\" }",
+                "webhooks.store: sqlite: needs a file path, like sqlite:/var/lib/tower-webhooks/flows.db",
+            ),
+            (
+                "{ store: \"ftp://u:hunter2@h\" }",
+                "webhooks.store: unknown store scheme \"ftp\": must be memory, sqlite:<path> or postgres://…",
+            ),
+            (
+                "{ store: { source: \"env\", provider: \"default\", id: \"X\", extra: 1 } }",
+                "webhooks.store: must be memory, sqlite:<path>, postgres://… or a SecretRef object",
+            ),
+        ] {
+            assert_eq!(error(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_setting_resolves_relative_to_the_file_and_hides_its_url_in_debug() {
+        let config =
+            WebhooksConfig::from_json5("{ store: \"postgres://u:hunter2@db/x\" }").unwrap();
+        assert!(config.store().is_set());
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let url = config.store_url(None).unwrap();
+        assert_eq!(url.to_string(), "postgres://u:***@db/x");
+        let config = WebhooksConfig::from_json5("{ store: \"sqlite:f.db\" }").unwrap();
+        assert_eq!(
+            config.store_url(Some(Path::new("/etc/hooks"))).unwrap(),
+            StoreUrl::Sqlite("/etc/hooks/f.db".into())
+        );
+        let config = WebhooksConfig::from_json5("{ }").unwrap();
+        assert!(!config.store().is_set());
+        assert_eq!(config.store_url(None).unwrap(), StoreUrl::Memory);
+    }
+}

@@ -7,9 +7,7 @@ use std::thread;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rusqlite::{
-    Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params,
-};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -111,8 +109,9 @@ const TASK_COLUMNS: &str = "task_id, runtime, source_id, child_session_key, pare
 /// answer is on disk before it is sent and a `SIGKILL` right after loses nothing.
 ///
 /// **Threads, not the runtime.** SQLite calls block, so none runs on an async task: one writer
-/// thread owns the only write connection and runs each change as a `BEGIN IMMEDIATE` transaction,
-/// answering through a oneshot channel; two reader threads answer reads from connections of their
+/// thread owns the only write connection and runs the changes waiting for it (up to 64) as one
+/// `BEGIN IMMEDIATE` transaction, each in a savepoint of its own, answering each through a oneshot
+/// channel once the commit is on disk (group commit: concurrent writers share one `fsync`); two reader threads answer reads from connections of their
 /// own. WAL lets them read while the writer commits, so a read never waits behind an `fsync`
 /// (the cost of every write), and a read sees every change acknowledged before it was asked.
 /// The single writer is no loss: SQLite takes one writer at a time anyway, and one thread keeps
@@ -142,7 +141,15 @@ struct Inner {
     changes: ChangeSender,
 }
 
-type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
+/// One change, run inside the batch's transaction (`None`: the transaction could not begin); it
+/// answers with what to do once the batch's commit is known, and sets the flag if it could not
+/// undo a refused change (the whole batch must then be rolled back).
+type WriteJob = Box<dyn FnOnce(Option<&Connection>, &mut bool) -> Finish + Send>;
+/// Sends a change's answer once its batch's commit succeeded (`Ok`) or failed.
+type Finish = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
+/// Changes one commit carries at most: enough to share an `fsync` among many concurrent writers,
+/// few enough that one batch stays short.
+const MAX_BATCH: usize = 64;
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 impl fmt::Debug for SqliteStore {
@@ -252,8 +259,18 @@ impl SqliteStore {
             .name("sqlite-store-writer".into())
             .spawn(move || {
                 let mut writer = writer;
-                while let Ok(job) = write_queue.recv() {
-                    job(&mut writer);
+                while let Ok(first) = write_queue.recv() {
+                    // Group commit: whatever else is already waiting shares this transaction
+                    // and its one `fsync`; each change runs in a savepoint of its own, so a
+                    // refused one rolls back alone.
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match write_queue.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    commit_batch(&mut writer, batch);
                 }
             })
             .map_err(failed)?;
@@ -296,8 +313,9 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// Runs `job` in one `BEGIN IMMEDIATE` transaction on the writer thread. An `Err` rolls it
-    /// back; an `Ok` is committed, then its changes are announced.
+    /// Runs `job` on the writer thread, in a savepoint of a `BEGIN IMMEDIATE` transaction that
+    /// changes queued at the same time share. An `Err` rolls back this change alone; an `Ok` is
+    /// answered once the transaction is committed, then its changes are announced.
     async fn write<R: Send + 'static>(
         &self,
         job: impl FnOnce(&mut Write<'_>) -> Result<R, StoreError> + Send + 'static,
@@ -306,8 +324,25 @@ impl SqliteStore {
         let clock = Arc::clone(&self.inner.clock);
         let config = self.inner.config.clone();
         let changes = self.inner.changes.clone();
-        let job: WriteJob = Box::new(move |conn| {
-            let _ = reply.send(run_write(conn, &clock, &config, &changes, job));
+        let job: WriteJob = Box::new(move |conn, poisoned| {
+            let outcome = match conn {
+                Some(conn) => run_in_savepoint(conn, &clock, &config, job, poisoned),
+                None => Err(failed("the write transaction could not begin")),
+            };
+            Box::new(move |commit: &Result<(), StoreError>| {
+                let answer = match (outcome, commit) {
+                    (Ok((value, made)), Ok(())) => {
+                        for change in made {
+                            changes.send(change);
+                        }
+                        Ok(value)
+                    }
+                    (Ok(_), Err(error)) => Err(error.clone()),
+                    // Rolled back to its savepoint: certainly not made, whatever the commit did.
+                    (Err(error), _) => Err(error),
+                };
+                let _ = reply.send(answer);
+            })
         });
         self.inner.writer.send(job).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
@@ -336,37 +371,81 @@ fn cutoff(config: &StoreConfig, now: u64) -> i64 {
         .map_or(i64::MIN, |retention| millis(now.saturating_sub(retention)))
 }
 
-fn run_write<R>(
-    conn: &mut Connection,
+/// Runs one batch of changes in one transaction and answers each once the commit is known.
+fn commit_batch(conn: &mut Connection, batch: Vec<WriteJob>) {
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(error) => {
+            let error = Err(failed(error));
+            for job in batch {
+                job(None, &mut false)(&error);
+            }
+            return;
+        }
+    };
+    let mut poisoned = false;
+    let finishes: Vec<Finish> = batch
+        .into_iter()
+        .map(|job| job(Some(&tx), &mut poisoned))
+        .collect();
+    if poisoned {
+        // A refused change could not be undone: nothing of this batch may be committed.
+        drop(tx);
+        let error = Err(failed(
+            "a change could not be rolled back; the batch was abandoned",
+        ));
+        for finish in finishes {
+            finish(&error);
+        }
+        return;
+    }
+    // Whether a failed COMMIT left the changes on disk cannot be known (an fsync error may come
+    // after the WAL frames were written): say so rather than promise either way.
+    let committed = tx
+        .commit()
+        .map_err(|e| StoreError::OutcomeUnknown(e.to_string()));
+    for finish in finishes {
+        finish(&committed);
+    }
+}
+
+/// Runs `job` in a savepoint: kept when it answers `Ok`, rolled back when it answers `Err`.
+fn run_in_savepoint<R>(
+    conn: &Connection,
     clock: &SharedClock,
     config: &StoreConfig,
-    changes: &ChangeSender,
     job: impl FnOnce(&mut Write<'_>) -> Result<R, StoreError>,
-) -> Result<R, StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(failed)?;
-    // Read after the lock is taken, so timestamps follow commit order.
+    poisoned: &mut bool,
+) -> Result<(R, Vec<Change>), StoreError> {
+    conn.execute_batch("SAVEPOINT change").map_err(failed)?;
+    // Read with the write lock held, so timestamps follow commit order.
     let now = clock.epoch_millis();
     let mut write = Write {
-        tx,
+        tx: conn,
         now,
         cutoff: cutoff(config, now),
         config,
         changes: Vec::new(),
     };
-    let answer = job(&mut write)?;
-    let Write {
-        tx, changes: made, ..
-    } = write;
-    // Whether a failed COMMIT left the change on disk cannot be known (an fsync error may come
-    // after the WAL frames were written): say so rather than promise either way.
-    tx.commit()
-        .map_err(|e| StoreError::OutcomeUnknown(e.to_string()))?;
-    for change in made {
-        changes.send(change);
+    match job(&mut write) {
+        Ok(answer) => match conn.execute_batch("RELEASE change") {
+            Ok(()) => Ok((answer, write.changes)),
+            Err(error) => {
+                // Still inside the transaction but answered as failed: it must not commit.
+                *poisoned = true;
+                Err(failed(error))
+            }
+        },
+        Err(error) => {
+            if conn
+                .execute_batch("ROLLBACK TO change; RELEASE change")
+                .is_err()
+            {
+                *poisoned = true;
+            }
+            Err(error)
+        }
     }
-    Ok(answer)
 }
 
 /// A flow row with what the store keeps beside the record.
@@ -552,7 +631,7 @@ fn prefixed(columns: &str, prefix: &str) -> String {
 
 /// One write transaction, with the clock reading and the changes to announce after commit.
 struct Write<'a> {
-    tx: Transaction<'a>,
+    tx: &'a Connection,
     now: u64,
     cutoff: i64,
     config: &'a StoreConfig,
@@ -646,7 +725,7 @@ impl Write<'_> {
 
     fn flow(&self, owner: Option<&str>, flow_id: &str) -> Result<Option<FlowRow>, StoreError> {
         Read {
-            conn: &self.tx,
+            conn: self.tx,
             cutoff: self.cutoff,
         }
         .flow(owner, flow_id)
@@ -1199,7 +1278,7 @@ impl TaskFlowStore for SqliteStore {
         let task_id = task_id.to_owned();
         self.write(move |w| {
             let Some(task) = (Read {
-                conn: &w.tx,
+                conn: w.tx,
                 cutoff: w.cutoff,
             })
             .task(&task_id)
