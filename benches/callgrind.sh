@@ -25,7 +25,7 @@ per_request() { echo $(( ($(count "$1" "$N") - $(count "$1" 0)) / N )); }
 base=$(per_request baseline)
 printf '%-20s %12s %14s\n' case "Ir/request" "over baseline"
 printf '%-20s %12d %14s\n' baseline "$base" -
-for case in auth body_limit rate_limit in_flight scrub pipeline_get_flow \
+for case in auth body_limit rate_limit in_flight scrub pipeline_get_flow pipeline_get_flow_any \
     router_get_flow telemetry_off_get_flow metrics_get_flow metrics_log_get_flow; do
   ir=$(per_request "$case")
   printf '%-20s %12d %14d\n' "$case" "$ir" $((ir - base))

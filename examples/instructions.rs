@@ -22,6 +22,7 @@ use serde_json::json;
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_webhooks::in_flight::InFlightConfig;
 use tower_webhooks::metrics::WebhookMetrics;
+use tower_webhooks::taskflow::{AnyStore, TaskFlowStore};
 use tower_webhooks::{
     BodyLimitLayer, FixedWindowRateLimitLayer, InFlightLimitLayer, ScrubOwnerMetadataLayer,
     SharedSecretAuthLayer, TelemetryLayer, WebhookPipeline, WebhookRouter,
@@ -140,6 +141,15 @@ fn main() {
                 .route(&ResolvedRoute::new("bench", "agent:main:main", [secret()]).with_path(PATH));
             run(route, body, n);
         }
+        // The same, with the in-memory store behind `AnyStore`, as the gateway runs it: what
+        // picking the store at runtime costs.
+        "pipeline_get_flow_any" => {
+            let store = AnyStore::from(MemoryStore::with_config(Limits::default().store));
+            let (pipeline, body) = get_flow_pipeline_on(store);
+            let route = pipeline
+                .route(&ResolvedRoute::new("bench", "agent:main:main", [secret()]).with_path(PATH));
+            run(route, body, n);
+        }
         // The same `get_flow` through the router, then with the telemetry layer around it: off,
         // counting metrics, and counting metrics and writing the access log (into a sink).
         "router_get_flow" => {
@@ -172,11 +182,15 @@ fn main() {
 
 /// A pipeline whose rate limit a run never reaches, holding one flow, and a `get_flow` body for it.
 fn get_flow_pipeline() -> (WebhookPipeline<MemoryStore>, Bytes) {
+    get_flow_pipeline_on(MemoryStore::with_config(Limits::default().store))
+}
+
+fn get_flow_pipeline_on<St: TaskFlowStore>(store: St) -> (WebhookPipeline<St>, Bytes) {
     let limits = Limits {
         rate_limit: RateLimitConfig::new().max_requests(u32::MAX),
         ..Limits::default()
     };
-    let pipeline = WebhookPipeline::in_memory(limits);
+    let pipeline = WebhookPipeline::new(store, limits);
     let route =
         pipeline.route(&ResolvedRoute::new("bench", "agent:main:main", [secret()]).with_path(PATH));
     let rt = tokio::runtime::Builder::new_current_thread()

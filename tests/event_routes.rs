@@ -51,6 +51,15 @@ impl Default for ControlledStore {
 }
 
 impl TaskFlowStore for ControlledStore {
+    fn backend(&self) -> &'static str {
+        "controlled"
+    }
+    async fn flow_by_id(&self, f: &str) -> Result<Option<Flow>, StoreError> {
+        self.inner.flow_by_id(f).await
+    }
+    async fn sweep_expired(&self) -> Result<usize, StoreError> {
+        self.inner.sweep_expired().await
+    }
     async fn create_flow(&self, owner: &str, new: NewFlow) -> Result<Flow, StoreError> {
         if self.hold.load(Ordering::SeqCst) {
             self.entered.notify_one();

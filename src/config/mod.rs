@@ -15,8 +15,9 @@
 //!   `plugins.entries.webhooks.enabled: false`, or no `plugins.entries.webhooks.config`, means no routes
 //!   and default limits; a disabled plugin's config is not even validated. A top-level `routes` or
 //!   `limits` beside `plugins` is an error, since it would otherwise be silently ignored.
-//! - The plugin config alone accepts `routes`, `limits`, `metrics` (`{ listen }`, where the gateway
-//!   serves Prometheus metrics), and also `secrets: { providers }` (same shape as in a whole file),
+//! - The plugin config alone accepts `routes`, `limits`, `store` (which TaskFlow store the gateway
+//!   runs on, [`StoreSetting`]), `metrics` (`{ listen }`, where the gateway serves Prometheus
+//!   metrics), and also `secrets: { providers }` (same shape as in a whole file),
 //!   so `file` and `exec` refs work without an OpenClaw file. In a whole file `metrics` sits beside
 //!   `routes` under `plugins.entries.webhooks.config`.
 //!
@@ -134,6 +135,7 @@ mod routes;
 mod secrets;
 #[cfg(feature = "redis")]
 mod shared_state;
+mod store;
 mod value;
 
 use std::collections::HashMap;
@@ -156,6 +158,7 @@ pub use secrets::{
 pub use shared_state::SharedStateSource;
 #[cfg(feature = "redis")]
 pub(crate) use shared_state::check_scheme as check_shared_state_scheme;
+pub use store::StoreSetting;
 
 use crate::ip_allowlist::AllowedIps;
 use crate::secret::Secret;
@@ -174,6 +177,7 @@ pub struct WebhooksConfig {
     routes: Vec<RouteConfig>,
     limits: Limits,
     metrics: MetricsSettings,
+    store: StoreSetting,
     providers: SecretProviders,
     #[cfg(feature = "redis")]
     shared_state: Option<SharedStateSource>,
@@ -232,6 +236,7 @@ impl WebhooksConfig {
                     "routes",
                     "limits",
                     "metrics",
+                    "store",
                     "secrets",
                     "sharedState",
                     "allowedIps",
@@ -276,7 +281,14 @@ impl WebhooksConfig {
         deny_unknown(
             config,
             PLUGIN_PATH,
-            &["routes", "limits", "metrics", "sharedState", "allowedIps"],
+            &[
+                "routes",
+                "limits",
+                "metrics",
+                "store",
+                "sharedState",
+                "allowedIps",
+            ],
         )?;
         let providers = match root.get("secrets") {
             Some(secrets) => providers_from_secrets(secrets)?,
@@ -307,11 +319,16 @@ impl WebhooksConfig {
             .get("allowedIps")
             .map(|v| events::parse_allowed_ips(v, &join(PLUGIN_PATH, "allowedIps")))
             .transpose()?;
+        let store = match config.get("store") {
+            Some(store) => StoreSetting::from_value(store, &join(PLUGIN_PATH, "store"))?,
+            None => StoreSetting::default(),
+        };
         Ok(Self {
             enabled: true,
             routes,
             limits,
             metrics,
+            store,
             providers,
             #[cfg(feature = "redis")]
             shared_state: shared_state(config)?,
@@ -350,6 +367,19 @@ impl WebhooksConfig {
     #[cfg(feature = "redis")]
     pub fn shared_state(&self) -> Option<&SharedStateSource> {
         self.shared_state.as_ref()
+    }
+
+    /// `store`: which TaskFlow store to run on (memory when unset).
+    pub fn store(&self) -> &StoreSetting {
+        &self.store
+    }
+
+    /// The store `store` names, resolving a SecretRef now (blocking) and taking a relative SQLite
+    /// path relative to `base` (the config file's directory). Errors name `webhooks.store` and
+    /// never show the URL.
+    pub fn store_url(&self, base: Option<&Path>) -> Result<crate::taskflow::StoreUrl, ConfigError> {
+        self.store
+            .resolve(&self.providers, base, &join(PLUGIN_PATH, "store"))
     }
 
     /// `secrets.providers`.

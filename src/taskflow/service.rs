@@ -396,17 +396,24 @@ fn not_created(code: ErrorCode, reason: String, flow: Flow) -> ActionOutcome {
 }
 
 fn e_code(error: &StoreError) -> ErrorCode {
-    match error {
-        StoreError::CapacityExceeded => ErrorCode::CapacityExceeded,
-        StoreError::PersistFailed(_) => ErrorCode::PersistFailed,
+    if error.is_persist_failure() {
+        ErrorCode::PersistFailed
+    } else {
+        ErrorCode::CapacityExceeded
     }
 }
 
 fn store_failure(error: StoreError, result: JsonDocument) -> ActionOutcome {
     // The reason stays in the log: it may name backend details a webhook caller must not see.
     #[cfg(feature = "tracing")]
-    if let StoreError::PersistFailed(reason) = &error {
-        trace_warn!(%reason, "TaskFlow store failed to persist");
+    match &error {
+        StoreError::CapacityExceeded => {}
+        StoreError::OutcomeUnknown(reason) => trace_warn!(
+            %reason,
+            outcome = "unknown",
+            "TaskFlow store lost its connection while committing: the change may or may not have been made"
+        ),
+        other => trace_warn!(reason = %other, "TaskFlow store failed to persist"),
     }
     ActionOutcome::failure(e_code(&error), result)
 }

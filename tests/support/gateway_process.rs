@@ -17,17 +17,15 @@ pub fn gateway_binary() -> &'static Path {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
         let output = std::process::Command::new(cargo)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
+            // The test binaries' own features: every test of one `cargo test` run then asks for
+            // the same executable, instead of rebuilding it over another's (the store tests need
+            // the `sqlite` backend in it).
             .args([
                 "build",
                 "--example",
                 "gateway",
                 "--features",
-                // A test crate built with `redis` runs the gateway that can share state.
-                if cfg!(feature = "redis") {
-                    "gateway redis"
-                } else {
-                    "gateway"
-                },
+                &gateway_features(),
                 "--message-format=json",
             ])
             .output()
@@ -212,4 +210,21 @@ pub async fn run_to_exit(
         String::from_utf8_lossy(&output.stderr)
     );
     (output.status, text)
+}
+
+/// The features the gateway binary is built with: the test crate's backends, so one `cargo test`
+/// run builds one gateway that every backend test can run.
+fn gateway_features() -> String {
+    let mut features = String::from("gateway");
+    for (on, backend) in [
+        (cfg!(feature = "redis"), "redis"),
+        (cfg!(feature = "sqlite"), "sqlite"),
+        (cfg!(feature = "postgres"), "postgres"),
+    ] {
+        if on {
+            features.push(' ');
+            features.push_str(backend);
+        }
+    }
+    features
 }
