@@ -24,11 +24,11 @@ use crate::taskflow::notify::{CancelHook, CancelImmediately, ChildCancel, Notifi
 /// Limits and retention of a [`MemoryStore`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemoryStoreConfig {
-    max_flows_per_owner: Option<usize>,
-    max_tasks_per_flow: Option<usize>,
-    max_bytes_per_owner: Option<usize>,
-    retention: Option<Duration>,
-    event_capacity: usize,
+    pub(super) max_flows_per_owner: Option<usize>,
+    pub(super) max_tasks_per_flow: Option<usize>,
+    pub(super) max_bytes_per_owner: Option<usize>,
+    pub(super) retention: Option<Duration>,
+    pub(super) event_capacity: usize,
 }
 
 impl Default for MemoryStoreConfig {

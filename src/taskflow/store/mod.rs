@@ -14,6 +14,8 @@
 //! records by id alone: they are for the application that runs the tasks, not for webhook callers.
 
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 use std::fmt;
 use std::future::Future;
