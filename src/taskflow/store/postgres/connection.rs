@@ -166,9 +166,12 @@ impl DbFailure {
         committing: bool,
     ) -> Self {
         let text = target.redact(describe(error));
-        // A statement the server answered with an error did not commit; everything else (closed
-        // connection, I/O error) during the commit leaves the outcome unknown.
-        if committing && error.as_db_error().is_none() {
+        // A statement the server answered with an error did not commit, nor did one the driver
+        // refused to send; a connection that closed or failed while the commit was in flight
+        // leaves the outcome unknown.
+        let connection_lost = error.is_closed()
+            || std::error::Error::source(error).is_some_and(|cause| cause.is::<std::io::Error>());
+        if committing && connection_lost {
             Self::Unknown(text)
         } else {
             Self::NotApplied(text)

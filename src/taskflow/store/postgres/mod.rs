@@ -178,7 +178,14 @@ impl PostgresStore {
         let mut object = pool.get().await.map_err(|error| {
             StoreError::PersistFailed(target.redact(format!("cannot reach PostgreSQL: {error}")))
         })?;
-        let schema = schema::migrate(&mut object).await.map_err(|error| {
+        let migrated = schema::migrate(&mut object).await;
+        if migrated.is_err() {
+            // Its transaction may still be open: close the connection rather than pool it.
+            drop(deadpool_postgres::Object::take(object));
+        } else {
+            drop(object);
+        }
+        let schema = migrated.map_err(|error| {
             StoreError::PersistFailed(match error {
                 schema::SchemaError::NoSchema => "PostgreSQL: the connection's search_path names \
                     no existing schema to create the tables in; create it, or name one with \
@@ -196,7 +203,6 @@ impl PostgresStore {
                 )),
             })
         })?;
-        drop(object);
         let channel = listen::channel_name(&schema);
         let (feed, _) = broadcast::channel(config.event_capacity);
         let listener = tokio::spawn(listen::run(

@@ -101,8 +101,8 @@ pub(super) const WRITE_FLOW: &str = concat!(
     flow_columns!(),
     "
     ), counted AS (
-        UPDATE taskflow_owners SET bytes = bytes + $15
-        WHERE owner_key = $16 AND $15 <> 0 AND EXISTS (SELECT 1 FROM changed)
+        UPDATE taskflow_owners SET bytes = bytes + $15::bigint
+        WHERE owner_key = $16 AND $15::bigint <> 0 AND EXISTS (SELECT 1 FROM changed)
     )
     SELECT ",
     flow_columns!(),
@@ -181,11 +181,11 @@ pub(super) const WRITE_TASK: &str = concat!(
     task_columns!(),
     "
     ), on_flow AS (
-        UPDATE taskflow_flows SET task_bytes = task_bytes + $8
-        WHERE flow_id = $9 AND $8 <> 0 AND EXISTS (SELECT 1 FROM changed)
+        UPDATE taskflow_flows SET task_bytes = task_bytes + $8::bigint
+        WHERE flow_id = $9 AND $8::bigint <> 0 AND EXISTS (SELECT 1 FROM changed)
     ), on_owner AS (
-        UPDATE taskflow_owners SET bytes = bytes + $8
-        WHERE owner_key = $10 AND $8 <> 0 AND EXISTS (SELECT 1 FROM changed)
+        UPDATE taskflow_owners SET bytes = bytes + $8::bigint
+        WHERE owner_key = $10 AND $8::bigint <> 0 AND EXISTS (SELECT 1 FROM changed)
     )
     SELECT ",
     task_columns!(),
