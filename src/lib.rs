@@ -203,7 +203,7 @@ pub use taskflow::{
     Action, ActionOutcome, CancelHook, CancelImmediately, CancelOutcome, ChildCancel,
     ChildSessionPolicy, ErrorCode, Flow, FlowEnd, FlowStatus, MemoryStore, MemoryStoreConfig,
     Mutation, MutationOutcome, NewFlow, NewTask, NotifyPolicy, Patch, RunTaskOutcome, Runtime,
-    StoreError, StoreEvent, SyncMode, Task, TaskFlowActionService, TaskFlowFuture, TaskFlowRoute,
+    StoreError, SyncMode, Task, TaskFlowActionService, TaskFlowFuture, TaskFlowRoute,
     TaskFlowStore, TaskStatus, TaskSummary, TaskUpdate, TaskUpdateOutcome, ValidationError,
 };
 #[cfg(feature = "telemetry")]

@@ -36,12 +36,14 @@ const OWNER_MEMBERS: [&str; 6] = [
 struct KeepStuckTasks;
 
 impl CancelHook for KeepStuckTasks {
-    fn cancel_task(&self, task: &Task) -> ChildCancel {
-        if task.label.as_deref() == Some("stuck") {
-            ChildCancel::StillActive
-        } else {
-            ChildCancel::Cancelled
-        }
+    fn cancel_task<'a>(&'a self, task: &'a Task) -> tower_webhooks::taskflow::CancelFuture<'a> {
+        Box::pin(std::future::ready(
+            if task.label.as_deref() == Some("stuck") {
+                ChildCancel::StillActive
+            } else {
+                ChildCancel::Cancelled
+            },
+        ))
     }
 }
 

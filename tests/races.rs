@@ -95,12 +95,14 @@ const MUTATIONS: [&str; 5] = [
 struct HoldLabelled;
 
 impl CancelHook for HoldLabelled {
-    fn cancel_task(&self, task: &Task) -> ChildCancel {
-        if task.label.as_deref() == Some("hold") {
-            ChildCancel::StillActive
-        } else {
-            ChildCancel::Cancelled
-        }
+    fn cancel_task<'a>(&'a self, task: &'a Task) -> tower_webhooks::taskflow::CancelFuture<'a> {
+        Box::pin(std::future::ready(
+            if task.label.as_deref() == Some("hold") {
+                ChildCancel::StillActive
+            } else {
+                ChildCancel::Cancelled
+            },
+        ))
     }
 }
 

@@ -9,12 +9,14 @@ use http::Request;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
+use tower_webhooks::taskflow::{Change, ChangeEvent, ChangeFeed, ChangeKind};
 use tower_webhooks::{
     BufferedBody, CancelHook, ChildCancel, ChildSessionPolicy, Flow, FlowEnd, ManualClock,
     MemoryStore, MemoryStoreConfig, Mutation, MutationOutcome, NewFlow, NewTask, StoreError,
-    StoreEvent, SyncMode, Task, TaskFlowActionService, TaskFlowRoute, TaskFlowStore, TaskStatus,
+    SyncMode, Task, TaskFlowActionService, TaskFlowRoute, TaskFlowStore, TaskStatus,
     TaskUpdateOutcome,
 };
+use uuid::Uuid;
 
 const OWNER: &str = "agent:main:hooks";
 const T0: u64 = 1_700_000_000_000;
@@ -893,12 +895,12 @@ async fn running_only_fields_rule() {
 struct LeaveRunningActive;
 
 impl CancelHook for LeaveRunningActive {
-    fn cancel_task(&self, task: &Task) -> ChildCancel {
-        if task.status == TaskStatus::Running {
+    fn cancel_task<'a>(&'a self, task: &'a Task) -> tower_webhooks::taskflow::CancelFuture<'a> {
+        Box::pin(std::future::ready(if task.status == TaskStatus::Running {
             ChildCancel::StillActive
         } else {
             ChildCancel::Cancelled
-        }
+        }))
     }
 }
 
@@ -1202,17 +1204,19 @@ async fn retention_prunes_terminal_flows_and_their_tasks() {
         env["result"]["flow"]["goal"], "open",
         "non-terminal flows never expire"
     );
-    assert!(matches!(
-        events.try_recv().unwrap(),
-        StoreEvent::TaskPruned { .. }
-    ));
+    let removed: Vec<_> = std::iter::from_fn(|| events.try_recv()).collect();
+    let done_id = Uuid::parse_str(&done).unwrap();
     assert!(
-        matches!(events.try_recv().unwrap(), StoreEvent::FlowPruned { flow_id, .. } if flow_id.to_string() == done)
+        matches!(removed[..], [
+            ChangeEvent::Changed(Change { kind: ChangeKind::TaskRemoved, flow_id: a, task_id: Some(_) }),
+            ChangeEvent::Changed(Change { kind: ChangeKind::FlowRemoved, flow_id: b, task_id: None }),
+        ] if a == done_id && b == done_id),
+        "{removed:?}"
     );
 
     // A pruned flow frees its slot under the cap.
     h.clock.advance(100 * day);
-    assert_eq!(h.store.prune_expired(), 0);
+    assert_eq!(h.store.sweep_expired().await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -1230,9 +1234,9 @@ async fn retention_custom_forced_and_off() {
         .await;
     }
     h.clock.advance(49);
-    assert_eq!(h.store.prune_expired(), 0);
+    assert_eq!(h.store.sweep_expired().await.unwrap(), 0);
     h.clock.advance(1);
-    assert_eq!(h.store.prune_expired(), 3);
+    assert_eq!(h.store.sweep_expired().await.unwrap(), 3);
     assert_eq!(h.store.flow_count(), 0);
 
     let h = harness_with(
@@ -1246,12 +1250,12 @@ async fn retention_custom_forced_and_off() {
     )
     .await;
     h.clock.advance(u64::MAX / 4);
-    assert_eq!(h.store.prune_expired(), 0);
+    assert_eq!(h.store.sweep_expired().await.unwrap(), 0);
     assert_eq!(h.store.flow_count(), 1);
 }
 
 #[tokio::test]
-async fn notifications_report_creates_updates_with_old_status() {
+async fn notifications_name_each_committed_change_by_id() {
     let h = harness();
     let mut events = h.store.subscribe();
     let fid = id(&create(&h, json!({})).await);
@@ -1272,28 +1276,23 @@ async fn notifications_report_creates_updates_with_old_status() {
     .await;
 
     let mut seen = Vec::new();
-    while let Ok(event) = events.try_recv() {
+    while let Some(event) = events.try_recv() {
         seen.push(match event {
-            StoreEvent::FlowCreated { flow } => format!("flow created {}", flow.status),
-            StoreEvent::FlowUpdated { old_status, flow } => {
-                format!("flow {old_status} -> {} r{}", flow.status, flow.revision)
-            }
-            StoreEvent::TaskCreated { task } => format!("task created {}", task.status),
-            StoreEvent::TaskUpdated { old_status, task } => {
-                format!("task {old_status} -> {}", task.status)
-            }
-            other => format!("{other:?}"),
+            ChangeEvent::Changed(change) => change.encode().replace(&fid, "F").replace(&tid, "T"),
+            ChangeEvent::Lagged => "lagged".to_owned(),
         });
     }
     assert_eq!(
         seen,
         [
-            "flow created queued",
-            "task created queued",
-            "task queued -> running",
-            "flow queued -> waiting r1",
-            "task running -> cancelled",
-            "flow waiting -> cancelled r3",
+            "flow_created F",
+            "task_created F T",
+            "task_updated F T",
+            "flow_updated F",
+            // cancel_flow: the request is committed, then the hook's answer.
+            "flow_updated F",
+            "task_updated F T",
+            "flow_updated F",
         ]
     );
 }
@@ -1448,6 +1447,15 @@ struct BrokenStore {
 }
 
 impl TaskFlowStore for BrokenStore {
+    fn backend(&self) -> &'static str {
+        "broken"
+    }
+    async fn flow_by_id(&self, f: &str) -> Result<Option<Flow>, StoreError> {
+        self.inner.flow_by_id(f).await
+    }
+    async fn sweep_expired(&self) -> Result<usize, StoreError> {
+        Err(StoreError::PersistFailed("disk on fire".into()))
+    }
     async fn create_flow(&self, _: &str, _: NewFlow) -> Result<Flow, StoreError> {
         Err(StoreError::PersistFailed("disk on fire".into()))
     }
@@ -1470,7 +1478,8 @@ impl TaskFlowStore for BrokenStore {
         _: u64,
         _: Mutation,
     ) -> Result<MutationOutcome, StoreError> {
-        Err(StoreError::PersistFailed("disk on fire".into()))
+        // The connection went away with the commit in flight: still `persist_failed` to the caller.
+        Err(StoreError::OutcomeUnknown("disk on fire".into()))
     }
     async fn run_task(
         &self,

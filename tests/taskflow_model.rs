@@ -38,12 +38,12 @@ const RETENTION: u64 = 6;
 struct LeaveRunningActive;
 
 impl CancelHook for LeaveRunningActive {
-    fn cancel_task(&self, task: &Task) -> ChildCancel {
-        if task.status == TaskStatus::Running {
+    fn cancel_task<'a>(&'a self, task: &'a Task) -> tower_webhooks::taskflow::CancelFuture<'a> {
+        Box::pin(std::future::ready(if task.status == TaskStatus::Running {
             ChildCancel::StillActive
         } else {
             ChildCancel::Cancelled
-        }
+        }))
     }
 }
 
@@ -96,6 +96,23 @@ impl RefStore {
 }
 
 impl TaskFlowStore for RefStore {
+    fn backend(&self) -> &'static str {
+        "reference"
+    }
+
+    async fn flow_by_id(&self, id: &str) -> Result<Option<Flow>, StoreError> {
+        let flows = self.locked();
+        Ok(flows
+            .iter()
+            .find(|f| f.flow.id_string() == id)
+            .map(|f| f.flow.clone()))
+    }
+
+    async fn sweep_expired(&self) -> Result<usize, StoreError> {
+        let before = self.flows.lock().len();
+        Ok(before - self.locked().len())
+    }
+
     async fn create_flow(&self, owner: &str, new: NewFlow) -> Result<Flow, StoreError> {
         let now = self.now();
         let mut flows = self.locked();

@@ -274,7 +274,7 @@ async fn a_full_owner_can_cancel_and_pruning_gives_the_bytes_back() {
 
     // Retention passes: the cancelled flow goes, and with it its bytes.
     h.clock.advance(WEEK_MS);
-    assert_eq!(h.store.prune_expired(), 1);
+    assert_eq!(h.store.sweep_expired().await.unwrap(), 1);
     assert_eq!(h.store.stored_bytes(OWNER), bare);
     create(&h, json!({"stateJson": ""})).await;
     assert_eq!(h.store.stored_bytes(OWNER), 2 * bare);
@@ -354,7 +354,7 @@ async fn stored_bytes_follow_every_kind_of_write() {
         .unwrap();
     check("end_flow").await;
     h.clock.advance(WEEK_MS);
-    assert_eq!(h.store.prune_expired(), 2);
+    assert_eq!(h.store.sweep_expired().await.unwrap(), 2);
     check("prune").await;
     assert_eq!(h.store.stored_bytes(OWNER), 0);
 }

@@ -12,7 +12,7 @@ use crate::client_ip::TrustedProxies;
 use crate::in_flight::InFlightConfig;
 use crate::limit::InvalidLimit;
 use crate::rate_limit::RateLimitConfig;
-use crate::taskflow::MemoryStoreConfig;
+use crate::taskflow::StoreConfig;
 
 /// Every tunable number of the request pipeline, plus the trusted proxies.
 ///
@@ -34,7 +34,7 @@ pub struct Limits {
     /// [`WebhookPipeline::in_memory`](crate::WebhookPipeline::in_memory) builds (§2.5):
     /// `maxFlowsPerOwner` (10,000), `maxTasksPerFlow` (1,000), `maxBytesPerOwner` (67,108,864, the
     /// JSON size of an owner's flows and tasks) and `retentionMs` (604,800,000, 7 days).
-    pub store: MemoryStoreConfig,
+    pub store: StoreConfig,
 }
 
 // Counts and byte sizes become `usize`; capping them at `u32::MAX` keeps the check identical on

@@ -16,8 +16,8 @@
 //! | [`TaskFlowStore`] | async, generic storage contract; [`MemoryStore`] is the default |
 //! | [`ActionOutcome`], [`ErrorCode`] | status mapping and envelope |
 //! | [`ChildSessionPolicy`] | which child sessions `run_task` may name |
-//! | [`StoreEvent`] | change notifications, from [`MemoryStore::subscribe`] |
-//! | [`CancelHook`] | how `cancel_flow` stops active child tasks |
+//! | [`ChangeFeed`], [`Change`] | change notifications (ids only) from every store |
+//! | [`CancelHook`] | how `cancel_flow` stops active child tasks (after the request is committed) |
 //!
 //! # Example
 //!
@@ -95,10 +95,10 @@
 //!   store errors → `{"created":false,…}`, `{"applied":false,"code":…}` or `null` for reads.
 //! - **Retention** is measured from `endedAt` (or `updatedAt` if a terminal flow has none) and
 //!   applied lazily per owner (every call that touches an owner, webhook or embedding side, first
-//!   drops that owner's expired flows), plus [`MemoryStore::prune_expired`] on demand. Caps count
+//!   drops that owner's expired flows), plus [`TaskFlowStore::sweep_expired`] on demand. Caps count
 //!   terminal flows and ended tasks until they are pruned; an idempotent `run_task` repeat is not a
 //!   new task and succeeds at the cap.
-//! - **The byte cap** ([`MemoryStoreConfig::max_bytes_per_owner`], `limits.store.maxBytesPerOwner`)
+//! - **The byte cap** ([`StoreConfig::max_bytes_per_owner`], `limits.store.maxBytesPerOwner`)
 //!   counts each record's JSON text, `ownerKey` included, measured once per write. A write that
 //!   lands exactly on the cap is allowed. `create_flow`, the mutations and `run_task` are refused
 //!   (`507`, nothing changed) when they would grow the owner past it; a change that does not grow
@@ -106,14 +106,15 @@
 //!   session keys, bounded by configuration).
 //! - **`run_task` without `childSessionKey`** is always allowed: the policy governs only the
 //!   sessions a caller names.
-//! - **The cancel hook** runs synchronously under the owner's lock, once per active child, so a
-//!   `cancel_flow` answer reflects one consistent view; it must not block or call the store.
+//! - **The cancel hook** runs once per active child after the cancellation request is committed,
+//!   with no lock held (it may await and may call the store); its answers are then written in a
+//!   second step. A flow with no active child is cancelled in one step.
 //! - **Embedding-side calls** (`update_task`, `end_flow`, `get_task`) address records by id with no
 //!   owner check; `end_flow` has no revision check but bumps the revision. `Start` needs a `queued`
 //!   task and every other [`TaskUpdate`] an active one; a terminal task is never reopened.
-//! - **Notifications** go through a bounded `tokio::sync::broadcast` channel (1,024 events by
-//!   default): a subscriber that falls behind loses the oldest events and is told so, rather than
-//!   slowing webhook calls down.
+//! - **Notifications** carry ids only and go through a bounded `tokio::sync::broadcast` channel
+//!   (1,024 events by default): a subscriber that falls behind loses the oldest events and is told
+//!   to re-read ([`ChangeEvent::Lagged`]), rather than slowing webhook calls down.
 
 mod action;
 mod label;
@@ -131,13 +132,14 @@ pub use action::{
 };
 pub use label::{ActionCode, ActionName};
 pub use model::{Flow, FlowStatus, NotifyPolicy, Runtime, SyncMode, Task, TaskStatus, TaskSummary};
-pub use notify::{CancelHook, CancelImmediately, ChildCancel, StoreEvent};
+pub use notify::{CancelFuture, CancelHook, CancelImmediately, ChildCancel};
 pub use outcome::{
     ActionOutcome, CANCEL_PENDING_REASON, ErrorCode, RUN_TASK_NOT_MANAGED, terminal_message,
 };
 pub use policy::{ChildSessionPolicy, UnknownPolicy};
 pub use service::{TaskFlowActionService, TaskFlowFuture, TaskFlowRoute};
 pub use store::{
-    CancelOutcome, FlowEnd, MemoryStore, MemoryStoreConfig, Mutation, MutationOutcome, NewFlow,
-    NewTask, Patch, RunTaskOutcome, StoreError, TaskFlowStore, TaskUpdate, TaskUpdateOutcome,
+    CancelOutcome, Change, ChangeEvent, ChangeFeed, ChangeKind, ChangeSender, ChangeSubscription,
+    FlowEnd, MemoryStore, MemoryStoreConfig, Mutation, MutationOutcome, NewFlow, NewTask, Patch,
+    RunTaskOutcome, StoreConfig, StoreError, TaskFlowStore, TaskUpdate, TaskUpdateOutcome,
 };

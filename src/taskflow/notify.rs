@@ -1,92 +1,14 @@
-//! Change notifications and the child-task cancellation hook.
+//! The child-task cancellation hook of `cancel_flow`.
 //!
-//! Notifications are a `tokio::sync::broadcast` channel: any number of subscribers, no callback runs
-//! under a store lock, and a slow subscriber loses old events (it sees
-//! [`RecvError::Lagged`](tokio::sync::broadcast::error::RecvError::Lagged)) instead of slowing
-//! webhooks down. Nothing is cloned for notification while there is no subscriber.
+//! The hook runs *after* the cancellation request is committed and outside any lock or
+//! transaction: it may take its time (signal an executor over the network, wait for an
+//! acknowledgement) and may call the store. What it answers is then written in a second step.
 
 use std::fmt;
-use std::sync::Arc;
+use std::future::{Future, ready};
+use std::pin::Pin;
 
-use tokio::sync::broadcast;
-use uuid::Uuid;
-
-use super::model::{Flow, FlowStatus, Task, TaskStatus};
-
-/// A change to the store, as [`MemoryStore::subscribe`](crate::MemoryStore::subscribe) reports it.
-///
-/// Events of one owner are sent in the order the changes were made.
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub enum StoreEvent {
-    /// A flow was created.
-    FlowCreated {
-        /// The new flow.
-        flow: Flow,
-    },
-    /// A flow changed.
-    FlowUpdated {
-        /// Its status before the change.
-        old_status: FlowStatus,
-        /// The flow after the change.
-        flow: Flow,
-    },
-    /// A terminal flow passed its retention period and was removed, with its tasks.
-    FlowPruned {
-        /// The removed flow's id.
-        flow_id: Uuid,
-        /// Its owner session key.
-        owner_key: Arc<str>,
-    },
-    /// A child task was created.
-    TaskCreated {
-        /// The new task.
-        task: Task,
-    },
-    /// A child task changed.
-    TaskUpdated {
-        /// Its status before the change.
-        old_status: TaskStatus,
-        /// The task after the change.
-        task: Task,
-    },
-    /// A child task was removed with its pruned flow.
-    TaskPruned {
-        /// The removed task's id.
-        task_id: Uuid,
-        /// Its flow's id.
-        flow_id: Uuid,
-    },
-}
-
-/// Sends [`StoreEvent`]s to subscribers.
-#[derive(Clone, Debug)]
-pub(crate) struct Notifier {
-    sender: broadcast::Sender<StoreEvent>,
-}
-
-impl Notifier {
-    pub(crate) fn new(capacity: usize) -> Self {
-        let (sender, _) = broadcast::channel(capacity.max(1));
-        Self { sender }
-    }
-
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
-        self.sender.subscribe()
-    }
-
-    /// Whether anyone listens: callers check first so they clone records only when needed.
-    pub(crate) fn active(&self) -> bool {
-        self.sender.receiver_count() > 0
-    }
-
-    pub(crate) fn send(&self, event: impl FnOnce() -> StoreEvent) {
-        if self.active() {
-            // An error means every receiver went away in between: nobody to tell.
-            let _ = self.sender.send(event());
-        }
-    }
-}
+use super::model::Task;
 
 /// What a [`CancelHook`] did with an active child task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,19 +17,22 @@ pub enum ChildCancel {
     Cancelled,
     /// The task is still running (cancellation was signalled, it has not stopped yet): the store
     /// leaves it active and `cancel_flow` answers `202` `cancel_pending`. Report the end later with
-    /// [`TaskFlowStore::update_task`](crate::TaskFlowStore::update_task); when the last active task
-    /// of a flow with a pending cancellation ends, the flow becomes `cancelled`.
+    /// [`TaskFlowStore::update_task`](crate::taskflow::TaskFlowStore::update_task); when the last
+    /// active task of a flow with a pending cancellation ends, the flow becomes `cancelled`.
     StillActive,
 }
 
+/// The future a [`CancelHook`] answers with.
+pub type CancelFuture<'a> = Pin<Box<dyn Future<Output = ChildCancel> + Send + 'a>>;
+
 /// Cancels the active child tasks of a flow during `cancel_flow`.
 ///
-/// Called once per `queued` or `running` task while the store holds the owner's lock: it must be
-/// quick, must not block and must not call back into the store. Signal the executor and return
-/// [`ChildCancel::StillActive`] if the task cannot be stopped synchronously.
+/// Called once per `queued` or `running` task, after the flow's cancellation request is committed
+/// and with no store lock or transaction held, so it may await and may call the store. A task
+/// that ended meanwhile keeps the status it ended with, whatever the hook answers.
 pub trait CancelHook: Send + Sync + fmt::Debug + 'static {
     /// Cancels `task`.
-    fn cancel_task(&self, task: &Task) -> ChildCancel;
+    fn cancel_task<'a>(&'a self, task: &'a Task) -> CancelFuture<'a>;
 }
 
 /// The default hook: every child task is cancelled at once (no executor inside this crate).
@@ -115,7 +40,7 @@ pub trait CancelHook: Send + Sync + fmt::Debug + 'static {
 pub struct CancelImmediately;
 
 impl CancelHook for CancelImmediately {
-    fn cancel_task(&self, _task: &Task) -> ChildCancel {
-        ChildCancel::Cancelled
+    fn cancel_task<'a>(&'a self, _task: &'a Task) -> CancelFuture<'a> {
+        Box::pin(ready(ChildCancel::Cancelled))
     }
 }

@@ -396,16 +396,23 @@ fn not_created(code: ErrorCode, reason: String, flow: Flow) -> ActionOutcome {
 }
 
 fn e_code(error: &StoreError) -> ErrorCode {
-    match error {
-        StoreError::CapacityExceeded => ErrorCode::CapacityExceeded,
-        StoreError::PersistFailed(_) => ErrorCode::PersistFailed,
+    if error.is_persist_failure() {
+        ErrorCode::PersistFailed
+    } else {
+        ErrorCode::CapacityExceeded
     }
 }
 
 fn store_failure(error: StoreError, result: JsonDocument) -> ActionOutcome {
-    if let StoreError::PersistFailed(reason) = &error {
-        // The reason stays in the log: it may name backend details a webhook caller must not see.
-        tracing::warn!(%reason, "TaskFlow store failed to persist");
+    // The reason stays in the log: it may name backend details a webhook caller must not see.
+    match &error {
+        StoreError::CapacityExceeded => {}
+        StoreError::OutcomeUnknown(reason) => tracing::warn!(
+            %reason,
+            outcome = "unknown",
+            "TaskFlow store lost its connection while committing: the change may or may not have been made"
+        ),
+        other => tracing::warn!(reason = %other, "TaskFlow store failed to persist"),
     }
     ActionOutcome::failure(e_code(&error), result)
 }

@@ -5,87 +5,20 @@ use std::fmt;
 use std::future::{Future, ready};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use super::changes::{Change, ChangeFeed, ChangeKind, ChangeSender, ChangeSubscription};
 use super::{
     CancelOutcome, FlowEnd, Mutation, MutationOutcome, NewFlow, NewTask, RunTaskOutcome,
-    StoreError, TaskFlowStore, TaskUpdate, TaskUpdateOutcome,
+    StoreConfig, StoreError, TaskFlowStore, TaskUpdate, TaskUpdateOutcome,
 };
 use crate::clock::{SharedClock, SystemClock};
 use crate::taskflow::model::{Flow, FlowStatus, SyncMode, Task, TaskSummary, parse_id};
-use crate::taskflow::notify::{CancelHook, CancelImmediately, ChildCancel, Notifier, StoreEvent};
-
-/// Limits and retention of a [`MemoryStore`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemoryStoreConfig {
-    pub(super) max_flows_per_owner: Option<usize>,
-    pub(super) max_tasks_per_flow: Option<usize>,
-    pub(super) max_bytes_per_owner: Option<usize>,
-    pub(super) retention: Option<Duration>,
-    pub(super) event_capacity: usize,
-}
-
-impl Default for MemoryStoreConfig {
-    fn default() -> Self {
-        Self {
-            max_flows_per_owner: Some(10_000),
-            max_tasks_per_flow: Some(1_000),
-            max_bytes_per_owner: Some(64 << 20),
-            retention: Some(Duration::from_secs(7 * 24 * 60 * 60)),
-            event_capacity: 1_024,
-        }
-    }
-}
-
-impl MemoryStoreConfig {
-    /// Defaults: 10,000 flows per owner, 1,000 tasks per flow, 64 MiB (67,108,864 bytes) of flows
-    /// and tasks per owner, 7 days of retention for terminal flows, 1,024 buffered events per
-    /// subscriber.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Most flows one owner may hold (terminal ones count until pruned); `None` for no cap.
-    pub fn max_flows_per_owner(mut self, cap: Option<usize>) -> Self {
-        self.max_flows_per_owner = cap;
-        self
-    }
-
-    /// Most tasks one flow may hold (ended ones count); `None` for no cap.
-    pub fn max_tasks_per_flow(mut self, cap: Option<usize>) -> Self {
-        self.max_tasks_per_flow = cap;
-        self
-    }
-
-    /// Most bytes one owner's flows and tasks may take, measured as their JSON text (`ownerKey`
-    /// included); `None` for no cap.
-    ///
-    /// JSON size is deterministic and cheap to keep up to date (each record is measured once per
-    /// write), but it is not heap size: parsed caller JSON takes more memory than its text, up to
-    /// tens of times more for an array of one-digit numbers. Size the cap with that in mind.
-    pub fn max_bytes_per_owner(mut self, cap: Option<usize>) -> Self {
-        self.max_bytes_per_owner = cap;
-        self
-    }
-
-    /// How long a terminal flow (and its tasks) is kept after it ended; `None` keeps everything.
-    pub fn retention(mut self, retention: Option<Duration>) -> Self {
-        self.retention = retention;
-        self
-    }
-
-    /// Events buffered per subscriber before the slowest one starts to lag.
-    pub fn event_capacity(mut self, capacity: usize) -> Self {
-        self.event_capacity = capacity.max(1);
-        self
-    }
-}
+use crate::taskflow::notify::{CancelHook, CancelImmediately, ChildCancel};
 
 /// The in-memory [`TaskFlowStore`].
 ///
@@ -95,7 +28,7 @@ impl MemoryStoreConfig {
 /// routes map to a handful of owners, and critical sections are a hash lookup and a few field
 /// writes, so the lock is not a bottleneck in practice.
 ///
-/// Memory is bounded by [`MemoryStoreConfig`]: caps on flows per owner, tasks per flow and bytes
+/// Memory is bounded by [`StoreConfig`]: caps on flows per owner, tasks per flow and bytes
 /// per owner answer `507` `capacity_exceeded`, and terminal flows are pruned after the retention
 /// period. The byte cap refuses `create_flow`, the mutations and `run_task` when they would grow
 /// an owner past it; `cancel_flow` and the embedding-side calls are always applied (they add only a
@@ -107,7 +40,7 @@ impl MemoryStoreConfig {
 /// never holds up the owner's other requests. A write to a flow that a list still holds copies
 /// that one flow first. Pruning is lazy (an owner's expired flows go the
 /// next time that owner is touched, an O(1) check otherwise) and can be forced with
-/// [`prune_expired`](Self::prune_expired), e.g. from an interval task.
+/// [`sweep_expired`](TaskFlowStore::sweep_expired), e.g. from an interval task.
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
@@ -118,9 +51,9 @@ struct Inner {
     // Embedding-side calls address a task by id alone; this finds its owner and flow.
     task_index: DashMap<Uuid, (Arc<str>, Uuid)>,
     clock: SharedClock,
-    config: MemoryStoreConfig,
+    config: StoreConfig,
     hook: Arc<dyn CancelHook>,
-    events: Notifier,
+    changes: ChangeSender,
     // Creation sequence: breaks `createdAt` ties (newest created first) without trusting the clock.
     seq: AtomicU64,
 }
@@ -182,6 +115,17 @@ impl FlowEntry {
     }
 }
 
+/// Where `cancel_flow` stands after its first step. Lives on the stack for one call, so the
+/// size difference between its variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+enum CancelStep {
+    /// Nothing for the hook to do: no such flow, a terminal one, or no active task (the flow is
+    /// cancelled in the same step).
+    Answer(CancelOutcome),
+    /// The request is committed; ask the hook about these active tasks.
+    AskHook(Vec<Task>),
+}
+
 /// `total` with a record of `old` bytes replaced by one of `new` bytes.
 fn resized(total: usize, (old, new): (usize, usize)) -> usize {
     total.saturating_sub(old).saturating_add(new)
@@ -207,18 +151,18 @@ impl Default for MemoryStore {
 impl MemoryStore {
     /// A store with the default limits, the system clock and [`CancelImmediately`].
     pub fn new() -> Self {
-        Self::with_config(MemoryStoreConfig::default())
+        Self::with_config(StoreConfig::default())
     }
 
     /// A store with `config`, the system clock and [`CancelImmediately`].
-    pub fn with_config(config: MemoryStoreConfig) -> Self {
+    pub fn with_config(config: StoreConfig) -> Self {
         Self::build(config, SystemClock::shared(), Arc::new(CancelImmediately))
     }
 
     /// A store with `config`, `clock` (epoch milliseconds for every timestamp and for retention)
     /// and `hook` for child-task cancellation.
-    pub fn build(config: MemoryStoreConfig, clock: SharedClock, hook: Arc<dyn CancelHook>) -> Self {
-        let events = Notifier::new(config.event_capacity);
+    pub fn build(config: StoreConfig, clock: SharedClock, hook: Arc<dyn CancelHook>) -> Self {
+        let changes = ChangeSender::new(config.event_capacity);
         Self {
             inner: Arc::new(Inner {
                 owners: DashMap::new(),
@@ -226,20 +170,14 @@ impl MemoryStore {
                 clock,
                 config,
                 hook,
-                events,
+                changes,
                 seq: AtomicU64::new(0),
             }),
         }
     }
 
-    /// Subscribes to changes: flows and tasks created, updated (with the old status) and pruned.
-    pub fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
-        self.inner.events.subscribe()
-    }
-
-    /// Removes every terminal flow (and its tasks) whose retention period has passed. Returns how
-    /// many flows were removed.
-    pub fn prune_expired(&self) -> usize {
+    /// Removes every expired terminal flow now, all owners; returns how many.
+    fn sweep(&self) -> usize {
         let now = self.inner.clock.epoch_millis();
         let owners: Vec<_> = self
             .inner
@@ -265,7 +203,7 @@ impl MemoryStore {
     }
 
     /// Bytes `owner`'s flows and tasks take, measured as their JSON text: what
-    /// [`max_bytes_per_owner`](MemoryStoreConfig::max_bytes_per_owner) caps.
+    /// [`max_bytes_per_owner`](StoreConfig::max_bytes_per_owner) caps.
     pub fn stored_bytes(&self, owner: &str) -> usize {
         self.owner(owner).map_or(0, |state| state.lock().bytes)
     }
@@ -335,7 +273,7 @@ impl MemoryStore {
             ended_at: terminal.then_some(now),
         };
         let flow_bytes = flow.stored_size();
-        if !self.inner.fits(state.bytes, (0, flow_bytes)) {
+        if !self.inner.config.fits(state.bytes, (0, flow_bytes)) {
             return Err(StoreError::CapacityExceeded);
         }
         let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
@@ -354,9 +292,9 @@ impl MemoryStore {
                 cancel_pending: false,
             },
         );
-        self.inner.events.send(|| StoreEvent::FlowCreated {
-            flow: Flow::clone(&flow),
-        });
+        self.inner
+            .changes
+            .send(Change::flow(ChangeKind::FlowCreated, flow.flow_id));
         Ok(flow)
     }
 
@@ -399,22 +337,20 @@ impl MemoryStore {
             if entry.flow.revision != expected_revision {
                 return Ok(SharedMutation::RevisionConflict(Arc::clone(&entry.flow)));
             }
-            let old_status = entry.flow.status;
             // Applied to a copy first: a change the byte cap refuses must leave the flow as it was.
             let mut changed = Flow::clone(&entry.flow);
             mutation.apply(&mut changed, now);
             let sizes = (entry.flow_bytes, changed.stored_size());
-            if !self.inner.fits(state.bytes, sizes) {
+            if !self.inner.config.fits(state.bytes, sizes) {
                 return Err(StoreError::CapacityExceeded);
             }
             let flow = Arc::new(changed);
             entry.flow = Arc::clone(&flow);
             entry.flow_bytes = sizes.1;
             state.bytes = resized(state.bytes, sizes);
-            self.inner.events.send(|| StoreEvent::FlowUpdated {
-                old_status,
-                flow: Flow::clone(&flow),
-            });
+            self.inner
+                .changes
+                .send(Change::flow(ChangeKind::FlowUpdated, flow.flow_id));
             self.inner.note_terminal(state, &flow);
             Ok(SharedMutation::Applied(flow))
         })
@@ -458,7 +394,7 @@ impl MemoryStore {
             }
             let task = new.into_task(flow.flow_id, Arc::clone(&owner_key), now);
             let task_bytes = task.stored_size();
-            if !self.inner.fits(state.bytes, (0, task_bytes)) {
+            if !self.inner.config.fits(state.bytes, (0, task_bytes)) {
                 return Err(StoreError::CapacityExceeded);
             }
             entry.task_bytes += task_bytes;
@@ -479,9 +415,11 @@ impl MemoryStore {
             self.inner
                 .task_index
                 .insert(task.task_id, (owner_key, task.parent_flow_id));
-            self.inner
-                .events
-                .send(|| StoreEvent::TaskCreated { task: task.clone() });
+            self.inner.changes.send(Change::task(
+                ChangeKind::TaskCreated,
+                task.parent_flow_id,
+                task.task_id,
+            ));
             Ok(RunTaskOutcome::Created {
                 flow: Flow::clone(&entry.flow),
                 task,
@@ -490,42 +428,93 @@ impl MemoryStore {
         .unwrap_or(Ok(RunTaskOutcome::NotFound))
     }
 
-    fn cancel(&self, owner: &str, flow_id: &str) -> CancelOutcome {
+    /// Step one of `cancel_flow`: the request, made once and committed.
+    fn request_cancel(&self, owner: &str, flow_id: &str) -> CancelStep {
+        let outcome = self.with_owner(owner, |state, now| {
+            let Some(entry) = Self::entry(&mut state.flows, flow_id) else {
+                return CancelStep::Answer(CancelOutcome::NotFound);
+            };
+            if entry.flow.status.is_terminal() {
+                return CancelStep::Answer(CancelOutcome::Terminal {
+                    flow: Flow::clone(&entry.flow),
+                    tasks: entry.tasks.clone(),
+                });
+            }
+            let active: Vec<Task> = entry
+                .tasks
+                .iter()
+                .filter(|t| t.status.is_active())
+                .cloned()
+                .collect();
+            let first_request = entry.flow.cancel_requested_at.is_none();
+            if !first_request && !active.is_empty() {
+                // A repeat while the cancellation is pending: nothing new to record, ask again.
+                return CancelStep::AskHook(active);
+            }
+            let flow = Arc::make_mut(&mut entry.flow);
+            if first_request {
+                flow.cancel_requested_at = Some(now);
+                flow.revision = flow.revision.saturating_add(1);
+                flow.updated_at = now;
+            }
+            if active.is_empty() {
+                flow.status = FlowStatus::Cancelled;
+                flow.ended_at = Some(now);
+                flow.revision = flow.revision.saturating_add(1);
+                flow.updated_at = now;
+            } else {
+                // Should the rest of `cancel_flow` never run (its caller went away), the flow
+                // still becomes `cancelled` when its last active task ends.
+                entry.cancel_pending = true;
+            }
+            let sizes = entry.remeasure_flow();
+            state.bytes = resized(state.bytes, sizes);
+            self.inner
+                .changes
+                .send(Change::flow(ChangeKind::FlowUpdated, entry.flow.flow_id));
+            if active.is_empty() {
+                let (flow, tasks) = (Flow::clone(&entry.flow), entry.tasks.clone());
+                self.inner.note_terminal(state, &flow);
+                return CancelStep::Answer(CancelOutcome::Cancelled { flow, tasks });
+            }
+            CancelStep::AskHook(active)
+        });
+        outcome.unwrap_or(CancelStep::Answer(CancelOutcome::NotFound))
+    }
+
+    /// Step three of `cancel_flow`: marks the tasks the hook stopped (if still active) and, when
+    /// none is left active, the flow.
+    fn settle_cancel(&self, owner: &str, flow_id: &str, stopped: &[Uuid]) -> CancelOutcome {
         let outcome = self.with_owner(owner, |state, now| {
             let Some(entry) = Self::entry(&mut state.flows, flow_id) else {
                 return CancelOutcome::NotFound;
             };
             if entry.flow.status.is_terminal() {
-                return CancelOutcome::Terminal {
-                    flow: Flow::clone(&entry.flow),
-                    tasks: entry.tasks.clone(),
+                let (flow, tasks) = (Flow::clone(&entry.flow), entry.tasks.clone());
+                // `cancelled` meanwhile: its last task ended and finished this cancellation.
+                return if flow.status == FlowStatus::Cancelled {
+                    CancelOutcome::Cancelled { flow, tasks }
+                } else {
+                    CancelOutcome::Terminal { flow, tasks }
                 };
             }
             let bytes_before = entry.bytes();
-            let flow = Arc::make_mut(&mut entry.flow);
-            let old_status = flow.status;
-            if flow.cancel_requested_at.is_none() {
-                flow.cancel_requested_at = Some(now);
-                flow.revision = flow.revision.saturating_add(1);
-                flow.updated_at = now;
+            for task in entry
+                .tasks
+                .iter_mut()
+                .filter(|t| t.status.is_active() && stopped.contains(&t.task_id))
+            {
+                let old_bytes = task.stored_size();
+                TaskUpdate::Cancel.apply(task, now);
+                let sizes = (old_bytes, task.stored_size());
+                entry.task_bytes = resized(entry.task_bytes, sizes);
+                self.inner.changes.send(Change::task(
+                    ChangeKind::TaskUpdated,
+                    task.parent_flow_id,
+                    task.task_id,
+                ));
             }
-            let mut still_active = false;
-            for task in entry.tasks.iter_mut().filter(|t| t.status.is_active()) {
-                match self.inner.hook.cancel_task(task) {
-                    ChildCancel::Cancelled => {
-                        let old = task.status;
-                        let old_bytes = task.stored_size();
-                        TaskUpdate::Cancel.apply(task, now);
-                        let sizes = (old_bytes, task.stored_size());
-                        entry.task_bytes = resized(entry.task_bytes, sizes);
-                        self.inner.events.send(|| StoreEvent::TaskUpdated {
-                            old_status: old,
-                            task: task.clone(),
-                        });
-                    }
-                    ChildCancel::StillActive => still_active = true,
-                }
-            }
+            let still_active = entry.tasks.iter().any(|t| t.status.is_active());
             entry.cancel_pending = still_active;
             if !still_active {
                 let flow = Arc::make_mut(&mut entry.flow);
@@ -533,13 +522,12 @@ impl MemoryStore {
                 flow.ended_at = Some(now);
                 flow.revision = flow.revision.saturating_add(1);
                 flow.updated_at = now;
+                entry.remeasure_flow();
+                self.inner
+                    .changes
+                    .send(Change::flow(ChangeKind::FlowUpdated, entry.flow.flow_id));
             }
-            entry.remeasure_flow();
             state.bytes = resized(state.bytes, (bytes_before, entry.bytes()));
-            self.inner.events.send(|| StoreEvent::FlowUpdated {
-                old_status,
-                flow: Flow::clone(&entry.flow),
-            });
             let (flow, tasks) = (Flow::clone(&entry.flow), entry.tasks.clone());
             if still_active {
                 CancelOutcome::Pending { flow, tasks }
@@ -572,7 +560,6 @@ impl MemoryStore {
         let Some(task) = entry.tasks.iter_mut().find(|t| t.task_id == id) else {
             return TaskUpdateOutcome::NotFound;
         };
-        let old_status = task.status;
         let old_bytes = task.stored_size();
         if !update.apply(task, now) {
             return TaskUpdateOutcome::Rejected(task.clone());
@@ -581,15 +568,15 @@ impl MemoryStore {
         entry.task_bytes = resized(entry.task_bytes, sizes);
         state.bytes = resized(state.bytes, sizes);
         let task = task.clone();
-        self.inner.events.send(|| StoreEvent::TaskUpdated {
-            old_status,
-            task: task.clone(),
-        });
+        self.inner.changes.send(Change::task(
+            ChangeKind::TaskUpdated,
+            task.parent_flow_id,
+            task.task_id,
+        ));
         if entry.cancel_pending
             && !entry.flow.status.is_terminal()
             && entry.tasks.iter().all(|t| !t.status.is_active())
         {
-            let old_status = entry.flow.status;
             entry.cancel_pending = false;
             let flow = Arc::make_mut(&mut entry.flow);
             flow.status = FlowStatus::Cancelled;
@@ -598,11 +585,10 @@ impl MemoryStore {
             flow.updated_at = now;
             let sizes = entry.remeasure_flow();
             state.bytes = resized(state.bytes, sizes);
-            let flow = Flow::clone(&entry.flow);
-            self.inner.events.send(|| StoreEvent::FlowUpdated {
-                old_status,
-                flow: flow.clone(),
-            });
+            self.inner
+                .changes
+                .send(Change::flow(ChangeKind::FlowUpdated, entry.flow.flow_id));
+            let flow = Arc::clone(&entry.flow);
             self.inner.note_terminal(state, &flow);
         }
         TaskUpdateOutcome::Updated(task)
@@ -626,7 +612,6 @@ impl MemoryStore {
             let Some(entry) = state.flows.get_mut(&id) else {
                 continue;
             };
-            let old_status = entry.flow.status;
             let flow = Arc::make_mut(&mut entry.flow);
             flow.status = match end {
                 FlowEnd::Succeeded => FlowStatus::Succeeded,
@@ -644,10 +629,9 @@ impl MemoryStore {
             let sizes = entry.remeasure_flow();
             state.bytes = resized(state.bytes, sizes);
             let flow = Flow::clone(&entry.flow);
-            self.inner.events.send(|| StoreEvent::FlowUpdated {
-                old_status,
-                flow: flow.clone(),
-            });
+            self.inner
+                .changes
+                .send(Change::flow(ChangeKind::FlowUpdated, flow.flow_id));
             self.inner.note_terminal(state, &flow);
             return Some(flow);
         }
@@ -656,20 +640,8 @@ impl MemoryStore {
 }
 
 impl Inner {
-    /// Whether an owner holding `stored` bytes may replace a record of `old` bytes with one of
-    /// `new` bytes (`old` is 0 for a new record). A change that does not grow is always allowed,
-    /// even above the cap, so an owner pushed past it by embedding-side changes can still shrink.
-    fn fits(&self, stored: usize, (old, new): (usize, usize)) -> bool {
-        new <= old
-            || self
-                .config
-                .max_bytes_per_owner
-                .is_none_or(|cap| resized(stored, (old, new)) <= cap)
-    }
-
     fn note_terminal(&self, state: &mut OwnerState, flow: &Flow) {
-        if let (Some(retention), true) = (self.config.retention, flow.status.is_terminal()) {
-            let at = expiry(flow, retention);
+        if let Some(at) = self.config.expiry(flow) {
             state.next_expiry = Some(state.next_expiry.map_or(at, |t| t.min(at)));
         }
     }
@@ -677,9 +649,9 @@ impl Inner {
     /// Removes expired terminal flows of one owner. Without `force`, does nothing unless the
     /// schedule says something may be due, so the common case is one comparison.
     fn prune(&self, state: &mut OwnerState, now: u64, force: bool) -> usize {
-        let Some(retention) = self.config.retention else {
+        if self.config.retention.is_none() {
             return 0;
-        };
+        }
         match state.next_expiry {
             Some(at) if at <= now => {}
             Some(_) | None if !force => return 0,
@@ -688,7 +660,7 @@ impl Inner {
         let expired: Vec<Uuid> = state
             .flows
             .values()
-            .filter(|e| e.flow.status.is_terminal() && expiry(&e.flow, retention) <= now)
+            .filter(|e| self.config.expiry(&e.flow).is_some_and(|at| at <= now))
             .map(|e| e.flow.flow_id)
             .collect();
         for id in &expired {
@@ -696,37 +668,38 @@ impl Inner {
                 state.bytes = state.bytes.saturating_sub(entry.bytes());
                 for task in &entry.tasks {
                     self.task_index.remove(&task.task_id);
-                    self.events.send(|| StoreEvent::TaskPruned {
-                        task_id: task.task_id,
-                        flow_id: entry.flow.flow_id,
-                    });
+                    self.changes.send(Change::task(
+                        ChangeKind::TaskRemoved,
+                        entry.flow.flow_id,
+                        task.task_id,
+                    ));
                 }
-                self.events.send(|| StoreEvent::FlowPruned {
-                    flow_id: entry.flow.flow_id,
-                    owner_key: Arc::clone(&state.key),
-                });
+                self.changes
+                    .send(Change::flow(ChangeKind::FlowRemoved, entry.flow.flow_id));
             }
         }
         state.next_expiry = state
             .flows
             .values()
-            .filter(|e| e.flow.status.is_terminal())
-            .map(|e| expiry(&e.flow, retention))
+            .filter_map(|e| self.config.expiry(&e.flow))
             .min();
         expired.len()
     }
 }
 
-fn expiry(flow: &Flow, retention: Duration) -> u64 {
-    let retention = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
-    flow.ended_at
-        .unwrap_or(flow.updated_at)
-        .saturating_add(retention)
+impl ChangeFeed for MemoryStore {
+    fn subscribe(&self) -> ChangeSubscription {
+        self.inner.changes.subscribe()
+    }
 }
 
 // The in-memory store never waits: every future is `std::future::Ready`, no state machine and no
 // allocation.
 impl TaskFlowStore for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
     fn create_flow(
         &self,
         owner: &str,
@@ -816,12 +789,19 @@ impl TaskFlowStore for MemoryStore {
         ready(self.run(owner, flow_id, new))
     }
 
-    fn cancel_flow(
-        &self,
-        owner: &str,
-        flow_id: &str,
-    ) -> impl Future<Output = Result<CancelOutcome, StoreError>> + Send {
-        ready(Ok(self.cancel(owner, flow_id)))
+    async fn cancel_flow(&self, owner: &str, flow_id: &str) -> Result<CancelOutcome, StoreError> {
+        let active = match self.request_cancel(owner, flow_id) {
+            CancelStep::AskHook(active) => active,
+            CancelStep::Answer(answer) => return Ok(answer),
+        };
+        // No lock is held here: the hook may take its time and may call the store.
+        let mut stopped = Vec::with_capacity(active.len());
+        for task in &active {
+            if self.inner.hook.cancel_task(task).await == ChildCancel::Cancelled {
+                stopped.push(task.task_id);
+            }
+        }
+        Ok(self.settle_cancel(owner, flow_id, &stopped))
     }
 
     fn task_summary(
@@ -846,6 +826,28 @@ impl TaskFlowStore for MemoryStore {
                 Self::entry(&mut state.flows, flow_id).map(|e| e.tasks.clone())
             })
             .flatten()))
+    }
+
+    fn flow_by_id(
+        &self,
+        flow_id: &str,
+    ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send {
+        let found = parse_id(flow_id).and_then(|id| {
+            // O(owners), like `end_flow`: owners are route session keys, a handful.
+            let owners: Vec<_> = self
+                .inner
+                .owners
+                .iter()
+                .map(|e| Arc::clone(e.value()))
+                .collect();
+            let now = self.inner.clock.epoch_millis();
+            owners.iter().find_map(|owner| {
+                let mut state = owner.lock();
+                self.inner.prune(&mut state, now, false);
+                state.flows.get(&id).map(|e| Arc::clone(&e.flow))
+            })
+        });
+        ready(Ok(found.map(Arc::unwrap_or_clone)))
     }
 
     fn get_task(
@@ -880,5 +882,9 @@ impl TaskFlowStore for MemoryStore {
         state_json: Option<Value>,
     ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send {
         ready(Ok(self.end(flow_id, end, state_json)))
+    }
+
+    fn sweep_expired(&self) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        ready(Ok(self.sweep()))
     }
 }

@@ -1,43 +1,70 @@
-//! The storage contract of the TaskFlow actions, and its in-memory default.
+//! The storage contract of the TaskFlow actions, and its backends.
 //!
-//! [`TaskFlowStore`] is async (return-position `impl Future + Send`) so a durable backend can
-//! implement it without changing [`TaskFlowActionService`](crate::TaskFlowActionService). The
-//! service is generic over the store, so store calls are statically dispatched, and
-//! [`MemoryStore`]'s futures are `std::future::Ready` (no state machine, no allocation). One box
-//! remains per request: the service's future, [`TaskFlowFuture`](crate::taskflow::TaskFlowFuture),
-//! is a boxed `dyn Future` because it holds the store's future, whose `impl Future` type cannot be
-//! named in a concrete future type on stable Rust.
+//! [`TaskFlowStore`] is async (return-position `impl Future + Send`) so a backend over a network
+//! implements it without changing [`TaskFlowActionService`](crate::taskflow::TaskFlowActionService).
+//! The service is generic over the store, so store calls are statically dispatched, and
+//! [`MemoryStore`]'s futures are `std::future::Ready` (no state machine, no allocation) except
+//! `cancel_flow`'s, which awaits the cancel hook. One box remains per request: the service's future,
+//! [`TaskFlowFuture`](crate::taskflow::TaskFlowFuture), is a boxed `dyn Future` because it holds the
+//! store's future, whose `impl Future` type cannot be named in a concrete future type on stable Rust.
 //!
 //! Operations named after an action take the owner session key first: a flow owned by another
 //! session is reported exactly like a missing one. The embedding-side operations
 //! ([`update_task`](TaskFlowStore::update_task), [`end_flow`](TaskFlowStore::end_flow), ...) address
 //! records by id alone: they are for the application that runs the tasks, not for webhook callers.
 
+mod changes;
+mod config;
 mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, ready};
 use std::sync::Arc;
 
 use serde_json::Value;
 use uuid::Uuid;
 
-pub use memory::{MemoryStore, MemoryStoreConfig};
+pub use changes::{Change, ChangeEvent, ChangeFeed, ChangeKind, ChangeSender, ChangeSubscription};
+pub use config::{MemoryStoreConfig, StoreConfig};
+pub use memory::MemoryStore;
 
 use super::model::{Flow, FlowStatus, NotifyPolicy, Runtime, SyncMode, Task, TaskStatus};
 
 /// Why a store operation failed as a whole.
+///
+/// Every variant but [`CapacityExceeded`](Self::CapacityExceeded) answers `503` `persist_failed`.
+/// The texts are for logs only and never reach a client; a backend keeps credentials out of them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StoreError {
     /// A configured cap (flows per owner, tasks per flow, bytes per owner) is reached: `507`
-    /// `capacity_exceeded`.
+    /// `capacity_exceeded`. Nothing changed.
     CapacityExceeded,
-    /// The backend could not persist the change: `503` `persist_failed`. The text is for logs only;
-    /// it never reaches the client.
+    /// The backend failed and the change was **not** made (or a read failed, or the backend
+    /// cannot be reached): `503` `persist_failed`.
     PersistFailed(String),
+    /// The backend failed while committing, and whether the change was made cannot be known
+    /// (the connection was lost after the commit was sent): `503` `persist_failed`, logged as an
+    /// unknown outcome. A retry may find the change already applied: a stale `expectedRevision`,
+    /// an existing `runId`.
+    OutcomeUnknown(String),
+    /// The database was written by a newer version of this crate (its schema version is
+    /// `found`; this build knows up to `supported`). Refused when the store is opened.
+    SchemaTooNew {
+        /// The database's schema version.
+        found: u32,
+        /// The newest version this build knows.
+        supported: u32,
+    },
+}
+
+impl StoreError {
+    /// Whether this answers `503` `persist_failed`: every failure but a reached cap.
+    pub fn is_persist_failure(&self) -> bool {
+        !matches!(self, Self::CapacityExceeded)
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -45,6 +72,14 @@ impl fmt::Display for StoreError {
         match self {
             Self::CapacityExceeded => f.write_str("TaskFlow store is full."),
             Self::PersistFailed(reason) => write!(f, "TaskFlow persistence failed: {reason}"),
+            Self::OutcomeUnknown(reason) => write!(
+                f,
+                "TaskFlow persistence outcome unknown (the change may or may not have been made): {reason}"
+            ),
+            Self::SchemaTooNew { found, supported } => write!(
+                f,
+                "the database schema is version {found}, newer than version {supported}, the newest this build of tower-webhooks knows; upgrade tower-webhooks or point it at another database"
+            ),
         }
     }
 }
@@ -490,9 +525,41 @@ pub enum FlowEnd {
 /// Storage for flows and their child tasks.
 ///
 /// All methods are async and `Send`, so a durable backend fits without changing the service.
-/// Implementations must make the revision check of [`mutate_flow`](Self::mutate_flow) atomic with the
-/// write: of several writers holding the same revision, exactly one succeeds.
+///
+/// # What every backend promises
+///
+/// One conformance suite (`tests/support/store_conformance.rs`) runs against every backend:
+///
+/// - **Atomic check and write.** The revision check of [`mutate_flow`](TaskFlowStore::mutate_flow),
+///   the caps, and the `runId` idempotency of [`run_task`](TaskFlowStore::run_task) hold against
+///   concurrent writers, in one process or across replicas of a shared database.
+/// - **Durable answers.** `Ok` means committed. A failure says whether the change was certainly
+///   not made ([`StoreError::PersistFailed`]) or whether nobody can tell
+///   ([`StoreError::OutcomeUnknown`], a connection lost during the commit).
+/// - **One order.** [`list_flows`](TaskFlowStore::list_flows) sorts by columns stored with the
+///   record (`createdAt`, then a creation sequence the store assigns), so every replica answers
+///   the same order.
+/// - **Retention without a sweep.** A terminal flow past its retention period is gone for every
+///   call at once (not read, not counted against a cap), whether or not
+///   [`sweep_expired`](TaskFlowStore::sweep_expired) has reclaimed its space yet.
+/// - **Caller JSON as sent.** `stateJson`/`waitJson` come back with their key order, numbers
+///   (`1.6666666666666665`) and `null`s as they were stored.
+/// - **Changes after commit.** [`ChangeFeed`] subscribers hear of every committed change, by id.
+///
+/// Other records a backend keeps for the crate (the idempotency keys of event routes, SPEC §8)
+/// belong to small traits of their own beside this one, implemented by the same store types, so
+/// a backend grows by a trait rather than this one growing for everybody.
 pub trait TaskFlowStore: Send + Sync + 'static {
+    /// The backend's kind as operators see it (`memory`, `sqlite`, `postgres`): the label of
+    /// `taskflow_store_errors_total` and the word `/readyz` names. Never a URL or a path.
+    fn backend(&self) -> &'static str;
+
+    /// Whether the backend answers now (what `/readyz` asks): `Ok` for a store in memory, a
+    /// round trip for a database.
+    fn check(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        ready(Ok(()))
+    }
+
     /// Creates a flow owned by `owner` (revision 0, a fresh UUID v4).
     fn create_flow(
         &self,
@@ -507,7 +574,9 @@ pub trait TaskFlowStore: Send + Sync + 'static {
         flow_id: &str,
     ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send;
 
-    /// `owner`'s flows, newest `createdAt` first; ties newest created first.
+    /// `owner`'s flows, newest `createdAt` first; ties newest created first, by a creation
+    /// sequence the store assigns and keeps with the record (a database sequence, not a
+    /// per-process counter), so every replica of a shared store answers the same order.
     ///
     /// Shared records rather than copies: a list of many large flows is answered by serialising
     /// the records themselves, after the store has let go of any lock (SPEC §2.5). A backend that
@@ -550,8 +619,12 @@ pub trait TaskFlowStore: Send + Sync + 'static {
         new: NewTask,
     ) -> impl Future<Output = Result<RunTaskOutcome, StoreError>> + Send;
 
-    /// `cancel_flow`: requests cancellation, cancels active child tasks through the store's cancel
-    /// hook and, when none is left active, marks the flow `cancelled`.
+    /// `cancel_flow`, in two committed steps: requests cancellation (once: revision `+1`) and
+    /// commits; then, holding nothing, asks the store's [`CancelHook`](crate::taskflow::CancelHook)
+    /// about each active child task; then marks the tasks it stopped `cancelled` and, when none is
+    /// left active, the flow `cancelled` (revision `+1`), and commits. A task that ended meanwhile
+    /// keeps its own end; a flow that became terminal meanwhile answers
+    /// [`CancelOutcome::Terminal`].
     fn cancel_flow(
         &self,
         owner: &str,
@@ -571,6 +644,13 @@ pub trait TaskFlowStore: Send + Sync + 'static {
         owner: &str,
         flow_id: &str,
     ) -> impl Future<Output = Result<Option<Vec<Task>>, StoreError>> + Send;
+
+    /// Embedding side: the flow `flow_id`, whoever owns it (what a [`ChangeFeed`] subscriber
+    /// re-reads).
+    fn flow_by_id(
+        &self,
+        flow_id: &str,
+    ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send;
 
     /// Embedding side: the task `task_id`, whoever owns it.
     fn get_task(
@@ -593,6 +673,14 @@ pub trait TaskFlowStore: Send + Sync + 'static {
         end: FlowEnd,
         state_json: Option<Value>,
     ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send;
+
+    /// Removes every terminal flow (and its tasks) whose retention period has passed, and returns
+    /// how many flows it removed. Expired flows are already invisible; this reclaims their space.
+    ///
+    /// Safe to run on every replica at once and at any interval (the gateway runs it once a
+    /// minute): each expired flow is removed once, by whichever sweep gets to it, and a shared
+    /// backend removes in bounded batches so a sweep never holds long locks.
+    fn sweep_expired(&self) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
     /// Embedding side: `queued` → `running`.
     fn start_task(
