@@ -7,7 +7,6 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 use tokio_postgres::config::SslMode;
-use tokio_postgres::error::SqlState;
 
 use crate::taskflow::store::StoreError;
 
@@ -189,16 +188,6 @@ pub(super) fn describe(error: &tokio_postgres::Error) -> String {
         Some(db) => format!("PostgreSQL error {}: {}", db.code().code(), db.message()),
         None => format!("PostgreSQL: {error}{}", source(error)),
     }
-}
-
-/// Whether the server refused a statement because of a serialization failure or a deadlock: the
-/// transaction changed nothing and may simply be tried again.
-pub(super) fn is_retryable(error: &tokio_postgres::Error) -> bool {
-    matches!(
-        error.code(),
-        Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE
-            || *code == SqlState::T_R_DEADLOCK_DETECTED
-    )
 }
 
 /// A pooled connection that goes back to the pool only when the operation ended cleanly.

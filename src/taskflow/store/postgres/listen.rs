@@ -11,19 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::connection::{Target, describe};
-
-/// What the listener passes on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Heard {
-    /// One notification's payload.
-    Payload(String),
-    /// The listening connection was (re)established after a gap: anything in between is lost.
-    Gap,
-}
+use crate::taskflow::store::{Change, ChangeSender};
 
 /// The channel name for the store in `schema`: one per schema, so stores sharing a database
 /// (tests, or two deployments) do not hear each other. Channel names are identifiers, at most 63
@@ -48,7 +40,7 @@ fn quote_identifier(name: &str) -> String {
 pub(super) async fn run(
     target: Arc<Target>,
     channel: String,
-    events: broadcast::Sender<Heard>,
+    events: ChangeSender,
     ping_every: Duration,
 ) {
     let mut backoff = Duration::from_millis(50);
@@ -62,7 +54,7 @@ pub(super) async fn run(
             "change feed connection lost, reconnecting: {reason}"
         );
         first = false;
-        // `Heard::Gap` is sent once the new connection listens: a subscriber told earlier would
+        // `lagged` is sent once the new connection listens: a subscriber told earlier would
         // re-read, then miss what changes before the feed is back.
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -73,7 +65,7 @@ pub(super) async fn run(
 async fn listen_once(
     target: &Target,
     channel: &str,
-    events: &broadcast::Sender<Heard>,
+    events: &ChangeSender,
     first: bool,
     backoff: &mut Duration,
     ping_every: Duration,
@@ -87,13 +79,15 @@ async fn listen_once(
 async fn listen(
     target: &Target,
     channel: &str,
-    events: &broadcast::Sender<Heard>,
+    events: &ChangeSender,
     first: bool,
     backoff: &mut Duration,
     ping_every: Duration,
 ) -> Result<std::convert::Infallible, String> {
-    let (client, mut connection) = target
-        .config
+    let mut config = target.config.clone();
+    // Operators tell the feed's connection from the pool's in pg_stat_activity.
+    config.application_name("tower-webhooks-changes");
+    let (client, mut connection) = config
         .connect(NoTls)
         .await
         .map_err(|e| target.redact(describe(&e)))?;
@@ -120,17 +114,22 @@ async fn listen(
         .map_err(|e| target.redact(describe(&e)))?;
     *backoff = Duration::from_millis(50);
     if !first {
-        let _ = events.send(Heard::Gap);
+        events.lagged();
     }
     let mut ping = tokio::time::interval(ping_every);
     ping.tick().await;
     loop {
         tokio::select! {
             payload = inbox.recv() => match payload {
-                Some(payload) => {
-                    // No subscriber is not an error: the feed keeps listening for later ones.
-                    let _ = events.send(Heard::Payload(payload));
-                }
+                Some(payload) => match Change::decode(&payload) {
+                    Some(change) => events.send(change),
+                    // Not ours (someone else's NOTIFY on the channel): nothing to pass on.
+                    None => tracing::debug!(
+                        target: "tower_webhooks::store",
+                        backend = "postgres",
+                        "ignored a notification that is not a change"
+                    ),
+                },
                 None => return Err("the server closed the connection".into()),
             },
             _ = ping.tick() => {

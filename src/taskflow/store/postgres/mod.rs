@@ -62,7 +62,6 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use serde_json::Value;
-use tokio::sync::broadcast;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -70,11 +69,11 @@ use uuid::Uuid;
 pub use connection::PostgresOptions;
 
 use self::connection::{Checkout, DbFailure, Target};
-use self::listen::Heard;
 use self::rows::{FlowRow, TaskRow, bytes_to_db, json_param, opt_to_db, to_db};
 use super::{
-    CancelOutcome, FlowEnd, Mutation, MutationOutcome, NewFlow, NewTask, RunTaskOutcome,
-    StoreError, TaskFlowStore, TaskUpdate, TaskUpdateOutcome,
+    CancelOutcome, Change, ChangeFeed, ChangeKind, ChangeSender, ChangeSubscription, FlowEnd,
+    Mutation, MutationOutcome, NewFlow, NewTask, RunTaskOutcome, StoreConfig, StoreError,
+    TaskFlowStore, TaskUpdate, TaskUpdateOutcome,
 };
 use crate::clock::{SharedClock, SystemClock};
 use crate::taskflow::model::{
@@ -114,7 +113,7 @@ struct Inner {
     hook: Arc<dyn CancelHook>,
     schema: String,
     channel: String,
-    feed: broadcast::Sender<Heard>,
+    changes: ChangeSender,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -135,13 +134,22 @@ impl fmt::Debug for PostgresStore {
     }
 }
 
-/// Ids in a notification payload: `flow <flowId>`, `task <taskId> <flowId>`, `pruned <flowId>`.
-fn flow_payload(flow_id: Uuid) -> String {
-    format!("flow {flow_id}")
+/// The `NOTIFY` payload of a change to a flow: ids only.
+fn flow_payload(kind: ChangeKind, flow_id: Uuid) -> String {
+    Change::flow(kind, flow_id).encode()
 }
 
-fn task_payload(task: &Task) -> String {
-    format!("task {} {}", task.task_id, task.parent_flow_id)
+fn task_payload(kind: ChangeKind, task: &Task) -> String {
+    Change::task(kind, task.parent_flow_id, task.task_id).encode()
+}
+
+/// Flows removed in one sweep step at most: one owner's lock is held for no longer than that.
+const SWEEP_BATCH: i64 = 500;
+
+/// The first step of `cancel_flow`: an answer already, or the tasks to ask the hook about.
+enum CancelStep {
+    Answer(CancelOutcome),
+    AskHook(Vec<Task>),
 }
 
 impl PostgresStore {
@@ -150,10 +158,7 @@ impl PostgresStore {
     /// Fails if the database cannot be reached, the `search_path` names no existing schema, or
     /// the schema was written by a newer version. The error names the problem, never the URL's
     /// password.
-    pub async fn connect(
-        url: &str,
-        config: super::MemoryStoreConfig,
-    ) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, config: StoreConfig) -> Result<Self, StoreError> {
         Self::build(
             url,
             config,
@@ -168,7 +173,7 @@ impl PostgresStore {
     /// retention, and a `hook` for child-task cancellation.
     pub async fn build(
         url: &str,
-        config: super::MemoryStoreConfig,
+        config: StoreConfig,
         options: PostgresOptions,
         clock: SharedClock,
         hook: Arc<dyn CancelHook>,
@@ -185,30 +190,27 @@ impl PostgresStore {
         } else {
             drop(object);
         }
-        let schema = migrated.map_err(|error| {
-            StoreError::PersistFailed(match error {
-                schema::SchemaError::NoSchema => "PostgreSQL: the connection's search_path names \
-                    no existing schema to create the tables in; create it, or name one with \
-                    ?options=-csearch_path%3D<schema>"
+        let schema = migrated.map_err(|error| match error {
+            schema::SchemaError::NoSchema => StoreError::PersistFailed(
+                "PostgreSQL: the connection's search_path names no existing schema to create the \
+                 tables in; create it, or name one with ?options=-csearch_path%3D<schema>"
                     .into(),
-                schema::SchemaError::Newer { found } => format!(
-                    "PostgreSQL: the database schema is at version {found}, newer than the {} \
-                     this version of tower-webhooks knows; upgrade tower-webhooks or use another \
-                     schema",
-                    schema::LATEST
-                ),
-                schema::SchemaError::Driver(error) => target.redact(format!(
-                    "PostgreSQL: migrating the schema failed: {}",
-                    connection::describe(&error)
-                )),
-            })
+            ),
+            schema::SchemaError::Newer { found } => StoreError::SchemaTooNew {
+                found: u32::try_from(found).unwrap_or(0),
+                supported: u32::try_from(schema::LATEST).unwrap_or(0),
+            },
+            schema::SchemaError::Driver(error) => StoreError::PersistFailed(target.redact(format!(
+                "PostgreSQL: migrating the schema failed: {}",
+                connection::describe(&error)
+            ))),
         })?;
         let channel = listen::channel_name(&schema);
-        let (feed, _) = broadcast::channel(config.event_capacity);
+        let changes = ChangeSender::new(config.event_capacity);
         let listener = tokio::spawn(listen::run(
             Arc::clone(&target),
             channel.clone(),
-            feed.clone(),
+            changes.clone(),
             Duration::from_secs(30),
         ));
         Ok(Self {
@@ -219,16 +221,14 @@ impl PostgresStore {
                     max_flows: Limits::cap(config.max_flows_per_owner),
                     max_tasks: Limits::cap(config.max_tasks_per_flow),
                     max_bytes: Limits::cap(config.max_bytes_per_owner),
-                    retention_ms: config
-                        .retention
-                        .map(|r| u64::try_from(r.as_millis()).unwrap_or(u64::MAX)),
+                    retention_ms: config.retention_millis(),
                 },
                 options,
                 clock,
                 hook,
                 schema,
                 channel,
-                feed,
+                changes,
                 listener,
             }),
         })
@@ -239,74 +239,151 @@ impl PostgresStore {
         &self.inner.schema
     }
 
-    /// Subscribes to the change feed: the ids of flows and tasks changed on any replica.
-    pub(crate) fn subscribe_raw(&self) -> broadcast::Receiver<Heard> {
-        self.inner.feed.subscribe()
+    /// Now minus the retention period: a terminal flow that ended at or before it is expired.
+    fn cutoff(&self) -> i64 {
+        match self.inner.limits.retention_ms {
+            Some(retention) => to_db(self.inner.clock.epoch_millis()).saturating_sub(to_db(retention)),
+            None => i64::MIN,
+        }
     }
 
-    /// Removes terminal flows (and their tasks) whose retention has passed, `batch` flows per
-    /// transaction; returns how many were removed. Safe to run on every replica at once: each
-    /// owner's flows are removed under that owner's row lock, the lock every writer takes first.
-    pub async fn sweep_expired(&self, batch: usize) -> Result<usize, StoreError> {
-        let Some(retention) = self.inner.limits.retention_ms else {
-            return Ok(0);
-        };
-        let cutoff = to_db(self.inner.clock.epoch_millis().saturating_sub(retention));
-        let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
-        self.timed(true, async {
-            let conn = self.checkout().await?;
-            let client = conn.client();
-            let (owners_stmt, lock, sweep, notify) = tokio::try_join!(
-                client.prepare_cached(sql::EXPIRED_OWNERS),
-                client.prepare_cached(sql::LOCK_OWNER),
-                client.prepare_cached(sql::SWEEP_OWNER),
-                client.prepare_cached(sql::NOTIFY),
-            )
+    /// Removes `owner`'s expired flows inside the caller's transaction, which holds the owner's
+    /// lock; answers the payloads to notify and how many flows went.
+    async fn sweep_owner_locked(
+        &self,
+        client: &deadpool_postgres::Object,
+        owner: &str,
+        cutoff: i64,
+    ) -> Result<(usize, Vec<String>), StoreError> {
+        let sweep = client
+            .prepare_cached(sql::SWEEP_OWNER)
+            .await
             .map_err(|e| self.failed(&e, false))?;
+        let (mut flows, mut payloads) = (0, Vec::new());
+        loop {
+            let rows = client
+                .query(&sweep, &[&owner, &cutoff, &SWEEP_BATCH])
+                .await
+                .map_err(|e| self.failed(&e, false))?;
             let mut removed = 0;
-            loop {
-                let owners = client
-                    .query(&owners_stmt, &[&cutoff, &batch])
-                    .await
-                    .map_err(|e| self.failed(&e, false))?;
-                if owners.is_empty() {
-                    break;
-                }
-                for owner in owners {
-                    let owner: String = owner.get(0);
-                    let lock_params: [&(dyn ToSql + Sync); 1] = [&owner];
-                    let sweep_params: [&(dyn ToSql + Sync); 3] = [&owner, &cutoff, &batch];
-                    loop {
-                        let (_, _, gone) = tokio::try_join!(
-                            biased;
-                            client.batch_execute("BEGIN"),
-                            client.query_opt(&lock, &lock_params),
-                            client.query(&sweep, &sweep_params),
-                        )
-                        .map_err(|e| self.failed(&e, false))?;
-                        for row in &gone {
-                            let flow_id: Uuid = row.get(0);
-                            let payload = format!("pruned {flow_id}");
-                            client
-                                .execute(&notify, &[&self.inner.channel, &payload])
-                                .await
-                                .map_err(|e| self.failed(&e, false))?;
-                        }
-                        client
-                            .batch_execute("COMMIT")
-                            .await
-                            .map_err(|e| self.failed(&e, true))?;
-                        removed += gone.len();
-                        if i64::try_from(gone.len()).unwrap_or(i64::MAX) < batch {
-                            break;
-                        }
+            for row in &rows {
+                let flow_id: Uuid = row.get(0);
+                match row.get::<_, Option<Uuid>>(1) {
+                    Some(task_id) => payloads.push(
+                        Change::task(ChangeKind::TaskRemoved, flow_id, task_id).encode(),
+                    ),
+                    None => {
+                        removed += 1;
+                        payloads.push(flow_payload(ChangeKind::FlowRemoved, flow_id));
                     }
                 }
             }
-            conn.release();
-            Ok(removed)
-        })
-        .await
+            flows += removed;
+            if i64::try_from(removed).unwrap_or(i64::MAX) < SWEEP_BATCH {
+                return Ok((flows, payloads));
+            }
+        }
+    }
+
+    /// Whether `owner` has room for `grow` more bytes, in a transaction holding the owner's lock.
+    /// Expired flows count against no cap: when the count says no, they are removed first (in
+    /// this transaction) and the count read again. Answers the notifications of what was removed.
+    async fn room_for(
+        &self,
+        client: &deadpool_postgres::Object,
+        owner: &str,
+        owner_bytes: i64,
+        grow: i64,
+    ) -> Result<(bool, Vec<String>), StoreError> {
+        let max = self.inner.limits.max_bytes;
+        if grow <= 0 || owner_bytes.saturating_add(grow) <= max {
+            return Ok((true, Vec::new()));
+        }
+        if self.inner.limits.retention_ms.is_none() {
+            return Ok((false, Vec::new()));
+        }
+        let (removed, payloads) = self.sweep_owner_locked(client, owner, self.cutoff()).await?;
+        if removed == 0 {
+            return Ok((false, payloads));
+        }
+        let lock = client
+            .prepare_cached(sql::LOCK_OWNER)
+            .await
+            .map_err(|e| self.failed(&e, false))?;
+        let bytes: i64 = client
+            .query_opt(&lock, &[&owner])
+            .await
+            .map_err(|e| self.failed(&e, false))?
+            .map_or(0, |row| row.get(1));
+        Ok((bytes.saturating_add(grow) <= max, payloads))
+    }
+
+    /// `notify` then `COMMIT`, pipelined.
+    async fn notify_and_commit(
+        &self,
+        client: &deadpool_postgres::Object,
+        payloads: &[String],
+    ) -> Result<(), StoreError> {
+        if payloads.is_empty() {
+            return client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| self.failed(&e, true));
+        }
+        let notify = client
+            .prepare_cached(sql::NOTIFY_MANY)
+            .await
+            .map_err(|e| self.failed(&e, false))?;
+        let params: [&(dyn ToSql + Sync); 2] = [&self.inner.channel, &payloads];
+        tokio::try_join!(
+            biased;
+            client.query(&notify, &params),
+            client.batch_execute("COMMIT"),
+        )
+        .map_err(|e| self.failed(&e, true))?;
+        Ok(())
+    }
+
+    /// Sweeps `owner` in a transaction of its own: for a cap that expired flows may be holding.
+    async fn sweep_owner(&self, owner: &str) -> Result<usize, StoreError> {
+        let conn = self.checkout().await?;
+        let client = conn.client();
+        let lock = client
+            .prepare_cached(sql::LOCK_OWNER)
+            .await
+            .map_err(|e| self.failed(&e, false))?;
+        let lock_params: [&(dyn ToSql + Sync); 1] = [&owner];
+        tokio::try_join!(
+            biased;
+            client.batch_execute("BEGIN"),
+            client.query_opt(&lock, &lock_params),
+        )
+        .map_err(|e| self.failed(&e, false))?;
+        let (removed, payloads) = self.sweep_owner_locked(client, owner, self.cutoff()).await?;
+        self.notify_and_commit(client, &payloads).await?;
+        conn.release();
+        Ok(removed)
+    }
+
+    async fn sweep(&self) -> Result<usize, StoreError> {
+        if self.inner.limits.retention_ms.is_none() {
+            return Ok(0);
+        }
+        let cutoff = self.cutoff();
+        let mut removed = 0;
+        loop {
+            let owners = self
+                .timed(false, self.read(sql::EXPIRED_OWNERS, &[&cutoff, &SWEEP_BATCH]))
+                .await?;
+            for row in &owners {
+                let owner: String = row.get(0);
+                removed += self.timed(true, self.sweep_owner(&owner)).await?;
+            }
+            // Each owner listed is now clean up to `cutoff`; a full page means there may be more.
+            if i64::try_from(owners.len()).unwrap_or(i64::MAX) < SWEEP_BATCH {
+                return Ok(removed);
+            }
+        }
     }
 
     async fn checkout(&self) -> Result<Checkout, StoreError> {
@@ -393,14 +470,38 @@ impl PostgresStore {
         changed: &Flow,
         cancel_pending: bool,
     ) -> Result<Flow, StoreError> {
+        self.write_flow_and_commit_notifying(conn, before, changed, cancel_pending, &[])
+            .await
+    }
+
+    /// [`write_flow_and_commit`](Self::write_flow_and_commit), sending `notes` (of removals made
+    /// in the same transaction) first.
+    async fn write_flow_and_commit_notifying(
+        &self,
+        conn: Checkout,
+        before: &FlowRow,
+        changed: &Flow,
+        cancel_pending: bool,
+        notes: &[String],
+    ) -> Result<Flow, StoreError> {
         let client = conn.client();
+        if !notes.is_empty() {
+            let notify = client
+                .prepare_cached(sql::NOTIFY_MANY)
+                .await
+                .map_err(|e| self.failed(&e, false))?;
+            client
+                .query(&notify, &[&self.inner.channel, &notes])
+                .await
+                .map_err(|e| self.failed(&e, false))?;
+        }
         let write = client
             .prepare_cached(sql::WRITE_FLOW)
             .await
             .map_err(|e| self.failed(&e, false))?;
         let flow_bytes = bytes_to_db(changed.stored_size());
         let delta = flow_bytes - before.flow_bytes;
-        let payload = flow_payload(changed.flow_id);
+        let payload = flow_payload(ChangeKind::FlowUpdated, changed.flow_id);
         let (state_json, wait_json) = (
             json_param(&changed.state_json),
             json_param(&changed.wait_json),
@@ -478,6 +579,23 @@ impl PostgresStore {
         if limits.max_flows < 1 || size > limits.max_bytes {
             return Err(StoreError::CapacityExceeded);
         }
+        if self.insert_flow(owner, &flow, size).await? {
+            return Ok(flow);
+        }
+        // Expired flows count against no cap: reclaim them, and if that made room, try again.
+        if self.inner.limits.retention_ms.is_some()
+            && self.sweep_owner(owner).await? > 0
+            && self.insert_flow(owner, &flow, size).await?
+        {
+            return Ok(flow);
+        }
+        Err(StoreError::CapacityExceeded)
+    }
+
+    /// The counted insert of `create_flow`; `false` if a cap refused it.
+    async fn insert_flow(&self, owner: &str, flow: &Flow, size: i64) -> Result<bool, StoreError> {
+        let limits = self.inner.limits;
+        let now = to_db(flow.created_at);
         let conn = self.checkout().await?;
         let client = conn.client();
         let statement = client
@@ -502,19 +620,16 @@ impl PostgresStore {
                     &flow.current_step,
                     &state_json,
                     &wait_json,
-                    &to_db(now),
+                    &now,
                     &opt_to_db(flow.ended_at),
                     &self.inner.channel,
-                    &flow_payload(flow.flow_id),
+                    &flow_payload(ChangeKind::FlowCreated, flow.flow_id),
                 ],
             )
             .await
             .map_err(|e| self.failed(&e, true))?;
         conn.release();
-        if rows.is_empty() {
-            return Err(StoreError::CapacityExceeded);
-        }
-        Ok(flow)
+        Ok(!rows.is_empty())
     }
 
     /// One read-only query, no transaction.
@@ -560,7 +675,7 @@ impl PostgresStore {
         };
         let conn = self.checkout().await?;
         let (owner_row, rows) = self
-            .begin_locked(&conn, owner, sql::GET_FLOW, &[&id, &owner])
+            .begin_locked(&conn, owner, sql::GET_FLOW, &[&id, &owner, &self.cutoff()])
             .await?;
         let Some(row) = rows.first() else {
             self.roll_back(conn).await?;
@@ -579,12 +694,15 @@ impl PostgresStore {
         mutation.apply(&mut changed, self.inner.clock.epoch_millis());
         let owner_bytes: i64 = owner_row.as_ref().map_or(0, |r| r.get(1));
         let delta = bytes_to_db(changed.stored_size()) - before.flow_bytes;
-        if delta > 0 && owner_bytes.saturating_add(delta) > self.inner.limits.max_bytes {
+        let (room, removed) = self
+            .room_for(conn.client(), owner, owner_bytes, delta)
+            .await?;
+        if !room {
             self.roll_back(conn).await?;
             return Err(StoreError::CapacityExceeded);
         }
         let flow = self
-            .write_flow_and_commit(conn, &before, &changed, before.cancel_pending)
+            .write_flow_and_commit_notifying(conn, &before, &changed, before.cancel_pending, &removed)
             .await?;
         Ok(MutationOutcome::Applied(flow))
     }
@@ -608,7 +726,8 @@ impl PostgresStore {
         )
         .map_err(|e| self.failed(&e, false))?;
         let lock_params: [&(dyn ToSql + Sync); 1] = [&owner];
-        let get_params: [&(dyn ToSql + Sync); 2] = [&id, &owner];
+        let cutoff = self.cutoff();
+        let get_params: [&(dyn ToSql + Sync); 3] = [&id, &owner, &cutoff];
         let (_, owner_row, flow_rows, repeat) = tokio::try_join!(
             biased;
             client.batch_execute("BEGIN"),
@@ -656,15 +775,26 @@ impl PostgresStore {
         let task = new.into_task(flow.flow_id, Arc::clone(&flow.owner_key), self.inner.clock.epoch_millis());
         let size = bytes_to_db(task.stored_size());
         let owner_bytes: i64 = owner_row.as_ref().map_or(0, |r| r.get(1));
-        if owner_bytes.saturating_add(size) > limits.max_bytes {
+        let (room, removed) = self.room_for(client, owner, owner_bytes, size).await?;
+        if !room {
             self.roll_back(conn).await?;
             return Err(StoreError::CapacityExceeded);
+        }
+        if !removed.is_empty() {
+            let notify = client
+                .prepare_cached(sql::NOTIFY_MANY)
+                .await
+                .map_err(|e| self.failed(&e, false))?;
+            client
+                .query(&notify, &[&self.inner.channel, &removed])
+                .await
+                .map_err(|e| self.failed(&e, false))?;
         }
         let insert = client
             .prepare_cached(sql::INSERT_TASK)
             .await
             .map_err(|e| self.failed(&e, false))?;
-        let payload = task_payload(&task);
+        let payload = task_payload(ChangeKind::TaskCreated, &task);
         let (owner_key, requester): (&str, &str) = (&task.owner_key, &task.requester_session_key);
         let (runtime, status, policy) = (
             task.runtime.as_str(),
@@ -728,11 +858,13 @@ impl PostgresStore {
         Ok(RunTaskOutcome::Created { flow, task })
     }
 
-    async fn cancel(&self, owner: &str, flow_id: &str) -> Result<CancelOutcome, StoreError> {
-        let Some(id) = parse_id(flow_id) else {
-            return Ok(CancelOutcome::NotFound);
-        };
-        let conn = self.checkout().await?;
+    /// `BEGIN`, the owner's lock, the flow (if live and owned) and its tasks: one round trip.
+    async fn begin_with_tasks(
+        &self,
+        conn: &Checkout,
+        owner: &str,
+        id: Uuid,
+    ) -> Result<Option<(FlowRow, Vec<TaskRow>)>, StoreError> {
         let client = conn.client();
         let (lock, get, list) = tokio::try_join!(
             client.prepare_cached(sql::LOCK_OWNER),
@@ -740,8 +872,9 @@ impl PostgresStore {
             client.prepare_cached(sql::LIST_TASKS),
         )
         .map_err(|e| self.failed(&e, false))?;
+        let cutoff = self.cutoff();
         let lock_params: [&(dyn ToSql + Sync); 1] = [&owner];
-        let get_params: [&(dyn ToSql + Sync); 2] = [&id, &owner];
+        let get_params: [&(dyn ToSql + Sync); 3] = [&id, &owner, &cutoff];
         let list_params: [&(dyn ToSql + Sync); 1] = [&id];
         let (_, _, flow_rows, task_rows) = tokio::try_join!(
             biased;
@@ -752,61 +885,147 @@ impl PostgresStore {
         )
         .map_err(|e| self.failed(&e, false))?;
         let Some(row) = flow_rows.first() else {
-            self.roll_back(conn).await?;
-            return Ok(CancelOutcome::NotFound);
+            return Ok(None);
         };
-        let before = rows::flow(row, 0)?;
-        let mut tasks = task_rows
+        let flow = rows::flow(row, 0)?;
+        let tasks = task_rows
             .iter()
             .map(|row| rows::task(row, 0))
             .collect::<Result<Vec<TaskRow>, _>>()?;
+        Ok(Some((flow, tasks)))
+    }
+
+    /// Step one of `cancel_flow`: records the request (and, with no active task, the end) and
+    /// commits; or answers at once.
+    async fn request_cancel(&self, owner: &str, id: Uuid) -> Result<CancelStep, StoreError> {
+        let conn = self.checkout().await?;
+        let Some((before, tasks)) = self.begin_with_tasks(&conn, owner, id).await? else {
+            self.roll_back(conn).await?;
+            return Ok(CancelStep::Answer(CancelOutcome::NotFound));
+        };
+        let tasks: Vec<Task> = tasks.into_iter().map(|t| t.task).collect();
         if before.flow.status.is_terminal() {
             self.roll_back(conn).await?;
-            let tasks = tasks.into_iter().map(|t| t.task).collect();
-            return Ok(CancelOutcome::Terminal {
+            return Ok(CancelStep::Answer(CancelOutcome::Terminal {
                 flow: before.flow,
                 tasks,
-            });
+            }));
+        }
+        let active: Vec<Task> = tasks.iter().filter(|t| t.status.is_active()).cloned().collect();
+        let first_request = before.flow.cancel_requested_at.is_none();
+        if !first_request && !active.is_empty() {
+            // A repeat while the cancellation is pending: nothing new to record, ask again.
+            self.roll_back(conn).await?;
+            return Ok(CancelStep::AskHook(active));
         }
         let now = self.inner.clock.epoch_millis();
         let mut flow = before.flow.clone();
-        if flow.cancel_requested_at.is_none() {
+        if first_request {
             flow.cancel_requested_at = Some(now);
             flow.revision = flow.revision.saturating_add(1);
             flow.updated_at = now;
         }
-        let write_task = client
-            .prepare_cached(sql::WRITE_TASK)
-            .await
-            .map_err(|e| self.failed(&e, false))?;
-        let mut still_active = false;
-        for row in tasks.iter_mut().filter(|t| t.task.status.is_active()) {
-            match self.inner.hook.cancel_task(&row.task) {
-                ChildCancel::Cancelled => {
-                    TaskUpdate::Cancel.apply(&mut row.task, now);
-                    let rows = self.write_task(client, &write_task, row).await?;
-                    if let Some(written) = rows.first() {
-                        *row = rows::task(written, 0)?;
-                    }
-                }
-                ChildCancel::StillActive => still_active = true,
-            }
-        }
-        if !still_active {
+        if active.is_empty() {
             flow.status = FlowStatus::Cancelled;
             flow.ended_at = Some(now);
             flow.revision = flow.revision.saturating_add(1);
             flow.updated_at = now;
         }
+        // Pending until the last active task ends, should the rest of `cancel_flow` never run.
+        let pending = !active.is_empty();
         let flow = self
-            .write_flow_and_commit(conn, &before, &flow, still_active)
+            .write_flow_and_commit(conn, &before, &flow, pending)
             .await?;
-        let tasks = tasks.into_iter().map(|t| t.task).collect();
-        Ok(if still_active {
-            CancelOutcome::Pending { flow, tasks }
+        Ok(if active.is_empty() {
+            CancelStep::Answer(CancelOutcome::Cancelled { flow, tasks })
         } else {
-            CancelOutcome::Cancelled { flow, tasks }
+            CancelStep::AskHook(active)
         })
+    }
+
+    /// Step three of `cancel_flow`: marks the tasks the hook stopped (if still active) and, when
+    /// none is left active, the flow; commits.
+    async fn settle_cancel(
+        &self,
+        owner: &str,
+        id: Uuid,
+        stopped: &[Uuid],
+    ) -> Result<CancelOutcome, StoreError> {
+        let conn = self.checkout().await?;
+        let Some((before, mut tasks)) = self.begin_with_tasks(&conn, owner, id).await? else {
+            self.roll_back(conn).await?;
+            return Ok(CancelOutcome::NotFound);
+        };
+        if before.flow.status.is_terminal() {
+            self.roll_back(conn).await?;
+            let tasks = tasks.into_iter().map(|t| t.task).collect();
+            let flow = before.flow;
+            // `cancelled` meanwhile: its last task ended and finished this cancellation.
+            return Ok(if flow.status == FlowStatus::Cancelled {
+                CancelOutcome::Cancelled { flow, tasks }
+            } else {
+                CancelOutcome::Terminal { flow, tasks }
+            });
+        }
+        let now = self.inner.clock.epoch_millis();
+        let client = conn.client();
+        let write_task = client
+            .prepare_cached(sql::WRITE_TASK)
+            .await
+            .map_err(|e| self.failed(&e, false))?;
+        for row in tasks
+            .iter_mut()
+            .filter(|t| t.task.status.is_active() && stopped.contains(&t.task.task_id))
+        {
+            TaskUpdate::Cancel.apply(&mut row.task, now);
+            let written = self.write_task(client, &write_task, row).await?;
+            if let Some(written) = written.first() {
+                *row = rows::task(written, 0)?;
+            }
+        }
+        let tasks: Vec<Task> = tasks.into_iter().map(|t| t.task).collect();
+        let still_active = tasks.iter().any(|t| t.status.is_active());
+        if still_active {
+            let flow = before.flow.clone();
+            if before.cancel_pending {
+                client
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(|e| self.failed(&e, true))?;
+                conn.release();
+            } else {
+                self.write_flow_and_commit(conn, &before, &flow, true).await?;
+            }
+            return Ok(CancelOutcome::Pending { flow, tasks });
+        }
+        let mut flow = before.flow.clone();
+        flow.status = FlowStatus::Cancelled;
+        flow.ended_at = Some(now);
+        flow.revision = flow.revision.saturating_add(1);
+        flow.updated_at = now;
+        let flow = self
+            .write_flow_and_commit(conn, &before, &flow, false)
+            .await?;
+        Ok(CancelOutcome::Cancelled { flow, tasks })
+    }
+
+    async fn cancel(&self, owner: &str, flow_id: &str) -> Result<CancelOutcome, StoreError> {
+        let Some(id) = parse_id(flow_id) else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        let active = match self.timed(true, self.request_cancel(owner, id)).await? {
+            CancelStep::Answer(answer) => return Ok(answer),
+            CancelStep::AskHook(active) => active,
+        };
+        // Nothing is held here: no connection, no transaction, no lock. The hook may take its
+        // time (outside the operation timeout, which is the database's) and may call the store.
+        let mut stopped = Vec::with_capacity(active.len());
+        for task in &active {
+            if self.inner.hook.cancel_task(task).await == ChildCancel::Cancelled {
+                stopped.push(task.task_id);
+            }
+        }
+        self.timed(true, self.settle_cancel(owner, id, &stopped)).await
     }
 
     /// Writes a task's new state (the row holds its size before the change); returns the row
@@ -835,7 +1054,7 @@ impl PostgresStore {
                     &task.parent_flow_id,
                     &&*task.owner_key,
                     &self.inner.channel,
-                    &task_payload(task),
+                    &task_payload(ChangeKind::TaskUpdated, task),
                 ],
             )
             .await
@@ -866,7 +1085,7 @@ impl PostgresStore {
         };
         let owner: String = owner.get(0);
         let (_, task_rows) = self
-            .begin_locked(&conn, &owner, sql::GET_TASK, &[&id])
+            .begin_locked(&conn, &owner, sql::GET_TASK, &[&id, &self.cutoff()])
             .await?;
         let Some(row) = task_rows.first() else {
             self.roll_back(conn).await?;
@@ -884,7 +1103,7 @@ impl PostgresStore {
             self.write_task(client, &write_task, &row),
             async {
                 client
-                    .query(&get_flow, &[&flow_id])
+                    .query(&get_flow, &[&flow_id, &self.cutoff()])
                     .await
                     .map_err(|e| self.failed(&e, false))
             },
@@ -948,7 +1167,7 @@ impl PostgresStore {
         };
         let owner: String = owner.get(0);
         let (_, rows) = self
-            .begin_locked(&conn, &owner, sql::GET_FLOW_BY_ID, &[&id])
+            .begin_locked(&conn, &owner, sql::GET_FLOW_BY_ID, &[&id, &self.cutoff()])
             .await?;
         let Some(row) = rows.first() else {
             self.roll_back(conn).await?;
@@ -978,7 +1197,7 @@ impl PostgresStore {
         let Some(id) = parse_id(flow_id) else {
             return Ok(None);
         };
-        let rows = self.read(sql::SUMMARY, &[&id, &owner]).await?;
+        let rows = self.read(sql::SUMMARY, &[&id, &owner, &self.cutoff()]).await?;
         if rows.is_empty() {
             return Ok(None);
         }
@@ -1009,7 +1228,8 @@ impl PostgresStore {
             client.prepare_cached(sql::LIST_TASKS),
         )
         .map_err(|e| self.failed(&e, false))?;
-        let get_params: [&(dyn ToSql + Sync); 2] = [&id, &owner];
+        let cutoff = self.cutoff();
+        let get_params: [&(dyn ToSql + Sync); 3] = [&id, &owner, &cutoff];
         let list_params: [&(dyn ToSql + Sync); 1] = [&id];
         let (flow, tasks) = tokio::try_join!(
             biased;
@@ -1032,7 +1252,7 @@ impl PostgresStore {
         let Some(id) = parse_id(task_id) else {
             return Ok(None);
         };
-        let rows = self.read(sql::GET_TASK, &[&id]).await?;
+        let rows = self.read(sql::GET_TASK, &[&id, &self.cutoff()]).await?;
         rows.first()
             .map(|row| rows::task(row, 0).map(|r| r.task))
             .transpose()
@@ -1047,10 +1267,53 @@ fn unknown_outcome(text: String) -> StoreError {
         "the connection failed while a change was being committed; it may or may not have been \
          applied: {text}"
     );
-    StoreError::PersistFailed(format!("commit outcome unknown: {text}"))
+    StoreError::OutcomeUnknown(text)
+}
+
+impl ChangeFeed for PostgresStore {
+    fn subscribe(&self) -> ChangeSubscription {
+        self.inner.changes.subscribe()
+    }
 }
 
 impl TaskFlowStore for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn check(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.timed(false, async move {
+            let conn = self.checkout().await?;
+            conn.client()
+                .simple_query("")
+                .await
+                .map_err(|e| self.failed(&e, false))?;
+            conn.release();
+            Ok(())
+        })
+    }
+
+    fn flow_by_id(
+        &self,
+        flow_id: &str,
+    ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send {
+        self.timed(false, async move {
+            match parse_id(flow_id) {
+                Some(id) => {
+                    self.read_flow(sql::GET_FLOW_BY_ID, &[&id, &self.cutoff()])
+                        .await
+                }
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn sweep_expired(&self) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        // Not under the operation timeout as a whole: each owner's step is short, the whole may
+        // be long, and a sweep holds up no request.
+        self.sweep()
+    }
+
     fn create_flow(
         &self,
         owner: &str,
@@ -1066,7 +1329,7 @@ impl TaskFlowStore for PostgresStore {
     ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send {
         self.timed(false, async move {
             match parse_id(flow_id) {
-                Some(id) => self.read_flow(sql::GET_FLOW, &[&id, &owner]).await,
+                Some(id) => self.read_flow(sql::GET_FLOW, &[&id, &owner, &self.cutoff()]).await,
                 None => Ok(None),
             }
         })
@@ -1077,7 +1340,7 @@ impl TaskFlowStore for PostgresStore {
         owner: &str,
     ) -> impl Future<Output = Result<Vec<Arc<Flow>>, StoreError>> + Send {
         self.timed(false, async move {
-            let rows = self.read(sql::LIST_FLOWS, &[&owner]).await?;
+            let rows = self.read(sql::LIST_FLOWS, &[&owner, &self.cutoff()]).await?;
             rows.iter()
                 .map(|row| rows::flow(row, 0).map(|r| Arc::new(r.flow)))
                 .collect()
@@ -1088,7 +1351,7 @@ impl TaskFlowStore for PostgresStore {
         &self,
         owner: &str,
     ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send {
-        self.timed(false, async move { self.read_flow(sql::LATEST_FLOW, &[&owner]).await })
+        self.timed(false, async move { self.read_flow(sql::LATEST_FLOW, &[&owner, &self.cutoff()]).await })
     }
 
     fn resolve_flow(
@@ -1098,14 +1361,14 @@ impl TaskFlowStore for PostgresStore {
     ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send {
         self.timed(false, async move {
             if let Some(id) = parse_id(token) {
-                if let Some(flow) = self.read_flow(sql::GET_FLOW, &[&id, &owner]).await? {
+                if let Some(flow) = self.read_flow(sql::GET_FLOW, &[&id, &owner, &self.cutoff()]).await? {
                     return Ok(Some(flow));
                 }
             }
             if token != owner {
                 return Ok(None);
             }
-            self.read_flow(sql::RESOLVE_LATEST, &[&owner]).await
+            self.read_flow(sql::RESOLVE_LATEST, &[&owner, &self.cutoff()]).await
         })
     }
 
@@ -1133,7 +1396,7 @@ impl TaskFlowStore for PostgresStore {
         owner: &str,
         flow_id: &str,
     ) -> impl Future<Output = Result<CancelOutcome, StoreError>> + Send {
-        self.timed(true, self.cancel(owner, flow_id))
+        self.cancel(owner, flow_id)
     }
 
     fn task_summary(

@@ -17,7 +17,6 @@ use crate::taskflow::store::{NewTask, StoreError};
 pub(super) struct FlowRow {
     pub(super) flow: Flow,
     pub(super) flow_bytes: i64,
-    pub(super) task_bytes: i64,
     pub(super) cancel_pending: bool,
     pub(super) task_count: i32,
 }
@@ -80,7 +79,7 @@ fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
     row.try_get(index).map_err(|_| corrupt(what))
 }
 
-/// Reads a row selected with [`FLOW_COLUMNS`](super::sql::FLOW_COLUMNS), starting at column `at`.
+/// Reads a row selected with the flow columns of `sql.rs`, starting at column `at`.
 pub(super) fn flow(row: &Row, at: usize) -> Result<FlowRow, StoreError> {
     let text = |i: usize, what: &str| get::<String>(row, at + i, what);
     let flow = Flow {
@@ -105,13 +104,12 @@ pub(super) fn flow(row: &Row, at: usize) -> Result<FlowRow, StoreError> {
     Ok(FlowRow {
         flow,
         flow_bytes: get(row, at + 17, "size")?,
-        task_bytes: get(row, at + 18, "size")?,
         cancel_pending: get(row, at + 19, "cancel flag")?,
         task_count: get(row, at + 20, "task count")?,
     })
 }
 
-/// Reads a row selected with [`TASK_COLUMNS`](super::sql::TASK_COLUMNS), starting at column `at`.
+/// Reads a row selected with the task columns of `sql.rs`, starting at column `at`.
 pub(super) fn task(row: &Row, at: usize) -> Result<TaskRow, StoreError> {
     let text = |i: usize, what: &str| get::<String>(row, at + i, what);
     let opt = |i: usize, what: &str| get::<Option<String>>(row, at + i, what);

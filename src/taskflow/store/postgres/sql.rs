@@ -24,8 +24,16 @@ macro_rules! task_columns {
     };
 }
 
-pub(super) const FLOW_COLUMNS: &str = flow_columns!();
-pub(super) const TASK_COLUMNS: &str = task_columns!();
+/// A terminal flow whose retention has passed (`$cutoff` is now minus the retention period):
+/// invisible to every call from that moment, whether or not a sweep has removed it yet.
+macro_rules! expired {
+    ($alias:literal, $cutoff:literal) => {
+        concat!(
+            $alias, "status IN ('succeeded', 'failed', 'cancelled', 'lost') AND coalesce(",
+            $alias, "ended_at, ", $alias, "updated_at) <= ", $cutoff
+        )
+    };
+}
 
 /// Counts the flow against its owner's caps and inserts it, in one statement: the owner's row is
 /// created or locked by the upsert, whose `WHERE` sees the latest committed counts, so concurrent
@@ -54,13 +62,17 @@ pub(super) const LOCK_OWNER: &str =
 pub(super) const GET_FLOW: &str = concat!(
     "SELECT ",
     flow_columns!(),
-    " FROM taskflow_flows WHERE flow_id = $1 AND owner_key = $2"
+    " FROM taskflow_flows WHERE flow_id = $1 AND owner_key = $2 AND NOT (",
+    expired!("", "$3"),
+    ")"
 );
 
 pub(super) const GET_FLOW_BY_ID: &str = concat!(
     "SELECT ",
     flow_columns!(),
-    " FROM taskflow_flows WHERE flow_id = $1"
+    " FROM taskflow_flows WHERE flow_id = $1 AND NOT (",
+    expired!("", "$2"),
+    ")"
 );
 
 /// Newest `createdAt` first; ties broken by the creation sequence, newest first. Both come from
@@ -68,21 +80,26 @@ pub(super) const GET_FLOW_BY_ID: &str = concat!(
 pub(super) const LIST_FLOWS: &str = concat!(
     "SELECT ",
     flow_columns!(),
-    " FROM taskflow_flows WHERE owner_key = $1 ORDER BY created_at DESC, seq DESC"
+    " FROM taskflow_flows WHERE owner_key = $1 AND NOT (",
+    expired!("", "$2"),
+    ") ORDER BY created_at DESC, seq DESC"
 );
 
 pub(super) const LATEST_FLOW: &str = concat!(
     "SELECT ",
     flow_columns!(),
-    " FROM taskflow_flows WHERE owner_key = $1 ORDER BY created_at DESC, seq DESC LIMIT 1"
+    " FROM taskflow_flows WHERE owner_key = $1 AND NOT (",
+    expired!("", "$2"),
+    ") ORDER BY created_at DESC, seq DESC LIMIT 1"
 );
 
 /// `resolve_flow` by session key: the newest non-terminal flow, or failing that the newest.
 pub(super) const RESOLVE_LATEST: &str = concat!(
     "SELECT ",
     flow_columns!(),
-    " FROM taskflow_flows WHERE owner_key = $1
-      ORDER BY status IN ('succeeded', 'failed', 'cancelled', 'lost'), created_at DESC, seq DESC
+    " FROM taskflow_flows WHERE owner_key = $1 AND NOT (",
+    expired!("", "$2"),
+    ") ORDER BY status IN ('succeeded', 'failed', 'cancelled', 'lost'), created_at DESC, seq DESC
       LIMIT 1"
 );
 
@@ -142,9 +159,6 @@ pub(super) const INSERT_TASK: &str = concat!(
     ", pg_notify($23, $24)::text FROM inserted"
 );
 
-pub(super) const TASK_COUNT: &str =
-    "SELECT task_count FROM taskflow_flows WHERE flow_id = $1";
-
 pub(super) const LIST_TASKS: &str = concat!(
     "SELECT ",
     task_columns!(),
@@ -153,15 +167,21 @@ pub(super) const LIST_TASKS: &str = concat!(
 
 /// The flow's tasks counted by status and runtime, if the owner owns the flow; one row with
 /// `NULL` counts when it has none.
-pub(super) const SUMMARY: &str = "SELECT t.status, t.runtime, count(t.task_id)
+pub(super) const SUMMARY: &str = concat!(
+    "SELECT t.status, t.runtime, count(t.task_id)
     FROM taskflow_flows f LEFT JOIN taskflow_tasks t ON t.flow_id = f.flow_id
-    WHERE f.flow_id = $1 AND f.owner_key = $2
-    GROUP BY t.status, t.runtime";
+    WHERE f.flow_id = $1 AND f.owner_key = $2 AND NOT (",
+    expired!("f.", "$3"),
+    ") GROUP BY t.status, t.runtime"
+);
 
 pub(super) const GET_TASK: &str = concat!(
     "SELECT ",
     task_columns!(),
-    " FROM taskflow_tasks WHERE task_id = $1"
+    " FROM taskflow_tasks WHERE task_id = $1 AND NOT EXISTS (
+        SELECT 1 FROM taskflow_flows f WHERE f.flow_id = taskflow_tasks.flow_id AND ",
+    expired!("f.", "$2"),
+    ")"
 );
 
 /// A task's owner, read before its lock is taken (the owner of a task never changes).
@@ -197,19 +217,24 @@ pub(super) const ANY_ACTIVE: &str = "SELECT EXISTS (SELECT 1 FROM taskflow_tasks
     WHERE flow_id = $1 AND status IN ('queued', 'running'))";
 
 /// Owners that hold a flow whose retention has passed: where the sweep has work.
-pub(super) const EXPIRED_OWNERS: &str = "SELECT DISTINCT owner_key FROM taskflow_flows
-    WHERE status IN ('succeeded', 'failed', 'cancelled', 'lost')
-      AND coalesce(ended_at, updated_at) <= $1
-    LIMIT $2";
+pub(super) const EXPIRED_OWNERS: &str = concat!(
+    "SELECT DISTINCT owner_key FROM taskflow_flows WHERE ",
+    expired!("", "$1"),
+    " LIMIT $2"
+);
 
-/// Deletes up to `$3` of one owner's expired flows (their tasks go by the foreign key) and takes
-/// them off the owner's counts. The caller holds the owner's row lock, so writers of that owner
-/// wait and the rows deleted are the rows counted.
-pub(super) const SWEEP_OWNER: &str = "WITH doomed AS (
-        SELECT flow_id FROM taskflow_flows
-        WHERE owner_key = $1 AND status IN ('succeeded', 'failed', 'cancelled', 'lost')
-          AND coalesce(ended_at, updated_at) <= $2
-        LIMIT $3
+/// Deletes up to `$3` of one owner's expired flows with their tasks, and takes them off the
+/// owner's counts; answers the ids removed (a task row has its task id, a flow row `NULL`). The
+/// caller holds the owner's row lock, so no writer of that owner runs meanwhile and the rows
+/// deleted are the rows counted.
+pub(super) const SWEEP_OWNER: &str = concat!(
+    "WITH doomed AS (
+        SELECT flow_id FROM taskflow_flows WHERE owner_key = $1 AND ",
+    expired!("", "$2"),
+    " LIMIT $3
+    ), gone_tasks AS (
+        DELETE FROM taskflow_tasks t USING doomed d WHERE t.flow_id = d.flow_id
+        RETURNING t.flow_id, t.task_id
     ), gone AS (
         DELETE FROM taskflow_flows f USING doomed d WHERE f.flow_id = d.flow_id
         RETURNING f.flow_id, f.flow_bytes + f.task_bytes AS bytes
@@ -218,6 +243,10 @@ pub(super) const SWEEP_OWNER: &str = "WITH doomed AS (
             bytes = bytes - (SELECT coalesce(sum(bytes), 0) FROM gone)
         WHERE owner_key = $1 AND EXISTS (SELECT 1 FROM gone)
     )
-    SELECT flow_id FROM gone";
+    SELECT flow_id, NULL::uuid FROM gone
+    UNION ALL SELECT flow_id, task_id FROM gone_tasks"
+);
 
-pub(super) const NOTIFY: &str = "SELECT pg_notify($1, $2)::text";
+/// One notification per payload, in one statement.
+pub(super) const NOTIFY_MANY: &str = "SELECT pg_notify($1, payload)::text FROM unnest($2::text[]) AS payload";
+
