@@ -385,3 +385,176 @@ async fn byte_counts_in_the_owner_row_match_the_rows_after_every_kind_of_write()
     store.cancel_flow("owner", &id).await.unwrap();
     check().await;
 }
+
+#[tokio::test]
+async fn a_subscriber_on_one_store_hears_a_change_made_on_another_by_id() {
+    use tower_webhooks::taskflow::{Change, ChangeEvent, ChangeFeed, ChangeKind};
+    let schema = schema_or_skip!("feed_across");
+    let (a, b) = (store(&schema).await, store(&schema).await);
+    let mut heard = b.subscribe();
+    // The feed's LISTEN is set up in the background after connect: wait for it to be there.
+    wait_for_listeners(&schema, 2).await;
+    let flow = a.create_flow("owner", NewFlow::new("c", "g")).await.unwrap();
+    let id = flow.id_string();
+    let RunTaskOutcome::Created { task, .. } = a
+        .run_task("owner", &id, NewTask::new(Runtime::Acp, "t"))
+        .await
+        .unwrap()
+    else {
+        panic!("no task created")
+    };
+    a.mutate_flow("owner", &id, 0, Mutation::RequestCancel)
+        .await
+        .unwrap();
+    // Refused (cancel requested): a refused change sends nothing.
+    let refused = a
+        .run_task("owner", &id, NewTask::new(Runtime::Acp, "t2"))
+        .await
+        .unwrap();
+    assert!(matches!(refused, RunTaskOutcome::CancelRequested(_)));
+    let expected = [
+        Change::flow(ChangeKind::FlowCreated, flow.flow_id),
+        Change::task(ChangeKind::TaskCreated, flow.flow_id, task.task_id),
+        Change::flow(ChangeKind::FlowUpdated, flow.flow_id),
+    ];
+    for change in expected {
+        assert_eq!(next(&mut heard).await, ChangeEvent::Changed(change));
+    }
+    b.end_flow(&id, tower_webhooks::taskflow::FlowEnd::Succeeded, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut heard).await,
+        ChangeEvent::Changed(Change::flow(ChangeKind::FlowUpdated, flow.flow_id))
+    );
+}
+
+#[tokio::test]
+async fn a_feed_that_lost_its_connection_says_lagged_and_hears_changes_again() {
+    use tower_webhooks::taskflow::{Change, ChangeEvent, ChangeFeed, ChangeKind};
+    let schema = schema_or_skip!("feed_lagged");
+    let store = store(&schema).await;
+    let mut heard = store.subscribe();
+    wait_for_listeners(&schema, 1).await;
+    let admin = schema.admin().await;
+    let killed: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = 'tower-webhooks-changes'
+               AND query LIKE 'LISTEN \"tower_webhooks:' || $1 || '\"%'",
+            &[&schema.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1);
+    assert_eq!(next(&mut heard).await, ChangeEvent::Lagged);
+    let flow = store.create_flow("owner", NewFlow::new("c", "g")).await.unwrap();
+    assert_eq!(
+        next(&mut heard).await,
+        ChangeEvent::Changed(Change::flow(ChangeKind::FlowCreated, flow.flow_id))
+    );
+}
+
+async fn next(
+    subscription: &mut tower_webhooks::taskflow::ChangeSubscription,
+) -> tower_webhooks::taskflow::ChangeEvent {
+    tokio::time::timeout(std::time::Duration::from_secs(20), subscription.recv())
+        .await
+        .expect("no change event within 20 s")
+        .expect("the feed closed")
+}
+
+/// Waits until `count` change-feed connections listen on this schema's channel (the server is
+/// asked; nothing is slept on).
+async fn wait_for_listeners(schema: &TestSchema, count: i64) {
+    let admin = schema.admin().await;
+    let channel = format!("LISTEN \"tower_webhooks:{}\"", schema.name);
+    for _ in 0..2000 {
+        let listening: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name = 'tower-webhooks-changes' AND query = $1",
+                &[&channel],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if listening >= count {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("the change feed never listened");
+}
+
+#[tokio::test]
+async fn a_database_outage_answers_persist_failed_changes_nothing_and_recovers_by_itself() {
+    use postgres_support::TcpProxy;
+    let schema = schema_or_skip!("outage");
+    let base = std::env::var(postgres_support::ENV).unwrap();
+    let proxy = TcpProxy::start(&base).await;
+    let options = PostgresOptions::default()
+        .operation_timeout(std::time::Duration::from_secs(5))
+        .connect_timeout(std::time::Duration::from_secs(2));
+    let store = PostgresStore::build(
+        &proxy.url(&base, &schema.name),
+        MemoryStoreConfig::default(),
+        options,
+        tower_webhooks::clock::SystemClock::shared(),
+        std::sync::Arc::new(tower_webhooks::taskflow::CancelImmediately),
+    )
+    .await
+    .unwrap();
+    let flow = store.create_flow("owner", NewFlow::new("c", "g")).await.unwrap();
+    let id = flow.id_string();
+    proxy.cut();
+    let started = std::time::Instant::now();
+    let error = store
+        .mutate_flow("owner", &id, 0, Mutation::RequestCancel)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::PersistFailed(_)), "{error:?}");
+    assert!(
+        store.create_flow("owner", NewFlow::new("c", "g")).await.unwrap_err().is_persist_failure()
+    );
+    assert!(store.get_flow("owner", &id).await.unwrap_err().is_persist_failure());
+    assert!(store.check().await.is_err(), "readiness says the backend is gone");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "refused connections answer at once, not after a hang"
+    );
+    proxy.restore();
+    // Back: the same store, no restart; the failed writes changed nothing.
+    store.check().await.unwrap();
+    assert_eq!(store.get_flow("owner", &id).await.unwrap(), Some(flow.clone()));
+    assert_eq!(store.list_flows("owner").await.unwrap().len(), 1);
+    let outcome = store
+        .mutate_flow("owner", &id, 0, Mutation::RequestCancel)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, MutationOutcome::Applied(_)), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn a_connection_lost_during_commit_is_reported_as_an_unknown_outcome() {
+    use postgres_support::TcpProxy;
+    let schema = schema_or_skip!("unknown_outcome");
+    let base = std::env::var(postgres_support::ENV).unwrap();
+    let proxy = TcpProxy::start(&base).await;
+    let store = PostgresStore::connect(&proxy.url(&base, &schema.name), MemoryStoreConfig::default())
+        .await
+        .unwrap();
+    let flow = store.create_flow("owner", NewFlow::new("c", "g")).await.unwrap();
+    let id = flow.id_string();
+    proxy.cut_after_next_commit();
+    let error = store
+        .mutate_flow("owner", &id, 0, Mutation::RequestCancel)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::OutcomeUnknown(_)), "{error:?}");
+    assert!(error.is_persist_failure());
+    // Whichever way it went, the store answers again and the flow is at revision 0 or 1.
+    let now = store.get_flow("owner", &id).await.unwrap().unwrap();
+    assert!(now.revision <= 1, "{now:?}");
+}

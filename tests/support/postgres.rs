@@ -133,3 +133,132 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     tokio::spawn(connection);
     client
 }
+
+/// A TCP proxy between the store and PostgreSQL that a test can cut and restore: a database
+/// outage on demand, without stopping the database other tests share.
+pub struct TcpProxy {
+    pub addr: std::net::SocketAddr,
+    state: std::sync::Arc<ProxyState>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+struct ProxyState {
+    down: std::sync::atomic::AtomicBool,
+    // Cut the connection that sends the next `COMMIT`, after forwarding it.
+    cut_at_commit: std::sync::atomic::AtomicBool,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl TcpProxy {
+    /// A proxy on 127.0.0.1 (a free port) to the host and port of `base`.
+    pub async fn start(base: &str) -> Self {
+        let config: tokio_postgres::Config = base.parse().unwrap();
+        let host = match &config.get_hosts()[0] {
+            tokio_postgres::config::Host::Tcp(host) => host.clone(),
+            #[allow(unreachable_patterns)]
+            _ => panic!("the outage tests need a TCP URL"),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let upstream = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = std::sync::Arc::new(ProxyState {
+            down: Default::default(),
+            cut_at_commit: Default::default(),
+            generation: tokio::sync::watch::Sender::new(0),
+        });
+        let shared = std::sync::Arc::clone(&state);
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if shared.down.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let shared = std::sync::Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let mut cut = shared.generation.subscribe();
+                    tokio::select! {
+                        _ = pipe(client, server, &shared) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            state,
+            accept,
+        }
+    }
+
+    /// `base` with the proxy's address in place of the database's.
+    pub fn url(&self, base: &str, schema: &str) -> String {
+        let config: tokio_postgres::Config = base.parse().unwrap();
+        let user = config.get_user().unwrap_or("postgres");
+        let db = config.get_dbname().unwrap_or(user);
+        with_search_path(
+            &format!("postgres://{user}@{}/{db}?connect_timeout=2", self.addr),
+            schema,
+        )
+    }
+
+    /// Closes every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.state.down.store(true, Ordering::SeqCst);
+        self.state.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.state.down.store(false, Ordering::SeqCst);
+    }
+
+    /// The next `COMMIT` a client sends reaches the database, and then its connection is cut
+    /// before the answer comes back: a commit whose outcome the client cannot know.
+    pub fn cut_after_next_commit(&self) {
+        self.state.cut_at_commit.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.state.generation.send_modify(|g| *g += 1);
+    }
+}
+
+async fn pipe(client: tokio::net::TcpStream, server: tokio::net::TcpStream, state: &ProxyState) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let upstream = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let chunk = &buf[..n];
+            let commit = chunk.windows(6).any(|w| w == b"COMMIT");
+            if server_write.write_all(chunk).await.is_err() {
+                return;
+            }
+            if commit && state.cut_at_commit.swap(false, Ordering::SeqCst) {
+                // The database has the bytes; the client never gets the answer.
+                return;
+            }
+        }
+    };
+    let downstream = tokio::io::copy(&mut server_read, &mut client_write);
+    tokio::select! {
+        _ = upstream => {}
+        _ = downstream => {}
+    }
+}
