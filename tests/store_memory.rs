@@ -2,6 +2,8 @@
 
 #[path = "support/store_conformance.rs"]
 mod store_conformance;
+#[path = "support/store_model.rs"]
+mod store_model;
 
 use store_conformance::{Setup, StoreFactory};
 use tower_webhooks::taskflow::MemoryStore;

@@ -6,6 +6,8 @@
 mod postgres_support;
 #[path = "support/store_conformance.rs"]
 mod store_conformance;
+#[path = "support/store_model.rs"]
+mod store_model;
 
 use std::sync::Mutex;
 
@@ -93,7 +95,7 @@ async fn a_second_connect_finds_the_schema_migrated_and_the_data_there() {
     let versions: i64 = schema
         .admin()
         .await
-        .query_one("SELECT count(*) FROM taskflow_schema_version", &[])
+        .query_one("SELECT count(*) FROM schema_version", &[])
         .await
         .unwrap()
         .get(0);
@@ -108,7 +110,7 @@ async fn a_schema_written_by_a_newer_version_is_refused_by_name() {
         .admin()
         .await
         .execute(
-            "INSERT INTO taskflow_schema_version (version, description) VALUES (99, 'future')",
+            "INSERT INTO schema_version (version, name, applied_at) VALUES (99, 'future', 0)",
             &[],
         )
         .await
@@ -128,7 +130,7 @@ async fn a_schema_written_by_a_newer_version_is_refused_by_name() {
     let newest: i32 = schema
         .admin()
         .await
-        .query_one("SELECT max(version) FROM taskflow_schema_version", &[])
+        .query_one("SELECT max(version) FROM schema_version", &[])
         .await
         .unwrap()
         .get(0);

@@ -138,6 +138,8 @@ pub use outcome::{
 };
 pub use policy::{ChildSessionPolicy, UnknownPolicy};
 pub use service::{TaskFlowActionService, TaskFlowFuture, TaskFlowRoute};
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
 pub use store::{
     CancelOutcome, Change, ChangeEvent, ChangeFeed, ChangeKind, ChangeSender, ChangeSubscription,
     FlowEnd, MemoryStore, MemoryStoreConfig, Mutation, MutationOutcome, NewFlow, NewTask, Patch,

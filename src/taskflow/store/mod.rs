@@ -16,6 +16,11 @@
 mod changes;
 mod config;
 mod memory;
+// The PostgreSQL store runs the same migration shape; it adds its feature here.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod migrate;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
@@ -29,6 +34,8 @@ use uuid::Uuid;
 pub use changes::{Change, ChangeEvent, ChangeFeed, ChangeKind, ChangeSender, ChangeSubscription};
 pub use config::{MemoryStoreConfig, StoreConfig};
 pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 
 use super::model::{Flow, FlowStatus, NotifyPolicy, Runtime, SyncMode, Task, TaskStatus};
 

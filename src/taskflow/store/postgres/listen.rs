@@ -40,6 +40,7 @@ fn quote_identifier(name: &str) -> String {
 pub(super) async fn run(
     target: Arc<Target>,
     channel: String,
+    origin: String,
     events: ChangeSender,
     ping_every: Duration,
 ) {
@@ -47,7 +48,16 @@ pub(super) async fn run(
     // The first connection follows the store's own start-up: nothing was missed before it.
     let mut first = true;
     loop {
-        let reason = listen_once(&target, &channel, &events, first, &mut backoff, ping_every).await;
+        let reason = listen_once(
+            &target,
+            &channel,
+            &origin,
+            &events,
+            first,
+            &mut backoff,
+            ping_every,
+        )
+        .await;
         tracing::warn!(
             target: "tower_webhooks::store",
             backend = "postgres",
@@ -65,12 +75,13 @@ pub(super) async fn run(
 async fn listen_once(
     target: &Target,
     channel: &str,
+    origin: &str,
     events: &ChangeSender,
     first: bool,
     backoff: &mut Duration,
     ping_every: Duration,
 ) -> String {
-    match listen(target, channel, events, first, backoff, ping_every).await {
+    match listen(target, channel, origin, events, first, backoff, ping_every).await {
         Ok(never) => match never {},
         Err(reason) => reason,
     }
@@ -79,6 +90,7 @@ async fn listen_once(
 async fn listen(
     target: &Target,
     channel: &str,
+    origin: &str,
     events: &ChangeSender,
     first: bool,
     backoff: &mut Duration,
@@ -121,14 +133,14 @@ async fn listen(
     loop {
         tokio::select! {
             payload = inbox.recv() => match payload {
-                Some(payload) => match Change::decode(&payload) {
-                    Some(change) => events.send(change),
-                    // Not ours (someone else's NOTIFY on the channel): nothing to pass on.
-                    None => tracing::debug!(
-                        target: "tower_webhooks::store",
-                        backend = "postgres",
-                        "ignored a notification that is not a change"
-                    ),
+                Some(payload) => match payload.split_once(' ') {
+                    // This store's own change: its subscribers heard it after the commit.
+                    Some((from, _)) if from == origin => {}
+                    Some((_, text)) => match Change::decode(text) {
+                        Some(change) => events.send(change),
+                        None => ignored(),
+                    },
+                    None => ignored(),
                 },
                 None => return Err("the server closed the connection".into()),
             },
@@ -142,6 +154,15 @@ async fn listen(
             }
         }
     }
+}
+
+/// Someone else's `NOTIFY` on the channel, not a change: nothing to pass on.
+fn ignored() {
+    tracing::debug!(
+        target: "tower_webhooks::store",
+        backend = "postgres",
+        "ignored a notification that is not a change"
+    );
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -114,6 +114,9 @@ struct Inner {
     schema: String,
     channel: String,
     changes: ChangeSender,
+    // Prefixes this store's `NOTIFY` payloads: its own subscribers hear its changes straight
+    // after each commit, in commit order, and its feed skips the echo.
+    origin: String,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -134,13 +137,8 @@ impl fmt::Debug for PostgresStore {
     }
 }
 
-/// The `NOTIFY` payload of a change to a flow: ids only.
-fn flow_payload(kind: ChangeKind, flow_id: Uuid) -> String {
-    Change::flow(kind, flow_id).encode()
-}
-
-fn task_payload(kind: ChangeKind, task: &Task) -> String {
-    Change::task(kind, task.parent_flow_id, task.task_id).encode()
+fn task_change(kind: ChangeKind, task: &Task) -> Change {
+    Change::task(kind, task.parent_flow_id, task.task_id)
 }
 
 /// Flows removed in one sweep step at most: one owner's lock is held for no longer than that.
@@ -196,10 +194,7 @@ impl PostgresStore {
                  tables in; create it, or name one with ?options=-csearch_path%3D<schema>"
                     .into(),
             ),
-            schema::SchemaError::Newer { found } => StoreError::SchemaTooNew {
-                found: u32::try_from(found).unwrap_or(0),
-                supported: u32::try_from(schema::LATEST).unwrap_or(0),
-            },
+            schema::SchemaError::Refused(error) => error,
             schema::SchemaError::Driver(error) => StoreError::PersistFailed(target.redact(format!(
                 "PostgreSQL: migrating the schema failed: {}",
                 connection::describe(&error)
@@ -207,9 +202,11 @@ impl PostgresStore {
         })?;
         let channel = listen::channel_name(&schema);
         let changes = ChangeSender::new(config.event_capacity);
+        let origin = Uuid::new_v4().simple().to_string();
         let listener = tokio::spawn(listen::run(
             Arc::clone(&target),
             channel.clone(),
+            origin.clone(),
             changes.clone(),
             Duration::from_secs(30),
         ));
@@ -229,6 +226,7 @@ impl PostgresStore {
                 schema,
                 channel,
                 changes,
+                origin,
                 listener,
             }),
         })
@@ -237,6 +235,19 @@ impl PostgresStore {
     /// The schema the tables live in.
     pub fn schema(&self) -> &str {
         &self.inner.schema
+    }
+
+    /// The `NOTIFY` payload of `change`: this store's origin and the change's ids, nothing else.
+    fn payload(&self, change: Change) -> String {
+        format!("{} {}", self.inner.origin, change.encode())
+    }
+
+    /// Tells this store's own subscribers about changes that are now committed (other replicas
+    /// hear them through `NOTIFY`).
+    fn announce(&self, changes: &[Change]) {
+        for change in changes {
+            self.inner.changes.send(*change);
+        }
     }
 
     /// Now minus the retention period: a terminal flow that ended at or before it is expired.
@@ -248,13 +259,13 @@ impl PostgresStore {
     }
 
     /// Removes `owner`'s expired flows inside the caller's transaction, which holds the owner's
-    /// lock; answers the payloads to notify and how many flows went.
+    /// lock; answers how many flows went and the changes to notify.
     async fn sweep_owner_locked(
         &self,
         client: &deadpool_postgres::Object,
         owner: &str,
         cutoff: i64,
-    ) -> Result<(usize, Vec<String>), StoreError> {
+    ) -> Result<(usize, Vec<Change>), StoreError> {
         let sweep = client
             .prepare_cached(sql::SWEEP_OWNER)
             .await
@@ -269,12 +280,12 @@ impl PostgresStore {
             for row in &rows {
                 let flow_id: Uuid = row.get(0);
                 match row.get::<_, Option<Uuid>>(1) {
-                    Some(task_id) => payloads.push(
-                        Change::task(ChangeKind::TaskRemoved, flow_id, task_id).encode(),
-                    ),
+                    Some(task_id) => {
+                        payloads.push(Change::task(ChangeKind::TaskRemoved, flow_id, task_id));
+                    }
                     None => {
                         removed += 1;
-                        payloads.push(flow_payload(ChangeKind::FlowRemoved, flow_id));
+                        payloads.push(Change::flow(ChangeKind::FlowRemoved, flow_id));
                     }
                 }
             }
@@ -294,7 +305,7 @@ impl PostgresStore {
         owner: &str,
         owner_bytes: i64,
         grow: i64,
-    ) -> Result<(bool, Vec<String>), StoreError> {
+    ) -> Result<(bool, Vec<Change>), StoreError> {
         let max = self.inner.limits.max_bytes;
         if grow <= 0 || owner_bytes.saturating_add(grow) <= max {
             return Ok((true, Vec::new()));
@@ -322,9 +333,9 @@ impl PostgresStore {
     async fn notify_and_commit(
         &self,
         client: &deadpool_postgres::Object,
-        payloads: &[String],
+        changes: &[Change],
     ) -> Result<(), StoreError> {
-        if payloads.is_empty() {
+        if changes.is_empty() {
             return client
                 .batch_execute("COMMIT")
                 .await
@@ -334,6 +345,7 @@ impl PostgresStore {
             .prepare_cached(sql::NOTIFY_MANY)
             .await
             .map_err(|e| self.failed(&e, false))?;
+        let payloads: Vec<String> = changes.iter().map(|c| self.payload(*c)).collect();
         let params: [&(dyn ToSql + Sync); 2] = [&self.inner.channel, &payloads];
         tokio::try_join!(
             biased;
@@ -341,6 +353,28 @@ impl PostgresStore {
             client.batch_execute("COMMIT"),
         )
         .map_err(|e| self.failed(&e, true))?;
+        self.announce(changes);
+        Ok(())
+    }
+
+    /// Sends `NOTIFY` for `changes` inside the caller's transaction (heard once it commits).
+    async fn notify_in_transaction(
+        &self,
+        client: &deadpool_postgres::Object,
+        changes: &[Change],
+    ) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let notify = client
+            .prepare_cached(sql::NOTIFY_MANY)
+            .await
+            .map_err(|e| self.failed(&e, false))?;
+        let payloads: Vec<String> = changes.iter().map(|c| self.payload(*c)).collect();
+        client
+            .query(&notify, &[&self.inner.channel, &payloads])
+            .await
+            .map_err(|e| self.failed(&e, false))?;
         Ok(())
     }
 
@@ -470,38 +504,30 @@ impl PostgresStore {
         changed: &Flow,
         cancel_pending: bool,
     ) -> Result<Flow, StoreError> {
-        self.write_flow_and_commit_notifying(conn, before, changed, cancel_pending, &[])
+        self.write_flow_and_commit_after(conn, before, changed, cancel_pending, &[])
             .await
     }
 
-    /// [`write_flow_and_commit`](Self::write_flow_and_commit), sending `notes` (of removals made
-    /// in the same transaction) first.
-    async fn write_flow_and_commit_notifying(
+    /// [`write_flow_and_commit`](Self::write_flow_and_commit) in a transaction that already made
+    /// (and notified) the `earlier` changes: they are announced to this store's subscribers after
+    /// the commit, before the flow's own.
+    async fn write_flow_and_commit_after(
         &self,
         conn: Checkout,
         before: &FlowRow,
         changed: &Flow,
         cancel_pending: bool,
-        notes: &[String],
+        earlier: &[Change],
     ) -> Result<Flow, StoreError> {
         let client = conn.client();
-        if !notes.is_empty() {
-            let notify = client
-                .prepare_cached(sql::NOTIFY_MANY)
-                .await
-                .map_err(|e| self.failed(&e, false))?;
-            client
-                .query(&notify, &[&self.inner.channel, &notes])
-                .await
-                .map_err(|e| self.failed(&e, false))?;
-        }
         let write = client
             .prepare_cached(sql::WRITE_FLOW)
             .await
             .map_err(|e| self.failed(&e, false))?;
         let flow_bytes = bytes_to_db(changed.stored_size());
         let delta = flow_bytes - before.flow_bytes;
-        let payload = flow_payload(ChangeKind::FlowUpdated, changed.flow_id);
+        let change = Change::flow(ChangeKind::FlowUpdated, changed.flow_id);
+        let payload = self.payload(change);
         let (state_json, wait_json) = (
             json_param(&changed.state_json),
             json_param(&changed.wait_json),
@@ -547,6 +573,8 @@ impl PostgresStore {
         let row = rows.first().ok_or_else(|| {
             StoreError::PersistFailed("flow revision moved under its owner's lock".into())
         })?;
+        self.announce(earlier);
+        self.announce(&[change]);
         Ok(rows::flow(row, 0)?.flow)
     }
 
@@ -623,13 +651,17 @@ impl PostgresStore {
                     &now,
                     &opt_to_db(flow.ended_at),
                     &self.inner.channel,
-                    &flow_payload(ChangeKind::FlowCreated, flow.flow_id),
+                    &self.payload(Change::flow(ChangeKind::FlowCreated, flow.flow_id)),
                 ],
             )
             .await
             .map_err(|e| self.failed(&e, true))?;
         conn.release();
-        Ok(!rows.is_empty())
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        self.announce(&[Change::flow(ChangeKind::FlowCreated, flow.flow_id)]);
+        Ok(true)
     }
 
     /// One read-only query, no transaction.
@@ -701,8 +733,9 @@ impl PostgresStore {
             self.roll_back(conn).await?;
             return Err(StoreError::CapacityExceeded);
         }
+        self.notify_in_transaction(conn.client(), &removed).await?;
         let flow = self
-            .write_flow_and_commit_notifying(conn, &before, &changed, before.cancel_pending, &removed)
+            .write_flow_and_commit_after(conn, &before, &changed, before.cancel_pending, &removed)
             .await?;
         Ok(MutationOutcome::Applied(flow))
     }
@@ -780,21 +813,12 @@ impl PostgresStore {
             self.roll_back(conn).await?;
             return Err(StoreError::CapacityExceeded);
         }
-        if !removed.is_empty() {
-            let notify = client
-                .prepare_cached(sql::NOTIFY_MANY)
-                .await
-                .map_err(|e| self.failed(&e, false))?;
-            client
-                .query(&notify, &[&self.inner.channel, &removed])
-                .await
-                .map_err(|e| self.failed(&e, false))?;
-        }
+        self.notify_in_transaction(client, &removed).await?;
         let insert = client
             .prepare_cached(sql::INSERT_TASK)
             .await
             .map_err(|e| self.failed(&e, false))?;
-        let payload = task_payload(ChangeKind::TaskCreated, &task);
+        let payload = self.payload(task_change(ChangeKind::TaskCreated, &task));
         let (owner_key, requester): (&str, &str) = (&task.owner_key, &task.requester_session_key);
         let (runtime, status, policy) = (
             task.runtime.as_str(),
@@ -848,6 +872,7 @@ impl PostgresStore {
         )
         .map_err(|e| self.failed(&e, true))?;
         conn.release();
+        self.announce(&removed);
         if inserted.is_empty() {
             let existing = raced.ok_or_else(|| {
                 StoreError::PersistFailed("run_task: neither inserted nor found".into())
@@ -855,6 +880,7 @@ impl PostgresStore {
             let task = rows::task(&existing, 0)?.task;
             return Ok(RunTaskOutcome::Existing { flow, task });
         }
+        self.announce(&[task_change(ChangeKind::TaskCreated, &task)]);
         Ok(RunTaskOutcome::Created { flow, task })
     }
 
@@ -973,6 +999,7 @@ impl PostgresStore {
             .prepare_cached(sql::WRITE_TASK)
             .await
             .map_err(|e| self.failed(&e, false))?;
+        let mut cancelled = Vec::new();
         for row in tasks
             .iter_mut()
             .filter(|t| t.task.status.is_active() && stopped.contains(&t.task.task_id))
@@ -981,22 +1008,36 @@ impl PostgresStore {
             let written = self.write_task(client, &write_task, row).await?;
             if let Some(written) = written.first() {
                 *row = rows::task(written, 0)?;
+                cancelled.push(task_change(ChangeKind::TaskUpdated, &row.task));
             }
         }
         let tasks: Vec<Task> = tasks.into_iter().map(|t| t.task).collect();
         let still_active = tasks.iter().any(|t| t.status.is_active());
         if still_active {
-            let flow = before.flow.clone();
             if before.cancel_pending {
                 client
                     .batch_execute("COMMIT")
                     .await
                     .map_err(|e| self.failed(&e, true))?;
-                conn.release();
             } else {
-                self.write_flow_and_commit(conn, &before, &flow, true).await?;
+                let mark = client
+                    .prepare_cached(sql::MARK_CANCEL_PENDING)
+                    .await
+                    .map_err(|e| self.failed(&e, false))?;
+                let params: [&(dyn ToSql + Sync); 1] = [&id];
+                tokio::try_join!(
+                    biased;
+                    client.execute(&mark, &params),
+                    client.batch_execute("COMMIT"),
+                )
+                .map_err(|e| self.failed(&e, true))?;
             }
-            return Ok(CancelOutcome::Pending { flow, tasks });
+            conn.release();
+            self.announce(&cancelled);
+            return Ok(CancelOutcome::Pending {
+                flow: before.flow,
+                tasks,
+            });
         }
         let mut flow = before.flow.clone();
         flow.status = FlowStatus::Cancelled;
@@ -1004,7 +1045,7 @@ impl PostgresStore {
         flow.revision = flow.revision.saturating_add(1);
         flow.updated_at = now;
         let flow = self
-            .write_flow_and_commit(conn, &before, &flow, false)
+            .write_flow_and_commit_after(conn, &before, &flow, false, &cancelled)
             .await?;
         Ok(CancelOutcome::Cancelled { flow, tasks })
     }
@@ -1054,7 +1095,7 @@ impl PostgresStore {
                     &task.parent_flow_id,
                     &&*task.owner_key,
                     &self.inner.channel,
-                    &task_payload(ChangeKind::TaskUpdated, task),
+                    &self.payload(task_change(ChangeKind::TaskUpdated, task)),
                 ],
             )
             .await
@@ -1118,6 +1159,7 @@ impl PostgresStore {
             Some(row) => rows::task(row, 0)?.task,
             None => row.task,
         };
+        let updated = [task_change(ChangeKind::TaskUpdated, &task)];
         let any_active: bool = active.get(0);
         let parent = flow_rows.first().map(|r| rows::flow(r, 0)).transpose()?;
         match parent {
@@ -1129,7 +1171,8 @@ impl PostgresStore {
                 flow.ended_at = Some(now);
                 flow.revision = flow.revision.saturating_add(1);
                 flow.updated_at = now;
-                self.write_flow_and_commit(conn, &before, &flow, false).await?;
+                self.write_flow_and_commit_after(conn, &before, &flow, false, &updated)
+                    .await?;
             }
             _ => {
                 conn.client()
@@ -1137,6 +1180,7 @@ impl PostgresStore {
                     .await
                     .map_err(|e| self.failed(&e, true))?;
                 conn.release();
+                self.announce(&updated);
             }
         }
         Ok(TaskUpdateOutcome::Updated(task))

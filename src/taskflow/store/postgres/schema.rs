@@ -10,16 +10,12 @@
 
 use tokio_postgres::Client;
 
-/// One schema change. Versions count up from 1 without gaps; a released migration never changes.
-struct Migration {
-    version: i32,
-    description: &'static str,
-    sql: &'static str,
-}
+use crate::taskflow::store::StoreError;
+use crate::taskflow::store::migrate::{self, CURRENT_VERSION, Migration, SCHEMA_VERSION_TABLE};
 
-const MIGRATIONS: &[Migration] = &[Migration {
+static MIGRATIONS: [Migration; 1] = [Migration {
     version: 1,
-    description: "owners, flows and tasks",
+    name: "owners, flows and tasks",
     sql: r#"
 -- One row per owner session: the counters the caps are checked against. Every write locks its
 -- owner's row first, so the caps hold under READ COMMITTED on any number of replicas, where a
@@ -101,16 +97,13 @@ CREATE UNIQUE INDEX taskflow_tasks_repeat ON taskflow_tasks (flow_id, repeat_key
 "#,
 }];
 
-/// The schema version this build writes.
-pub(super) const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
-
 /// Why the schema could not be brought up to date.
 #[derive(Debug)]
 pub(super) enum SchemaError {
     /// The `search_path` selects no existing schema.
     NoSchema,
-    /// The database was written by a newer version.
-    Newer { found: i32 },
+    /// The database was written by a newer version ([`StoreError::SchemaTooNew`]).
+    Refused(StoreError),
     /// The database refused a statement.
     Driver(tokio_postgres::Error),
 }
@@ -136,31 +129,20 @@ pub(super) async fn migrate(client: &mut Client) -> Result<String, SchemaError> 
             &[],
         )
         .await?;
-    transaction
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS taskflow_schema_version (
-                version integer PRIMARY KEY,
-                description text NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now()
-            )",
-        )
-        .await?;
-    let found: i32 = transaction
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM taskflow_schema_version",
-            &[],
-        )
-        .await?
-        .get(0);
-    if found > LATEST {
-        return Err(SchemaError::Newer { found });
-    }
-    for migration in MIGRATIONS.iter().filter(|m| m.version > found) {
+    transaction.batch_execute(SCHEMA_VERSION_TABLE).await?;
+    let found: i32 = transaction.query_one(CURRENT_VERSION, &[]).await?.get(0);
+    let pending = migrate::pending(&MIGRATIONS, u32::try_from(found).unwrap_or(0))
+        .map_err(SchemaError::Refused)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    for migration in pending {
         transaction.batch_execute(migration.sql).await?;
+        let version = i32::try_from(migration.version).unwrap_or(i32::MAX);
         transaction
             .execute(
-                "INSERT INTO taskflow_schema_version (version, description) VALUES ($1, $2)",
-                &[&migration.version, &migration.description],
+                "INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, $3)",
+                &[&version, &migration.name, &now],
             )
             .await?;
     }
@@ -168,14 +150,3 @@ pub(super) async fn migrate(client: &mut Client) -> Result<String, SchemaError> 
     Ok(schema)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_count_up_from_one_without_gaps() {
-        for (index, migration) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(migration.version, i32::try_from(index).unwrap() + 1);
-        }
-    }
-}

@@ -212,6 +212,11 @@ pub(super) const WRITE_TASK: &str = concat!(
     ", pg_notify($11, $12)::text FROM changed"
 );
 
+/// Marks a cancellation pending (its last active task's end will finish it). Bookkeeping, not a
+/// change a subscriber could see in the record: no notification.
+pub(super) const MARK_CANCEL_PENDING: &str =
+    "UPDATE taskflow_flows SET cancel_pending = true WHERE flow_id = $1";
+
 /// Whether any task of the flow is still active.
 pub(super) const ANY_ACTIVE: &str = "SELECT EXISTS (SELECT 1 FROM taskflow_tasks
     WHERE flow_id = $1 AND status IN ('queued', 'running'))";
@@ -243,8 +248,10 @@ pub(super) const SWEEP_OWNER: &str = concat!(
             bytes = bytes - (SELECT coalesce(sum(bytes), 0) FROM gone)
         WHERE owner_key = $1 AND EXISTS (SELECT 1 FROM gone)
     )
-    SELECT flow_id, NULL::uuid FROM gone
-    UNION ALL SELECT flow_id, task_id FROM gone_tasks"
+    SELECT flow_id, task_id FROM (
+        SELECT flow_id, task_id, 0 AS step FROM gone_tasks
+        UNION ALL SELECT flow_id, NULL::uuid, 1 FROM gone
+    ) removed ORDER BY flow_id, step"
 );
 
 /// One notification per payload, in one statement.
