@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::connection::{Target, describe};
@@ -43,6 +43,7 @@ pub(super) async fn run(
     origin: String,
     events: ChangeSender,
     ping_every: Duration,
+    mut listening: Option<oneshot::Sender<Result<(), String>>>,
 ) {
     let mut backoff = Duration::from_millis(50);
     // The first connection follows the store's own start-up: nothing was missed before it.
@@ -56,8 +57,14 @@ pub(super) async fn run(
             first,
             &mut backoff,
             ping_every,
+            &mut listening,
         )
         .await;
+        if let Some(listening) = listening.take() {
+            // The store waits for its feed before it answers: report why it has none.
+            let _ = listening.send(Err(reason));
+            return;
+        }
         tracing::warn!(
             target: "tower_webhooks::store",
             backend = "postgres",
@@ -72,6 +79,7 @@ pub(super) async fn run(
 }
 
 /// One connection's life; returns why it ended.
+#[allow(clippy::too_many_arguments)]
 async fn listen_once(
     target: &Target,
     channel: &str,
@@ -80,13 +88,15 @@ async fn listen_once(
     first: bool,
     backoff: &mut Duration,
     ping_every: Duration,
+    listening: &mut Option<oneshot::Sender<Result<(), String>>>,
 ) -> String {
-    match listen(target, channel, origin, events, first, backoff, ping_every).await {
+    match listen(target, channel, origin, events, first, backoff, ping_every, listening).await {
         Ok(never) => match never {},
         Err(reason) => reason,
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn listen(
     target: &Target,
     channel: &str,
@@ -95,6 +105,7 @@ async fn listen(
     first: bool,
     backoff: &mut Duration,
     ping_every: Duration,
+    listening: &mut Option<oneshot::Sender<Result<(), String>>>,
 ) -> Result<std::convert::Infallible, String> {
     let mut config = target.config.clone();
     // Operators tell the feed's connection from the pool's in pg_stat_activity.
@@ -125,6 +136,9 @@ async fn listen(
         .await
         .map_err(|e| target.redact(describe(&e)))?;
     *backoff = Duration::from_millis(50);
+    if let Some(listening) = listening.take() {
+        let _ = listening.send(Ok(()));
+    }
     if !first {
         events.lagged();
     }

@@ -203,13 +203,33 @@ impl PostgresStore {
         let channel = listen::channel_name(&schema);
         let changes = ChangeSender::new(config.event_capacity);
         let origin = Uuid::new_v4().simple().to_string();
+        let (listening, listened) = tokio::sync::oneshot::channel();
         let listener = tokio::spawn(listen::run(
             Arc::clone(&target),
             channel.clone(),
             origin.clone(),
             changes.clone(),
             Duration::from_secs(30),
+            Some(listening),
         ));
+        // A store answers only once its feed listens: a subscriber then hears every change
+        // committed after `connect` returned, on any replica.
+        let feed = tokio::time::timeout(options.connect_timeout.saturating_mul(2), listened).await;
+        match feed {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(reason))) => {
+                listener.abort();
+                return Err(StoreError::PersistFailed(format!(
+                    "PostgreSQL: cannot listen for changes: {reason}"
+                )));
+            }
+            Ok(Err(_)) | Err(_) => {
+                listener.abort();
+                return Err(StoreError::PersistFailed(
+                    "PostgreSQL: the change feed did not start in time".into(),
+                ));
+            }
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
