@@ -35,15 +35,17 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), tower_webhooks::taskflow::StoreError> {
-//! use tower_webhooks::taskflow::MemoryStoreConfig;
 //! use tower_webhooks::taskflow::postgres::PostgresStore;
+//! use tower_webhooks::taskflow::{StoreConfig, TaskFlowActionService, TaskFlowRoute};
 //!
+//! // The password, if any, belongs in a SecretRef or ~/.pgpass, not in a config file.
 //! let store = PostgresStore::connect(
 //!     "postgres://webhooks@127.0.0.1/webhooks?options=-csearch_path%3Dwebhooks",
-//!     MemoryStoreConfig::default(),
+//!     StoreConfig::new(),
 //! )
 //! .await?;
-//! let service = tower_webhooks::TaskFlowActionService::new(store);
+//! let service =
+//!     TaskFlowActionService::new(store, TaskFlowRoute::new("hooks", "agent:main:hooks"));
 //! # let _ = service;
 //! # Ok(())
 //! # }
