@@ -1,9 +1,14 @@
-//! The webhook gateway: the full pipeline over an in-memory TaskFlow store, on hyper 1.
+//! The webhook gateway: the full pipeline over a TaskFlow store (in memory by default), on hyper 1.
 //!
 //! ```sh
-//! cargo run --release --example gateway -- [--config FILE] [--listen ADDR] [--log-format text|json]
-//!     [--metrics-listen ADDR] [--max-connections N] [--check-config]
+//! cargo run --release --example gateway -- [--config FILE] [--store URL] [--listen ADDR]
+//!     [--log-format text|json] [--metrics-listen ADDR] [--max-connections N] [--check-config]
 //! ```
+//!
+//! - `--store URL` (or `store` in the config file) picks the store: `memory` (the default),
+//!   `sqlite:PATH` (build with `--features sqlite`; durable across restarts) or `postgres://…`.
+//!   A store that cannot be opened exits 2 naming the setting; a URL's password is never printed.
+//!   `/readyz` answers `503` naming the backend while the store does not answer its check.
 //!
 //! - Without `--config` it serves the embedded default: route `default` at
 //!   `/plugins/webhooks/default` for session `agent:main:main`, its secret from `WEBHOOK_SECRET` or,
@@ -38,6 +43,7 @@ use tokio::sync::watch;
 use tower_webhooks::gateway::{ConfigCheck, Gateway, LoadReport};
 use tower_webhooks::metrics::{MetricsEndpoint, TrackedKeys, WebhookMetrics};
 use tower_webhooks::serve::{ServeOptions, ServeOutcome, serve};
+use tower_webhooks::taskflow::{StoreUrl, TaskFlowStore};
 use tower_webhooks::telemetry::TelemetryLayer;
 use tower_webhooks::{Secret, gateway};
 use tracing_subscriber::EnvFilter;
@@ -59,6 +65,11 @@ struct Args {
     /// embedded default route]
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+
+    /// TaskFlow store: memory, sqlite:PATH or postgres://… [default: the config file's store,
+    /// else memory]
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
 
     /// Address of the webhook listener
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
@@ -165,17 +176,32 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
+/// `--store`, parsed: relative SQLite paths are relative to the working directory.
+fn store_override(args: &Args) -> Result<Option<StoreUrl>, ExitCode> {
+    let Some(text) = &args.store else {
+        return Ok(None);
+    };
+    StoreUrl::parse(text, None).map(Some).map_err(|why| {
+        eprintln!("gateway: {}: {why}", gateway::STORE_FLAG);
+        ExitCode::from(2)
+    })
+}
+
 /// `--check-config`: what a start would load, printed without a secret; exit 0, or 2 with the error.
 fn check_config(args: &Args) -> ExitCode {
+    let store = match store_override(args) {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
     let check = match &args.config {
-        Some(path) => match ConfigCheck::of_file(path) {
+        Some(path) => match ConfigCheck::of_file_on(path, store.as_ref()) {
             Ok(check) => check,
             Err(error) => {
                 eprintln!("gateway: {error}");
                 return ExitCode::from(2);
             }
         },
-        None => ConfigCheck::embedded(),
+        None => ConfigCheck::embedded_on(store.as_ref()),
     };
     let mut check = check;
     if args.metrics_listen.is_some() {
@@ -218,25 +244,35 @@ async fn main() -> ExitCode {
         return check_config(&args);
     }
     init_logs(args.json_logs());
+    let store = match store_override(&args) {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
 
-    let (gateway, report) = match &args.config {
-        Some(path) => match Gateway::from_file(path) {
-            Ok(loaded) => loaded,
-            Err(error) => {
-                eprintln!("gateway: {error}");
-                return ExitCode::from(2);
-            }
-        },
+    let loaded = match &args.config {
+        Some(path) => Gateway::from_file_on(path, store.as_ref()),
         None => {
             let from_env = std::env::var("WEBHOOK_SECRET").ok().and_then(Secret::new);
             let secret = from_env.clone().unwrap_or_else(Secret::generate);
-            if from_env.is_none() {
+            let loaded = match &store {
+                Some(store) => Gateway::embedded_on(secret.clone(), store),
+                None => Ok(Gateway::embedded(secret.clone())),
+            };
+            if from_env.is_none() && loaded.is_ok() {
                 print_quick_start(args.listen, &secret);
             }
-            Gateway::embedded(secret)
+            loaded
+        }
+    };
+    let (gateway, report) = match loaded {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("gateway: {error}");
+            return ExitCode::from(2);
         }
     };
     log_report(&report);
+    tracing::info!(store = %gateway.store_url(), "TaskFlow store open");
 
     let listener = match TcpListener::bind(args.listen).await {
         Ok(listener) => listener,
@@ -252,7 +288,8 @@ async fn main() -> ExitCode {
     let mut metrics_server = None;
     if let Some(listen) = args.metrics_listen.or(gateway.metrics_settings().listen) {
         let mut registry = Registry::default();
-        let counting = WebhookMetrics::new(&mut registry);
+        let backend = gateway.pipeline().store().backend();
+        let counting = WebhookMetrics::with_store_backend(&mut registry, backend);
         registry.register_collector(Box::new(TrackedKeys::of(gateway.pipeline())));
         telemetry = telemetry.metrics(counting.clone());
         metrics = Some(counting);
@@ -263,6 +300,7 @@ async fn main() -> ExitCode {
     }
 
     let shutdown = shutdown_signal();
+    let watching = tokio::spawn(gateway.watch_store());
     let gateway = Arc::new(gateway);
     #[cfg(unix)]
     {
@@ -310,5 +348,6 @@ async fn main() -> ExitCode {
     if let Some(server) = metrics_server {
         let _ = server.await;
     }
+    watching.abort();
     ExitCode::SUCCESS
 }

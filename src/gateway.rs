@@ -4,19 +4,31 @@
 //!
 //! A reload re-reads the file, re-resolves every secret and swaps the whole route table at once:
 //! requests already routed finish on the old routes. The store, the limiters and the lockout are kept,
-//! so a reload loses no flow, resets no budget and lifts no lockout. Changed `limits` take effect at
-//! the next start; a reload says so in a warning.
+//! so a reload loses no flow, resets no budget and lifts no lockout. Changed `limits` and `store`
+//! take effect at the next start; a reload says so in a warning.
+//!
+//! The store is the file's `store` key or a `--store` override ([`StoreUrl`]): memory, a SQLite
+//! file or PostgreSQL, picked at runtime through [`AnyStore`]. One that cannot be opened is a
+//! configuration error naming the key, never a fall back to memory. [`Gateway::watch_store`] keeps
+//! `/readyz` informed about it and runs the retention sweep.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use crate::config::{ConfigError, Limits, MetricsSettings, ResolvedRoute, WebhooksConfig};
-use crate::health::{Health, Readiness, RoutesLoaded};
+use crate::clock::SystemClock;
+use crate::config::{
+    ConfigError, Limits, MetricsSettings, ResolvedRoute, StoreSetting, WebhooksConfig,
+};
+use crate::health::{Health, Readiness, ReadinessCheck, RoutesLoaded};
 use crate::pipeline::{RouteService, WebhookPipeline};
 use crate::router::WebhookRouter;
 use crate::secret::Secret;
-use crate::taskflow::MemoryStore;
+use crate::taskflow::{AnyStore, CancelImmediately, StoreError, StoreUrl, TaskFlowStore};
 use crate::telemetry::{Telemetry, TelemetryLayer};
 
 /// The embedded default route: id, owner session and path.
@@ -25,13 +37,17 @@ pub const DEFAULT_ROUTE_ID: &str = "default";
 pub const DEFAULT_SESSION_KEY: &str = "agent:main:main";
 
 /// The router type the gateway serves.
-pub type GatewayRouter = WebhookRouter<RouteService<MemoryStore>>;
+pub type GatewayRouter = WebhookRouter<RouteService<AnyStore>>;
 
 /// What the gateway serves on its webhook port: probes first, then the observed router.
 pub type GatewayService = Health<Telemetry<GatewayRouter>>;
 
-/// The store kind the gateway runs on, as `--check-config` prints it.
-pub const STORE_KIND: &str = "memory";
+/// Where `--store` errors point: the command line rather than a key of the file.
+pub const STORE_FLAG: &str = "--store";
+/// How often [`Gateway::watch_store`] asks the store whether it answers.
+pub const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// How often [`Gateway::watch_store`] runs the retention sweep.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// The shared-state kind the gateway runs with, as `--check-config` prints it.
 pub const SHARED_STATE_KIND: &str = "none";
 /// How every route authenticates today: a shared secret, as a bearer token or in
@@ -49,20 +65,96 @@ pub struct LoadReport {
     pub warnings: Vec<String>,
 }
 
-/// The gateway's routes over an in-memory store.
+/// The gateway's routes over the configured store.
 #[derive(Debug)]
 pub struct Gateway {
     config_path: Option<PathBuf>,
     metrics: MetricsSettings,
-    pipeline: WebhookPipeline<MemoryStore>,
+    file_store: StoreSetting,
+    store_url: StoreUrl,
+    store_ready: Arc<AtomicBool>,
+    pipeline: WebhookPipeline<AnyStore>,
     router: GatewayRouter,
+}
+
+/// Opens the store `url` names, or says which key named it and why it cannot be opened.
+fn open_store(url: &StoreUrl, limits: &Limits, key: &str) -> Result<AnyStore, ConfigError> {
+    AnyStore::open(
+        url,
+        limits.store.clone(),
+        SystemClock::shared(),
+        Arc::new(CancelImmediately),
+    )
+    .map_err(|error| {
+        ConfigError::invalid(
+            key,
+            format!(
+                "cannot open the {} store {url}: {}",
+                url.kind(),
+                store_reason(&error)
+            ),
+        )
+    })
+}
+
+/// A store error without the `TaskFlow persistence failed:` prefix meant for request logs.
+fn store_reason(error: &StoreError) -> String {
+    match error {
+        StoreError::PersistFailed(reason) | StoreError::OutcomeUnknown(reason) => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `/readyz`'s view of the store: the answer to [`Gateway::watch_store`]'s last check.
+struct StoreAnswers {
+    backend: &'static str,
+    ready: Arc<AtomicBool>,
+}
+
+impl ReadinessCheck for StoreAnswers {
+    fn kind(&self) -> &str {
+        "store"
+    }
+
+    fn check(&self) -> Result<(), Cow<'static, str>> {
+        if self.ready.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(Cow::Owned(format!(
+                "the {} store does not answer",
+                self.backend
+            )))
+        }
+    }
 }
 
 impl Gateway {
     /// The embedded default: one route `default` at `/plugins/webhooks/default` for session
     /// `agent:main:main`, accepting `secret`, with default limits.
     pub fn embedded(secret: Secret) -> (Self, LoadReport) {
-        let pipeline = WebhookPipeline::in_memory(Limits::default());
+        let limits = Limits::default();
+        let store = open_store(&StoreUrl::Memory, &limits, STORE_FLAG)
+            .expect("the in-memory store always opens");
+        Self::embedded_with(secret, StoreUrl::Memory, store, limits)
+    }
+
+    /// The embedded default route over the store `store` names (`--store` without `--config`).
+    pub fn embedded_on(
+        secret: Secret,
+        store: &StoreUrl,
+    ) -> Result<(Self, LoadReport), ConfigError> {
+        let limits = Limits::default();
+        let opened = open_store(store, &limits, STORE_FLAG)?;
+        Ok(Self::embedded_with(secret, store.clone(), opened, limits))
+    }
+
+    fn embedded_with(
+        secret: Secret,
+        store_url: StoreUrl,
+        store: AnyStore,
+        limits: Limits,
+    ) -> (Self, LoadReport) {
+        let pipeline = WebhookPipeline::new(store, limits);
         let route = ResolvedRoute::new(DEFAULT_ROUTE_ID, DEFAULT_SESSION_KEY, [secret]);
         let report = LoadReport {
             routes: vec![(route.id.clone(), route.path.clone())],
@@ -73,6 +165,9 @@ impl Gateway {
             Self {
                 config_path: None,
                 metrics: MetricsSettings::default(),
+                file_store: StoreSetting::default(),
+                store_url,
+                store_ready: Arc::new(AtomicBool::new(true)),
                 pipeline,
                 router,
             },
@@ -80,18 +175,39 @@ impl Gateway {
         )
     }
 
-    /// Loads `path` (plugin config or whole OpenClaw file, JSON5) and resolves its secrets.
+    /// Loads `path` (plugin config or whole OpenClaw file, JSON5), resolves its secrets and opens
+    /// the store its `store` key names (memory when unset). Blocking.
     pub fn from_file(path: impl AsRef<Path>) -> Result<(Self, LoadReport), ConfigError> {
+        Self::from_file_on(path, None)
+    }
+
+    /// [`from_file`](Self::from_file), on the store `store` names when given (`--store`, which
+    /// overrides the file's key).
+    pub fn from_file_on(
+        path: impl AsRef<Path>,
+        store: Option<&StoreUrl>,
+    ) -> Result<(Self, LoadReport), ConfigError> {
         let path = path.as_ref().to_path_buf();
         let config = WebhooksConfig::load(&path)?;
+        let (store_url, key) = match store {
+            Some(url) => (url.clone(), STORE_FLAG.to_owned()),
+            None => (
+                config.store_url(path.parent())?,
+                "webhooks.store".to_owned(),
+            ),
+        };
         let resolved = config.resolve();
-        let pipeline = WebhookPipeline::in_memory(resolved.limits.clone());
+        let opened = open_store(&store_url, &resolved.limits, &key)?;
+        let pipeline = WebhookPipeline::new(opened, resolved.limits.clone());
         let report = report_of(&resolved.routes, resolved.warnings());
         let router = pipeline.router(&resolved.routes);
         Ok((
             Self {
                 config_path: Some(path),
                 metrics: *config.metrics(),
+                file_store: config.store().clone(),
+                store_url,
+                store_ready: Arc::new(AtomicBool::new(true)),
                 pipeline,
                 router,
             },
@@ -108,7 +224,12 @@ impl Gateway {
     /// served), then `telemetry` around the router. Its client IPs follow `limits.trustedProxies`.
     pub fn service(&self, telemetry: TelemetryLayer) -> GatewayService {
         let telemetry = telemetry.trusted_proxies(self.pipeline.limits().trusted_proxies.clone());
-        let readiness = Readiness::new().with(RoutesLoaded::new(self.router.table_handle()));
+        let readiness = Readiness::new()
+            .with(RoutesLoaded::new(self.router.table_handle()))
+            .with(StoreAnswers {
+                backend: self.pipeline.store().backend(),
+                ready: Arc::clone(&self.store_ready),
+            });
         Health::new(Telemetry::new(self.router(), &telemetry), readiness)
     }
 
@@ -118,8 +239,57 @@ impl Gateway {
     }
 
     /// The pipeline behind the routes: its store and shared limiter state.
-    pub fn pipeline(&self) -> &WebhookPipeline<MemoryStore> {
+    pub fn pipeline(&self) -> &WebhookPipeline<AnyStore> {
         &self.pipeline
+    }
+
+    /// The store the gateway runs on; its `Display` shows no password.
+    pub fn store_url(&self) -> &StoreUrl {
+        &self.store_url
+    }
+
+    /// Asks the store whether it answers every [`STORE_CHECK_INTERVAL`] (what `/readyz` reports)
+    /// and runs the retention sweep every [`SWEEP_INTERVAL`]; runs until dropped. A failure is
+    /// logged when it starts and when it ends, with the backend kind and no URL.
+    pub fn watch_store(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let store = Arc::clone(self.pipeline.store());
+        let ready = Arc::clone(&self.store_ready);
+        let sweep_every = (SWEEP_INTERVAL.as_secs() / STORE_CHECK_INTERVAL.as_secs()).max(1);
+        async move {
+            let mut checks = tokio::time::interval(STORE_CHECK_INTERVAL);
+            for tick in 1u64.. {
+                checks.tick().await;
+                let answered = store.check().await;
+                let was_ready = ready.swap(answered.is_ok(), Ordering::Relaxed);
+                match (&answered, was_ready) {
+                    (Err(error), true) => tracing::error!(
+                        backend = store.backend(),
+                        reason = %store_reason(error),
+                        "the TaskFlow store does not answer: /readyz answers 503"
+                    ),
+                    (Ok(()), false) => {
+                        tracing::info!(
+                            backend = store.backend(),
+                            "the TaskFlow store answers again"
+                        );
+                    }
+                    _ => {}
+                }
+                if answered.is_ok() && tick % sweep_every == 0 {
+                    match store.sweep_expired().await {
+                        Ok(0) => {}
+                        Ok(removed) => {
+                            tracing::info!(removed, "retention sweep removed expired flows");
+                        }
+                        Err(error) => tracing::warn!(
+                            backend = store.backend(),
+                            reason = %store_reason(&error),
+                            "retention sweep failed"
+                        ),
+                    }
+                }
+            }
+        }
     }
 
     /// The config file, if the gateway was loaded from one.
@@ -150,6 +320,9 @@ impl Gateway {
         if *config.metrics() != self.metrics {
             warnings.push("[webhooks] metrics changed: they take effect at the next start".into());
         }
+        if *config.store() != self.file_store {
+            warnings.push("[webhooks] store changed: it takes effect at the next start".into());
+        }
         let report = report_of(&resolved.routes, warnings);
         self.router
             .table_handle()
@@ -178,8 +351,8 @@ pub struct ConfigCheck {
     pub routes: Vec<RouteSummary>,
     /// The `[webhooks] skipping route …` warnings.
     pub warnings: Vec<String>,
-    /// The store kind ([`STORE_KIND`]).
-    pub store: &'static str,
+    /// The store, as its kind and its setting without a password: `sqlite (sqlite:/var/…/flows.db)`.
+    pub store: String,
     /// The shared-state kind ([`SHARED_STATE_KIND`]).
     pub shared_state: &'static str,
     /// The metrics listener the file asks for.
@@ -216,17 +389,40 @@ impl RouteSummary {
 impl ConfigCheck {
     /// Loads `path` and resolves every secret, as a start would. Blocking (secret providers).
     pub fn of_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        Self::of_file_on(path, None)
+    }
+
+    /// [`of_file`](Self::of_file) with `--store` overriding the file's `store`. The store is named,
+    /// not opened: checking a config never creates a database file.
+    pub fn of_file_on(
+        path: impl AsRef<Path>,
+        store: Option<&StoreUrl>,
+    ) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let config = WebhooksConfig::load(path)?;
+        let store = match store {
+            Some(url) => url.clone(),
+            None => config.store_url(path.parent())?,
+        };
         let resolved = config.resolve();
         Ok(Self {
             source: format!("config {}", path.display()),
             routes: resolved.routes.iter().map(RouteSummary::of).collect(),
             warnings: resolved.warnings(),
-            store: STORE_KIND,
+            store: store_summary(&store),
             shared_state: SHARED_STATE_KIND,
             metrics_listen: config.metrics().listen,
         })
+    }
+
+    /// The embedded default route, whose secret comes from `WEBHOOK_SECRET` or is generated, on
+    /// the store `store` names (memory when `None`).
+    pub fn embedded_on(store: Option<&StoreUrl>) -> Self {
+        let mut check = Self::embedded();
+        if let Some(store) = store {
+            check.store = store_summary(store);
+        }
+        check
     }
 
     /// The embedded default route, whose secret comes from `WEBHOOK_SECRET` or is generated.
@@ -236,10 +432,18 @@ impl ConfigCheck {
             source: "embedded default".into(),
             routes: vec![RouteSummary::of(&route)],
             warnings: vec![],
-            store: STORE_KIND,
+            store: store_summary(&StoreUrl::Memory),
             shared_state: SHARED_STATE_KIND,
             metrics_listen: None,
         }
+    }
+}
+
+/// `memory`, or the kind and the setting without a password: `sqlite (sqlite:/var/…/flows.db)`.
+fn store_summary(store: &StoreUrl) -> String {
+    match store {
+        StoreUrl::Memory => "memory".into(),
+        other => format!("{} ({other})", other.kind()),
     }
 }
 
@@ -269,5 +473,25 @@ impl fmt::Display for ConfigCheck {
             Some(listen) => writeln!(f, "metrics: {listen}"),
             None => writeln!(f, "metrics: off"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readyz_names_the_store_kind_while_it_does_not_answer() {
+        let ready = Arc::new(AtomicBool::new(false));
+        let readiness = Readiness::new().with(StoreAnswers {
+            backend: "sqlite",
+            ready: Arc::clone(&ready),
+        });
+        assert_eq!(
+            readiness.check(),
+            Err("store: the sqlite store does not answer".to_owned())
+        );
+        ready.store(true, Ordering::Relaxed);
+        assert_eq!(readiness.check(), Ok(()));
     }
 }

@@ -681,5 +681,8 @@ async fn shutdown_lets_a_request_in_flight_finish() {
         draining.await.unwrap(),
         tower_webhooks::serve::ServeOutcome::Drained
     );
-    assert_eq!(gateway.pipeline().store().flow_count(), 1);
+    assert_eq!(
+        gateway.pipeline().store().as_memory().unwrap().flow_count(),
+        1
+    );
 }

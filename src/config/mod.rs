@@ -130,6 +130,7 @@ mod nesting;
 mod path;
 mod routes;
 mod secrets;
+mod store;
 mod value;
 
 use std::collections::HashMap;
@@ -147,6 +148,7 @@ pub use secrets::{
     DEFAULT_EXEC_TIMEOUT, ExecProvider, FileMode, MAX_SECRET_BYTES, SecretInput, SecretProvider,
     SecretProviders, SecretRef, SecretSource, UnresolvedSecret,
 };
+pub use store::StoreSetting;
 
 use crate::secret::Secret;
 pub(crate) use value::js_trim;
@@ -164,6 +166,7 @@ pub struct WebhooksConfig {
     routes: Vec<RouteConfig>,
     limits: Limits,
     metrics: MetricsSettings,
+    store: StoreSetting,
     providers: SecretProviders,
 }
 
@@ -215,7 +218,7 @@ impl WebhooksConfig {
             deny_unknown(
                 root,
                 PLUGIN_PATH,
-                &["routes", "limits", "metrics", "secrets"],
+                &["routes", "limits", "metrics", "store", "secrets"],
             )?;
             let providers = match root.get("secrets") {
                 Some(secrets) => providers_from_secrets(secrets)?,
@@ -253,7 +256,11 @@ impl WebhooksConfig {
             return Ok(Self::empty(true));
         };
         let config = object(config, PLUGIN_PATH)?;
-        deny_unknown(config, PLUGIN_PATH, &["routes", "limits", "metrics"])?;
+        deny_unknown(
+            config,
+            PLUGIN_PATH,
+            &["routes", "limits", "metrics", "store"],
+        )?;
         let providers = match root.get("secrets") {
             Some(secrets) => providers_from_secrets(secrets)?,
             None => SecretProviders::default(),
@@ -277,11 +284,16 @@ impl WebhooksConfig {
             Some(metrics) => MetricsSettings::from_value(metrics, &join(PLUGIN_PATH, "metrics"))?,
             None => MetricsSettings::default(),
         };
+        let store = match config.get("store") {
+            Some(store) => StoreSetting::from_value(store, &join(PLUGIN_PATH, "store"))?,
+            None => StoreSetting::default(),
+        };
         Ok(Self {
             enabled: true,
             routes,
             limits,
             metrics,
+            store,
             providers,
         })
     }
@@ -311,6 +323,19 @@ impl WebhooksConfig {
     /// `metrics`: where the gateway serves its metrics.
     pub fn metrics(&self) -> &MetricsSettings {
         &self.metrics
+    }
+
+    /// `store`: which TaskFlow store to run on (memory when unset).
+    pub fn store(&self) -> &StoreSetting {
+        &self.store
+    }
+
+    /// The store `store` names, resolving a SecretRef now (blocking) and taking a relative SQLite
+    /// path relative to `base` (the config file's directory). Errors name `webhooks.store` and
+    /// never show the URL.
+    pub fn store_url(&self, base: Option<&Path>) -> Result<crate::taskflow::StoreUrl, ConfigError> {
+        self.store
+            .resolve(&self.providers, base, &join(PLUGIN_PATH, "store"))
     }
 
     /// `secrets.providers`.

@@ -141,7 +141,8 @@ pub use service::{TaskFlowActionService, TaskFlowFuture, TaskFlowRoute};
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{
-    CancelOutcome, Change, ChangeEvent, ChangeFeed, ChangeKind, ChangeSender, ChangeSubscription,
-    FlowEnd, MemoryStore, MemoryStoreConfig, Mutation, MutationOutcome, NewFlow, NewTask, Patch,
-    RunTaskOutcome, StoreConfig, StoreError, TaskFlowStore, TaskUpdate, TaskUpdateOutcome,
+    AnyStore, CancelOutcome, Change, ChangeEvent, ChangeFeed, ChangeKind, ChangeSender,
+    ChangeSubscription, FlowEnd, MemoryStore, MemoryStoreConfig, Mutation, MutationOutcome,
+    NewFlow, NewTask, Patch, RunTaskOutcome, StoreConfig, StoreError, StoreUrl, TaskFlowStore,
+    TaskUpdate, TaskUpdateOutcome,
 };

@@ -17,12 +17,20 @@ pub fn gateway_binary() -> &'static Path {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
         let output = std::process::Command::new(cargo)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
+            // The test binaries' own features: every test of one `cargo test` run then asks for
+            // the same executable, instead of rebuilding it over another's (the store tests need
+            // the `sqlite` backend in it).
             .args([
                 "build",
                 "--example",
                 "gateway",
                 "--features",
-                "gateway",
+                match (cfg!(feature = "sqlite"), cfg!(feature = "postgres")) {
+                    (true, true) => "gateway,sqlite,postgres",
+                    (true, false) => "gateway,sqlite",
+                    (false, true) => "gateway,postgres",
+                    (false, false) => "gateway",
+                },
                 "--message-format=json",
             ])
             .output()

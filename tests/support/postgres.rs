@@ -4,6 +4,8 @@
 //! unreachable: the test fails. Each test gets a fresh schema (its tables, its notification
 //! channel), dropped when the guard goes, so tests run in parallel on one database.
 
+#![allow(dead_code)]
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub const ENV: &str = "TOWER_WEBHOOKS_POSTGRES_URL";

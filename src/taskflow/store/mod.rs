@@ -13,9 +13,11 @@
 //! ([`update_task`](TaskFlowStore::update_task), [`end_flow`](TaskFlowStore::end_flow), ...) address
 //! records by id alone: they are for the application that runs the tasks, not for webhook callers.
 
+mod any;
 mod changes;
 mod config;
 mod memory;
+mod url;
 // The PostgreSQL store runs the same migration shape; it adds its feature here.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrate;
@@ -31,11 +33,13 @@ use std::sync::Arc;
 use serde_json::Value;
 use uuid::Uuid;
 
+pub use any::AnyStore;
 pub use changes::{Change, ChangeEvent, ChangeFeed, ChangeKind, ChangeSender, ChangeSubscription};
 pub use config::{MemoryStoreConfig, StoreConfig};
 pub use memory::MemoryStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
+pub use url::StoreUrl;
 
 use super::model::{Flow, FlowStatus, NotifyPolicy, Runtime, SyncMode, Task, TaskStatus};
 
