@@ -149,7 +149,13 @@ async fn run(base: String) {
         async move {
             bare.execute(
                 insert,
-                &[&id, &"owner", &"ship the release", &tokio_postgres::types::Json(state), &1_i64],
+                &[
+                    &id,
+                    &"owner",
+                    &"ship the release",
+                    &tokio_postgres::types::Json(state),
+                    &1_i64,
+                ],
             )
             .await
             .unwrap();
@@ -159,7 +165,9 @@ async fn run(base: String) {
     let bare_update = latency(SAMPLES, |i| {
         let (bare, update, id) = (&bare, &update, bare_ids[0]);
         async move {
-            bare.query_one(update, &[&id, &(i as i64), &2_i64]).await.unwrap();
+            bare.query_one(update, &[&id, &(i as i64), &2_i64])
+                .await
+                .unwrap();
         }
     })
     .await;
@@ -244,14 +252,34 @@ async fn run(base: String) {
     println!("\n### Per call, one client, sequential (µs; {SAMPLES} calls after {WARM_UP})\n");
     println!("| call | p50 | p99 | p50 ÷ bare driver |");
     println!("|---|---:|---:|---:|");
-    row("bare driver: INSERT one row (autocommit)", bare_insert, None);
-    row("bare driver: UPDATE … WHERE revision = $n RETURNING", bare_update, None);
+    row(
+        "bare driver: INSERT one row (autocommit)",
+        bare_insert,
+        None,
+    );
+    row(
+        "bare driver: UPDATE … WHERE revision = $n RETURNING",
+        bare_update,
+        None,
+    );
     row("bare driver: SELECT one row", bare_select, None);
     row("PostgresStore::create_flow", pg_create, Some(bare_insert));
     row("PostgresStore::get_flow", pg_get, Some(bare_select));
-    row("PostgresStore::mutate_flow (set_waiting)", pg_mutate, Some(bare_update));
-    row("PostgresStore::run_task (with runId)", pg_run, Some(bare_insert));
-    row("PostgresStore::list_flows (20 flows)", pg_list, Some(bare_select));
+    row(
+        "PostgresStore::mutate_flow (set_waiting)",
+        pg_mutate,
+        Some(bare_update),
+    );
+    row(
+        "PostgresStore::run_task (with runId)",
+        pg_run,
+        Some(bare_insert),
+    );
+    row(
+        "PostgresStore::list_flows (20 flows)",
+        pg_list,
+        Some(bare_select),
+    );
     row("MemoryStore::create_flow", mem_create, None);
     row("MemoryStore::get_flow", mem_get, None);
     row("MemoryStore::mutate_flow (set_waiting)", mem_mutate, None);
@@ -260,7 +288,10 @@ async fn run(base: String) {
 
     // Throughput: 32 clients. One owner (every write takes that owner's row lock, as a webhook
     // route's session does) and 32 owners (no shared lock), on one store and split over two.
-    let options = PostgresOptions::default().max_connections(CLIENTS);
+    // 16 connections per store (the default pool), so two replicas hold 32 between them, as many
+    // as the bare driver's clients: the server's connection limit is shared with other users.
+    drop(bare);
+    let options = PostgresOptions::default().max_connections(CLIENTS / 2);
     let connect = || {
         PostgresStore::build(
             &url,
@@ -270,8 +301,6 @@ async fn run(base: String) {
             Arc::new(tower_webhooks::taskflow::CancelImmediately),
         )
     };
-    let one = Arc::new(connect().await.unwrap());
-    let two = [Arc::new(connect().await.unwrap()), Arc::new(connect().await.unwrap())];
     let mut bare_pool = Vec::new();
     for _ in 0..CLIENTS {
         let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
@@ -309,6 +338,13 @@ async fn run(base: String) {
         })
         .await
     };
+    drop(bare_pool);
+    drop(store);
+    let one = Arc::new(connect().await.unwrap());
+    let two = [
+        Arc::new(connect().await.unwrap()),
+        Arc::new(connect().await.unwrap()),
+    ];
     let mut results = Vec::new();
     for owners in [1, CLIENTS] {
         let store = Arc::clone(&one);
@@ -345,7 +381,7 @@ async fn run(base: String) {
             split / bare_tput
         );
     }
-    drop((one, two, store));
+    drop((one, two));
     admin
         .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
         .await

@@ -3,9 +3,9 @@
 //! change feed), served on its own port. Needs `TOWER_WEBHOOKS_POSTGRES_URL`; each test has its
 //! own schema.
 
-mod support;
 #[path = "support/postgres.rs"]
 mod postgres_support;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -104,7 +104,10 @@ async fn two_replicas_share_flows_revisions_caps_run_ids_and_changes() {
     // A flow created on A is read on B.
     let (status, created) = act(at_a, json!({"action": "create_flow", "goal": "ship"})).await;
     assert_eq!(status, 200, "{created}");
-    let flow_id = created["result"]["flow"]["flowId"].as_str().unwrap().to_owned();
+    let flow_id = created["result"]["flow"]["flowId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (status, read) = act(at_b, json!({"action": "get_flow", "flowId": flow_id})).await;
     assert_eq!(status, 200);
     assert_eq!(read["result"]["flow"], created["result"]["flow"]);
@@ -166,17 +169,29 @@ async fn two_replicas_share_flows_revisions_caps_run_ids_and_changes() {
     for run in runs {
         let (status, body) = run.await.unwrap();
         assert_eq!(status, 200, "{body}");
-        task_ids.insert(body["result"]["task"]["taskId"].as_str().unwrap().to_owned());
+        task_ids.insert(
+            body["result"]["task"]["taskId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     assert_eq!(task_ids.len(), 1);
-    let (_, summary) = act(at_b, json!({"action": "get_task_summary", "flowId": flow_id})).await;
+    let (_, summary) = act(
+        at_b,
+        json!({"action": "get_task_summary", "flowId": flow_id}),
+    )
+    .await;
     assert_eq!(summary["result"]["summary"]["total"], 1);
 
     // Both replicas create at once against a cap of 6 (one flow exists): never over.
     let creates: Vec<_> = (0..20)
         .map(|i| {
             let addr = if i % 2 == 0 { at_a } else { at_b };
-            tokio::spawn(act(addr, json!({"action": "create_flow", "goal": format!("g{i}")})))
+            tokio::spawn(act(
+                addr,
+                json!({"action": "create_flow", "goal": format!("g{i}")}),
+            ))
         })
         .collect();
     let (mut ok, mut full) = (0, 0);
@@ -208,7 +223,10 @@ async fn a_cut_database_answers_503_under_load_changes_nothing_and_recovers_with
     let addr = replica.server.addr;
     let (status, created) = act(addr, json!({"action": "create_flow", "goal": "before"})).await;
     assert_eq!(status, 200);
-    let flow_id = created["result"]["flow"]["flowId"].as_str().unwrap().to_owned();
+    let flow_id = created["result"]["flow"]["flowId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     proxy.cut();
     let started = std::time::Instant::now();
@@ -217,7 +235,9 @@ async fn a_cut_database_answers_503_under_load_changes_nothing_and_recovers_with
             let body = match i % 3 {
                 0 => json!({"action": "create_flow", "goal": "during"}),
                 1 => json!({"action": "request_cancel", "flowId": flow_id, "expectedRevision": 0}),
-                _ => json!({"action": "run_task", "flowId": flow_id, "runtime": "acp", "task": "t"}),
+                _ => {
+                    json!({"action": "run_task", "flowId": flow_id, "runtime": "acp", "task": "t"})
+                }
             };
             tokio::spawn(act(addr, body))
         })
@@ -227,7 +247,10 @@ async fn a_cut_database_answers_503_under_load_changes_nothing_and_recovers_with
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["code"], "persist_failed");
         assert_eq!(body["error"], "TaskFlow persistence failed.");
-        assert!(!body.to_string().contains("127.0.0.1"), "no address in a response: {body}");
+        assert!(
+            !body.to_string().contains("127.0.0.1"),
+            "no address in a response: {body}"
+        );
     }
     assert!(started.elapsed() < Duration::from_secs(30), "no hang");
 
@@ -237,8 +260,16 @@ async fn a_cut_database_answers_503_under_load_changes_nothing_and_recovers_with
     assert_eq!(status, 200, "{listed}");
     assert_eq!(listed["result"]["flows"].as_array().unwrap().len(), 1);
     assert_eq!(listed["result"]["flows"][0]["revision"], 0);
-    let (_, summary) = act(addr, json!({"action": "get_task_summary", "flowId": flow_id})).await;
+    let (_, summary) = act(
+        addr,
+        json!({"action": "get_task_summary", "flowId": flow_id}),
+    )
+    .await;
     assert_eq!(summary["result"]["summary"]["total"], 0);
-    let (status, _) = act(addr, json!({"action": "request_cancel", "flowId": flow_id, "expectedRevision": 0})).await;
+    let (status, _) = act(
+        addr,
+        json!({"action": "request_cancel", "flowId": flow_id, "expectedRevision": 0}),
+    )
+    .await;
     assert_eq!(status, 200);
 }

@@ -7,10 +7,10 @@
 //! revision, and a `run_task` repeat must return the task it created before the crash.
 //! [`crash_and_restart`] is the whole test body, so another backend runs it with its own URL.
 
-mod support;
 #[cfg(feature = "postgres")]
 #[path = "support/postgres.rs"]
 mod postgres_support;
+mod support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -207,7 +207,8 @@ async fn sqlite_loses_no_acknowledged_change_to_sigkill() {
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_loses_no_acknowledged_change_to_sigkill() {
-    let Some(base) = postgres_support::url_or_skip("postgres_loses_no_acknowledged_change_to_sigkill")
+    let Some(base) =
+        postgres_support::url_or_skip("postgres_loses_no_acknowledged_change_to_sigkill")
     else {
         return;
     };

@@ -125,7 +125,10 @@ async fn a_schema_written_by_a_newer_version_is_refused_by_name() {
             supported: 1
         }
     );
-    assert!(error.to_string().contains("upgrade tower-webhooks"), "{error}");
+    assert!(
+        error.to_string().contains("upgrade tower-webhooks"),
+        "{error}"
+    );
     // Refused before anything was written: the version table still says 99.
     let newest: i32 = schema
         .admin()
@@ -150,7 +153,10 @@ async fn a_search_path_without_a_schema_is_named_as_the_problem() {
         .await
         .unwrap_err(),
     );
-    assert!(error.contains("search_path names no existing schema"), "{error}");
+    assert!(
+        error.contains("search_path names no existing schema"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -166,18 +172,32 @@ async fn the_url_password_appears_in_no_error_and_no_debug() {
         .unwrap_err();
     let (text, debug) = (error.to_string(), format!("{error:?}"));
     assert!(text.contains("cannot reach PostgreSQL"), "{text}");
-    assert!(!text.contains(PASSWORD) && !debug.contains(PASSWORD), "{text} {debug}");
+    assert!(
+        !text.contains(PASSWORD) && !debug.contains(PASSWORD),
+        "{text} {debug}"
+    );
     // A malformed URL carrying the password is reported without quoting it.
     let malformed = format!("postgres://postgres:{PASSWORD}@127.0.0.1:notaport/test");
     let error = PostgresStore::connect(&malformed, MemoryStoreConfig::default())
         .await
         .unwrap_err();
-    assert!(error.to_string().starts_with("TaskFlow persistence failed: invalid PostgreSQL URL"));
+    assert!(
+        error
+            .to_string()
+            .starts_with("TaskFlow persistence failed: invalid PostgreSQL URL")
+    );
     assert!(!format!("{error} {error:?}").contains(PASSWORD));
     // Trust authentication takes any password: a working store with one in its URL.
     let schema = TestSchema::create(&base, "password").await;
-    let url = schema.url().replacen("postgres://postgres@", &format!("postgres://postgres:{PASSWORD}@"), 1);
-    assert!(url.contains(PASSWORD), "the test URL must carry the password: {url}");
+    let url = schema.url().replacen(
+        "postgres://postgres@",
+        &format!("postgres://postgres:{PASSWORD}@"),
+        1,
+    );
+    assert!(
+        url.contains(PASSWORD),
+        "the test URL must carry the password: {url}"
+    );
     let store = PostgresStore::connect(&url, MemoryStoreConfig::default())
         .await
         .unwrap();
@@ -210,7 +230,11 @@ async fn caller_json_is_stored_as_the_exact_text_sent_and_read_back_equal() {
         .unwrap()
         .unwrap();
     assert_eq!(read.state_json, Some(state.clone()));
-    assert_eq!(read.wait_json, Some(serde_json::Value::Null), "a stored null is not unset");
+    assert_eq!(
+        read.wait_json,
+        Some(serde_json::Value::Null),
+        "a stored null is not unset"
+    );
     assert_eq!(
         serde_json::to_string(&read.state_json).unwrap(),
         serde_json::to_string(&state).unwrap(),
@@ -222,7 +246,10 @@ async fn caller_json_is_stored_as_the_exact_text_sent_and_read_back_equal() {
 async fn two_stores_on_one_schema_apply_exactly_one_of_sixteen_writers() {
     let schema = schema_or_skip!("two_stores_revision");
     let (a, b) = (store(&schema).await, store(&schema).await);
-    let flow = a.create_flow("owner", NewFlow::new("ctl", "goal")).await.unwrap();
+    let flow = a
+        .create_flow("owner", NewFlow::new("ctl", "goal"))
+        .await
+        .unwrap();
     let id = flow.id_string();
     let writers = (0..16).map(|i| {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -252,7 +279,9 @@ async fn two_stores_on_one_schema_apply_exactly_one_of_sixteen_writers() {
 async fn two_stores_never_take_an_owner_past_its_flow_cap() {
     let schema = schema_or_skip!("two_stores_cap");
     let config = MemoryStoreConfig::default().max_flows_per_owner(Some(5));
-    let a = PostgresStore::connect(&schema.url(), config.clone()).await.unwrap();
+    let a = PostgresStore::connect(&schema.url(), config.clone())
+        .await
+        .unwrap();
     let b = PostgresStore::connect(&schema.url(), config).await.unwrap();
     let creates = (0..24).map(|i| {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -274,7 +303,10 @@ async fn two_stores_never_take_an_owner_past_its_flow_cap() {
 async fn the_same_run_id_on_two_stores_at_once_creates_one_task() {
     let schema = schema_or_skip!("two_stores_run_id");
     let (a, b) = (store(&schema).await, store(&schema).await);
-    let flow = a.create_flow("owner", NewFlow::new("c", "g")).await.unwrap();
+    let flow = a
+        .create_flow("owner", NewFlow::new("c", "g"))
+        .await
+        .unwrap();
     let runs = (0..16).map(|i| {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         let id = flow.id_string();
@@ -312,14 +344,23 @@ async fn a_long_task_text_with_a_run_id_is_still_idempotent() {
     // The repeat key is a digest: a task text longer than a btree entry can hold still works.
     let schema = schema_or_skip!("long_task");
     let store = store(&schema).await;
-    let flow = store.create_flow("owner", NewFlow::new("c", "g")).await.unwrap();
+    let flow = store
+        .create_flow("owner", NewFlow::new("c", "g"))
+        .await
+        .unwrap();
     let new = || {
         let mut new = NewTask::new(Runtime::Acp, "x".repeat(100_000));
         new.run_id = Some("r".repeat(10_000));
         new
     };
-    let first = store.run_task("owner", &flow.id_string(), new()).await.unwrap();
-    let again = store.run_task("owner", &flow.id_string(), new()).await.unwrap();
+    let first = store
+        .run_task("owner", &flow.id_string(), new())
+        .await
+        .unwrap();
+    let again = store
+        .run_task("owner", &flow.id_string(), new())
+        .await
+        .unwrap();
     let (RunTaskOutcome::Created { task: a, .. }, RunTaskOutcome::Existing { task: b, .. }) =
         (first, again)
     else {
@@ -395,7 +436,10 @@ async fn a_subscriber_on_one_store_hears_a_change_made_on_another_by_id() {
     let (a, b) = (store(&schema).await, store(&schema).await);
     // `connect` returns once the feed listens: nothing to wait for.
     let mut heard = b.subscribe();
-    let flow = a.create_flow("owner", NewFlow::new("c", "g")).await.unwrap();
+    let flow = a
+        .create_flow("owner", NewFlow::new("c", "g"))
+        .await
+        .unwrap();
     let id = flow.id_string();
     let RunTaskOutcome::Created { task, .. } = a
         .run_task("owner", &id, NewTask::new(Runtime::Acp, "t"))
@@ -450,7 +494,10 @@ async fn a_feed_that_lost_its_connection_says_lagged_and_hears_changes_again() {
         .get(0);
     assert_eq!(killed, 1);
     assert_eq!(next(&mut heard).await, ChangeEvent::Lagged);
-    let flow = store.create_flow("owner", NewFlow::new("c", "g")).await.unwrap();
+    let flow = store
+        .create_flow("owner", NewFlow::new("c", "g"))
+        .await
+        .unwrap();
     assert_eq!(
         next(&mut heard).await,
         ChangeEvent::Changed(Change::flow(ChangeKind::FlowCreated, flow.flow_id))
@@ -507,7 +554,10 @@ async fn a_database_outage_answers_persist_failed_changes_nothing_and_recovers_b
     )
     .await
     .unwrap();
-    let flow = store.create_flow("owner", NewFlow::new("c", "g")).await.unwrap();
+    let flow = store
+        .create_flow("owner", NewFlow::new("c", "g"))
+        .await
+        .unwrap();
     let id = flow.id_string();
     proxy.cut();
     let started = std::time::Instant::now();
@@ -517,10 +567,23 @@ async fn a_database_outage_answers_persist_failed_changes_nothing_and_recovers_b
         .unwrap_err();
     assert!(matches!(error, StoreError::PersistFailed(_)), "{error:?}");
     assert!(
-        store.create_flow("owner", NewFlow::new("c", "g")).await.unwrap_err().is_persist_failure()
+        store
+            .create_flow("owner", NewFlow::new("c", "g"))
+            .await
+            .unwrap_err()
+            .is_persist_failure()
     );
-    assert!(store.get_flow("owner", &id).await.unwrap_err().is_persist_failure());
-    assert!(store.check().await.is_err(), "readiness says the backend is gone");
+    assert!(
+        store
+            .get_flow("owner", &id)
+            .await
+            .unwrap_err()
+            .is_persist_failure()
+    );
+    assert!(
+        store.check().await.is_err(),
+        "readiness says the backend is gone"
+    );
     assert!(
         started.elapsed() < std::time::Duration::from_secs(20),
         "refused connections answer at once, not after a hang"
@@ -528,13 +591,19 @@ async fn a_database_outage_answers_persist_failed_changes_nothing_and_recovers_b
     proxy.restore();
     // Back: the same store, no restart; the failed writes changed nothing.
     store.check().await.unwrap();
-    assert_eq!(store.get_flow("owner", &id).await.unwrap(), Some(flow.clone()));
+    assert_eq!(
+        store.get_flow("owner", &id).await.unwrap(),
+        Some(flow.clone())
+    );
     assert_eq!(store.list_flows("owner").await.unwrap().len(), 1);
     let outcome = store
         .mutate_flow("owner", &id, 0, Mutation::RequestCancel)
         .await
         .unwrap();
-    assert!(matches!(outcome, MutationOutcome::Applied(_)), "{outcome:?}");
+    assert!(
+        matches!(outcome, MutationOutcome::Applied(_)),
+        "{outcome:?}"
+    );
 }
 
 #[tokio::test]
@@ -543,10 +612,16 @@ async fn a_connection_lost_during_commit_is_reported_as_an_unknown_outcome() {
     let schema = schema_or_skip!("unknown_outcome");
     let base = std::env::var(postgres_support::ENV).unwrap();
     let proxy = TcpProxy::start(&base).await;
-    let store = PostgresStore::connect(&proxy.url(&base, &schema.name), MemoryStoreConfig::default())
+    let store = PostgresStore::connect(
+        &proxy.url(&base, &schema.name),
+        MemoryStoreConfig::default(),
+    )
+    .await
+    .unwrap();
+    let flow = store
+        .create_flow("owner", NewFlow::new("c", "g"))
         .await
         .unwrap();
-    let flow = store.create_flow("owner", NewFlow::new("c", "g")).await.unwrap();
     let id = flow.id_string();
     proxy.cut_after_next_commit();
     let error = store

@@ -58,7 +58,9 @@ impl TestSchema {
             remove_stale(&client).await;
         }
         client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"))
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+            ))
             .await
             .expect("creating the test schema");
         Self {
@@ -121,7 +123,8 @@ async fn remove_stale(client: &tokio_postgres::Client) {
         let name: String = row.get(0);
         let pid = name.rsplit('_').nth(1).and_then(|p| p.parse::<u32>().ok());
         if let Some(pid) = pid {
-            if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            {
                 let _ = client
                     .batch_execute(&format!(
                         "SET lock_timeout = '1s'; DROP SCHEMA IF EXISTS \"{name}\" CASCADE"

@@ -21,10 +21,10 @@ mod url;
 // The PostgreSQL store runs the same migration shape; it adds its feature here.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrate;
-#[cfg(feature = "sqlite")]
-mod sqlite;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 use std::fmt;
 use std::future::{Future, ready};

@@ -178,7 +178,13 @@ impl DbFailure {
     }
 
     pub(super) fn pool(target: &Target, error: &deadpool_postgres::PoolError) -> Self {
-        Self::NotApplied(target.redact(format!("PostgreSQL connection pool: {error}")))
+        use deadpool_postgres::PoolError;
+        // The pool's own text says only "db error" for a refused connection: name the cause.
+        let text = match error {
+            PoolError::Backend(error) => format!("PostgreSQL connection: {}", describe(error)),
+            other => format!("PostgreSQL connection pool: {other}"),
+        };
+        Self::NotApplied(target.redact(text))
     }
 }
 

@@ -90,7 +90,11 @@ async fn listen_once(
     ping_every: Duration,
     listening: &mut Option<oneshot::Sender<Result<(), String>>>,
 ) -> String {
-    match listen(target, channel, origin, events, first, backoff, ping_every, listening).await {
+    match listen(
+        target, channel, origin, events, first, backoff, ping_every, listening,
+    )
+    .await
+    {
         Ok(never) => match never {},
         Err(reason) => reason,
     }

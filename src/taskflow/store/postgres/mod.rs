@@ -146,7 +146,9 @@ fn task_change(kind: ChangeKind, task: &Task) -> Change {
 /// Flows removed in one sweep step at most: one owner's lock is held for no longer than that.
 const SWEEP_BATCH: i64 = 500;
 
-/// The first step of `cancel_flow`: an answer already, or the tasks to ask the hook about.
+/// The first step of `cancel_flow`: an answer already, or the tasks to ask the hook about. Lives
+/// on the stack for one call, so the size difference between its variants is not worth a box.
+#[allow(clippy::large_enum_variant)]
 enum CancelStep {
     Answer(CancelOutcome),
     AskHook(Vec<Task>),
@@ -197,10 +199,12 @@ impl PostgresStore {
                     .into(),
             ),
             schema::SchemaError::Refused(error) => error,
-            schema::SchemaError::Driver(error) => StoreError::PersistFailed(target.redact(format!(
-                "PostgreSQL: migrating the schema failed: {}",
-                connection::describe(&error)
-            ))),
+            schema::SchemaError::Driver(error) => {
+                StoreError::PersistFailed(target.redact(format!(
+                    "PostgreSQL: migrating the schema failed: {}",
+                    connection::describe(&error)
+                )))
+            }
         })?;
         let channel = listen::channel_name(&schema);
         let changes = ChangeSender::new(config.event_capacity);
@@ -275,7 +279,9 @@ impl PostgresStore {
     /// Now minus the retention period: a terminal flow that ended at or before it is expired.
     fn cutoff(&self) -> i64 {
         match self.inner.limits.retention_ms {
-            Some(retention) => to_db(self.inner.clock.epoch_millis()).saturating_sub(to_db(retention)),
+            Some(retention) => {
+                to_db(self.inner.clock.epoch_millis()).saturating_sub(to_db(retention))
+            }
             None => i64::MIN,
         }
     }
@@ -335,7 +341,9 @@ impl PostgresStore {
         if self.inner.limits.retention_ms.is_none() {
             return Ok((false, Vec::new()));
         }
-        let (removed, payloads) = self.sweep_owner_locked(client, owner, self.cutoff()).await?;
+        let (removed, payloads) = self
+            .sweep_owner_locked(client, owner, self.cutoff())
+            .await?;
         if removed == 0 {
             return Ok((false, payloads));
         }
@@ -415,7 +423,9 @@ impl PostgresStore {
             client.query_opt(&lock, &lock_params),
         )
         .map_err(|e| self.failed(&e, false))?;
-        let (removed, payloads) = self.sweep_owner_locked(client, owner, self.cutoff()).await?;
+        let (removed, payloads) = self
+            .sweep_owner_locked(client, owner, self.cutoff())
+            .await?;
         self.notify_and_commit(client, &payloads).await?;
         conn.release();
         Ok(removed)
@@ -429,7 +439,10 @@ impl PostgresStore {
         let mut removed = 0;
         loop {
             let owners = self
-                .timed(false, self.read(sql::EXPIRED_OWNERS, &[&cutoff, &SWEEP_BATCH]))
+                .timed(
+                    false,
+                    self.read(sql::EXPIRED_OWNERS, &[&cutoff, &SWEEP_BATCH]),
+                )
                 .await?;
             for row in &owners {
                 let owner: String = row.get(0);
@@ -827,7 +840,11 @@ impl PostgresStore {
             self.roll_back(conn).await?;
             return Err(StoreError::CapacityExceeded);
         }
-        let task = new.into_task(flow.flow_id, Arc::clone(&flow.owner_key), self.inner.clock.epoch_millis());
+        let task = new.into_task(
+            flow.flow_id,
+            Arc::clone(&flow.owner_key),
+            self.inner.clock.epoch_millis(),
+        );
         let size = bytes_to_db(task.stored_size());
         let owner_bytes: i64 = owner_row.as_ref().map_or(0, |r| r.get(1));
         let (room, removed) = self.room_for(client, owner, owner_bytes, size).await?;
@@ -959,7 +976,11 @@ impl PostgresStore {
                 tasks,
             }));
         }
-        let active: Vec<Task> = tasks.iter().filter(|t| t.status.is_active()).cloned().collect();
+        let active: Vec<Task> = tasks
+            .iter()
+            .filter(|t| t.status.is_active())
+            .cloned()
+            .collect();
         let first_request = before.flow.cancel_requested_at.is_none();
         if !first_request && !active.is_empty() {
             // A repeat while the cancellation is pending: nothing new to record, ask again.
@@ -1088,7 +1109,8 @@ impl PostgresStore {
                 stopped.push(task.task_id);
             }
         }
-        self.timed(true, self.settle_cancel(owner, id, &stopped)).await
+        self.timed(true, self.settle_cancel(owner, id, &stopped))
+            .await
     }
 
     /// Writes a task's new state (the row holds its size before the change); returns the row
@@ -1124,7 +1146,11 @@ impl PostgresStore {
             .map_err(|e| self.failed(&e, false))
     }
 
-    async fn update(&self, task_id: &str, update: TaskUpdate) -> Result<TaskUpdateOutcome, StoreError> {
+    async fn update(
+        &self,
+        task_id: &str,
+        update: TaskUpdate,
+    ) -> Result<TaskUpdateOutcome, StoreError> {
         let Some(id) = parse_id(task_id) else {
             return Ok(TaskUpdateOutcome::NotFound);
         };
@@ -1263,7 +1289,9 @@ impl PostgresStore {
         let Some(id) = parse_id(flow_id) else {
             return Ok(None);
         };
-        let rows = self.read(sql::SUMMARY, &[&id, &owner, &self.cutoff()]).await?;
+        let rows = self
+            .read(sql::SUMMARY, &[&id, &owner, &self.cutoff()])
+            .await?;
         if rows.is_empty() {
             return Ok(None);
         }
@@ -1275,7 +1303,9 @@ impl PostgresStore {
                 let status = TaskStatus::from_wire(&status);
                 let runtime = Runtime::from_wire(&runtime);
                 let (Some(status), Some(runtime)) = (status, runtime) else {
-                    return Err(StoreError::PersistFailed("stored row has an unreadable status".into()));
+                    return Err(StoreError::PersistFailed(
+                        "stored row has an unreadable status".into(),
+                    ));
                 };
                 summary.add(status, runtime, u64::try_from(count).unwrap_or(0));
             }
@@ -1395,7 +1425,10 @@ impl TaskFlowStore for PostgresStore {
     ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send {
         self.timed(false, async move {
             match parse_id(flow_id) {
-                Some(id) => self.read_flow(sql::GET_FLOW, &[&id, &owner, &self.cutoff()]).await,
+                Some(id) => {
+                    self.read_flow(sql::GET_FLOW, &[&id, &owner, &self.cutoff()])
+                        .await
+                }
                 None => Ok(None),
             }
         })
@@ -1406,7 +1439,9 @@ impl TaskFlowStore for PostgresStore {
         owner: &str,
     ) -> impl Future<Output = Result<Vec<Arc<Flow>>, StoreError>> + Send {
         self.timed(false, async move {
-            let rows = self.read(sql::LIST_FLOWS, &[&owner, &self.cutoff()]).await?;
+            let rows = self
+                .read(sql::LIST_FLOWS, &[&owner, &self.cutoff()])
+                .await?;
             rows.iter()
                 .map(|row| rows::flow(row, 0).map(|r| Arc::new(r.flow)))
                 .collect()
@@ -1417,7 +1452,10 @@ impl TaskFlowStore for PostgresStore {
         &self,
         owner: &str,
     ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send {
-        self.timed(false, async move { self.read_flow(sql::LATEST_FLOW, &[&owner, &self.cutoff()]).await })
+        self.timed(false, async move {
+            self.read_flow(sql::LATEST_FLOW, &[&owner, &self.cutoff()])
+                .await
+        })
     }
 
     fn resolve_flow(
@@ -1427,14 +1465,18 @@ impl TaskFlowStore for PostgresStore {
     ) -> impl Future<Output = Result<Option<Flow>, StoreError>> + Send {
         self.timed(false, async move {
             if let Some(id) = parse_id(token) {
-                if let Some(flow) = self.read_flow(sql::GET_FLOW, &[&id, &owner, &self.cutoff()]).await? {
+                if let Some(flow) = self
+                    .read_flow(sql::GET_FLOW, &[&id, &owner, &self.cutoff()])
+                    .await?
+                {
                     return Ok(Some(flow));
                 }
             }
             if token != owner {
                 return Ok(None);
             }
-            self.read_flow(sql::RESOLVE_LATEST, &[&owner, &self.cutoff()]).await
+            self.read_flow(sql::RESOLVE_LATEST, &[&owner, &self.cutoff()])
+                .await
         })
     }
 
@@ -1445,7 +1487,10 @@ impl TaskFlowStore for PostgresStore {
         expected_revision: u64,
         mutation: Mutation,
     ) -> impl Future<Output = Result<MutationOutcome, StoreError>> + Send {
-        self.timed(true, self.mutate(owner, flow_id, expected_revision, mutation))
+        self.timed(
+            true,
+            self.mutate(owner, flow_id, expected_revision, mutation),
+        )
     }
 
     fn run_task(

@@ -7,9 +7,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 
-use crate::taskflow::model::{
-    Flow, FlowStatus, NotifyPolicy, Runtime, SyncMode, Task, TaskStatus,
-};
+use crate::taskflow::model::{Flow, FlowStatus, NotifyPolicy, Runtime, SyncMode, Task, TaskStatus};
 use crate::taskflow::store::{NewTask, StoreError};
 
 /// A flow row with what the store keeps beside the record.
@@ -89,7 +87,11 @@ pub(super) fn flow(row: &Row, at: usize) -> Result<FlowRow, StoreError> {
         controller_id: text(3, "controller id")?,
         revision: from_db(get(row, at + 4, "revision")?, "revision")?,
         status: wire(&text(5, "status")?, FlowStatus::from_wire, "status")?,
-        notify_policy: wire(&text(6, "notify policy")?, NotifyPolicy::from_wire, "policy")?,
+        notify_policy: wire(
+            &text(6, "notify policy")?,
+            NotifyPolicy::from_wire,
+            "policy",
+        )?,
         goal: text(7, "goal")?,
         current_step: get(row, at + 8, "current step")?,
         blocked_task_id: get(row, at + 9, "blocked task id")?,
@@ -194,7 +196,10 @@ mod tests {
         assert_eq!(key(None, None, "t"), key(None, None, "t"));
         assert_ne!(key(None, None, "t"), key(Some(""), None, "t"));
         assert_ne!(key(Some("ab"), None, "t"), key(None, Some("ab"), "t"));
-        assert_ne!(key(Some("a"), Some("b"), "t"), key(Some("ab"), Some(""), "t"));
+        assert_ne!(
+            key(Some("a"), Some("b"), "t"),
+            key(Some("ab"), Some(""), "t")
+        );
         assert_ne!(
             key(None, None, "t"),
             repeat_key(Some("r"), Runtime::Subagent, None, None, "t")

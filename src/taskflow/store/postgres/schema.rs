@@ -149,4 +149,3 @@ pub(super) async fn migrate(client: &mut Client) -> Result<String, SchemaError> 
     transaction.commit().await?;
     Ok(schema)
 }
-

@@ -29,8 +29,13 @@ macro_rules! task_columns {
 macro_rules! expired {
     ($alias:literal, $cutoff:literal) => {
         concat!(
-            $alias, "status IN ('succeeded', 'failed', 'cancelled', 'lost') AND coalesce(",
-            $alias, "ended_at, ", $alias, "updated_at) <= ", $cutoff
+            $alias,
+            "status IN ('succeeded', 'failed', 'cancelled', 'lost') AND coalesce(",
+            $alias,
+            "ended_at, ",
+            $alias,
+            "updated_at) <= ",
+            $cutoff
         )
     };
 }
@@ -185,11 +190,9 @@ pub(super) const GET_TASK: &str = concat!(
 );
 
 /// A task's owner, read before its lock is taken (the owner of a task never changes).
-pub(super) const TASK_OWNER: &str =
-    "SELECT owner_key FROM taskflow_tasks WHERE task_id = $1";
+pub(super) const TASK_OWNER: &str = "SELECT owner_key FROM taskflow_tasks WHERE task_id = $1";
 
-pub(super) const FLOW_OWNER: &str =
-    "SELECT owner_key FROM taskflow_flows WHERE flow_id = $1";
+pub(super) const FLOW_OWNER: &str = "SELECT owner_key FROM taskflow_flows WHERE flow_id = $1";
 
 /// Writes a task's mutable state; moves the flow's and owner's byte counts; notifies.
 pub(super) const WRITE_TASK: &str = concat!(
@@ -255,5 +258,5 @@ pub(super) const SWEEP_OWNER: &str = concat!(
 );
 
 /// One notification per payload, in one statement.
-pub(super) const NOTIFY_MANY: &str = "SELECT pg_notify($1, payload)::text FROM unnest($2::text[]) AS payload";
-
+pub(super) const NOTIFY_MANY: &str =
+    "SELECT pg_notify($1, payload)::text FROM unnest($2::text[]) AS payload";
