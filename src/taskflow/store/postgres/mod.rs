@@ -19,9 +19,11 @@
 //!   numbers), so they come back exactly as stored.
 //! - Statements are prepared once per connection and the statements of one step are pipelined:
 //!   a read is one round trip, a mutation two, plus the commit.
-//! - Every change sends `NOTIFY` with ids only, in its own transaction; [`PostgresStore::subscribe`]
-//!   hears the changes of every replica, and is told when its connection was lost and it may have
-//!   missed some.
+//! - Every change sends `NOTIFY` with ids only, in its own transaction;
+//!   [`subscribe`](super::ChangeFeed::subscribe) hears the changes of every replica (this
+//!   process's own straight after their commit), and is told
+//!   ([`ChangeEvent::Lagged`](super::ChangeEvent::Lagged)) when the feed's connection was lost and
+//!   it may have missed some. [`connect`](PostgresStore::connect) returns once the feed listens.
 //!
 //! Tables are created by versioned migrations when the store connects, in the first schema of
 //! the connection's `search_path`: `?options=-csearch_path%3Dwebhooks` in the URL puts them in
