@@ -7,6 +7,9 @@
 //! revision, and a `run_task` repeat must return the task it created before the crash.
 //! [`crash_and_restart`] is the whole test body, so another backend runs it with its own URL.
 
+#[cfg(feature = "postgres")]
+#[path = "support/postgres.rs"]
+mod postgres_support;
 mod support;
 
 use std::collections::HashMap;
@@ -198,4 +201,17 @@ async fn sqlite_loses_no_acknowledged_change_to_sigkill() {
     let dir = TempDir::new("crash-db");
     let store = format!("sqlite:{}", dir.path().join("flows.db").display());
     crash_and_restart(&store).await;
+}
+
+/// The same on PostgreSQL (`TOWER_WEBHOOKS_POSTGRES_URL`), in a schema of its own.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_loses_no_acknowledged_change_to_sigkill() {
+    let Some(base) =
+        postgres_support::url_or_skip("postgres_loses_no_acknowledged_change_to_sigkill")
+    else {
+        return;
+    };
+    let schema = postgres_support::TestSchema::create(&base, "crash").await;
+    crash_and_restart(&schema.url()).await;
 }

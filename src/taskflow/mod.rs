@@ -126,6 +126,8 @@ mod outcome;
 mod policy;
 mod service;
 mod store;
+#[cfg(feature = "postgres")]
+pub use store::postgres;
 
 pub use action::{
     Action, MAX_SAFE_INTEGER, MAX_STRING_BYTES, RUN_TASK_STATUS_RULE, ValidationError,

@@ -488,6 +488,12 @@ impl TaskSummary {
         summary
     }
 
+    /// Adds `count` tasks of `status` on `runtime`: for a backend that counts in its database.
+    pub(crate) fn add(&mut self, status: TaskStatus, runtime: Runtime, count: u64) {
+        self.by_status[status.index()] += count;
+        self.by_runtime[runtime.index()] += count;
+    }
+
     /// All tasks.
     pub fn total(&self) -> u64 {
         self.by_status.iter().sum()

@@ -27,6 +27,9 @@ pub enum AnyStore {
     /// A SQLite file.
     #[cfg(feature = "sqlite")]
     Sqlite(super::SqliteStore),
+    /// A PostgreSQL database, shared by every replica.
+    #[cfg(feature = "postgres")]
+    Postgres(super::postgres::PostgresStore),
 }
 
 impl AnyStore {
@@ -51,6 +54,9 @@ impl AnyStore {
             StoreUrl::Sqlite(_) => Err(StoreError::PersistFailed(
                 "built without the sqlite feature".into(),
             )),
+            #[cfg(feature = "postgres")]
+            StoreUrl::Postgres(url) => open_postgres(url.expose(), config, clock, hook),
+            #[cfg(not(feature = "postgres"))]
             StoreUrl::Postgres(_) => Err(StoreError::PersistFailed(
                 "built without the postgres feature".into(),
             )),
@@ -61,7 +67,7 @@ impl AnyStore {
     pub fn as_memory(&self) -> Option<&MemoryStore> {
         match self {
             Self::Memory(store) => Some(store),
-            #[cfg(feature = "sqlite")]
+            #[cfg(any(feature = "sqlite", feature = "postgres"))]
             _ => None,
         }
     }
@@ -70,6 +76,41 @@ impl AnyStore {
 impl From<MemoryStore> for AnyStore {
     fn from(store: MemoryStore) -> Self {
         Self::Memory(store)
+    }
+}
+
+/// Connects a PostgreSQL store from the synchronous [`AnyStore::open`]: on a worker of a
+/// multi-threaded Tokio runtime (the gateway's), which keeps the pool's and the change feed's
+/// tasks once the store is open.
+#[cfg(feature = "postgres")]
+fn open_postgres(
+    url: &str,
+    config: StoreConfig,
+    clock: SharedClock,
+    hook: Arc<dyn CancelHook>,
+) -> Result<AnyStore, StoreError> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let handle = Handle::try_current()
+        .ok()
+        .filter(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
+        .ok_or_else(|| {
+            StoreError::PersistFailed(
+                "a PostgreSQL store is opened on a multi-threaded Tokio runtime".into(),
+            )
+        })?;
+    let options = super::postgres::PostgresOptions::default();
+    tokio::task::block_in_place(|| {
+        handle.block_on(super::postgres::PostgresStore::build(
+            url, config, options, clock, hook,
+        ))
+    })
+    .map(AnyStore::Postgres)
+}
+
+#[cfg(feature = "postgres")]
+impl From<super::postgres::PostgresStore> for AnyStore {
+    fn from(store: super::postgres::PostgresStore) -> Self {
+        Self::Postgres(store)
     }
 }
 
@@ -87,6 +128,8 @@ macro_rules! each {
             AnyStore::Memory($store) => $call.await,
             #[cfg(feature = "sqlite")]
             AnyStore::Sqlite($store) => $call.await,
+            #[cfg(feature = "postgres")]
+            AnyStore::Postgres($store) => $call.await,
         }
     };
 }
@@ -97,6 +140,8 @@ impl ChangeFeed for AnyStore {
             Self::Memory(store) => store.subscribe(),
             #[cfg(feature = "sqlite")]
             Self::Sqlite(store) => store.subscribe(),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(store) => store.subscribe(),
         }
     }
 }
@@ -107,6 +152,8 @@ impl TaskFlowStore for AnyStore {
             Self::Memory(store) => store.backend(),
             #[cfg(feature = "sqlite")]
             Self::Sqlite(store) => store.backend(),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(store) => store.backend(),
         }
     }
 

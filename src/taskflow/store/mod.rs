@@ -19,8 +19,10 @@ mod config;
 mod memory;
 mod url;
 // The PostgreSQL store runs the same migration shape; it adds its feature here.
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrate;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
