@@ -489,6 +489,7 @@ impl TaskSummary {
     }
 
     /// Adds `count` tasks of `status` on `runtime`: for a backend that counts in its database.
+    #[cfg(feature = "postgres")]
     pub(crate) fn add(&mut self, status: TaskStatus, runtime: Runtime, count: u64) {
         self.by_status[status.index()] += count;
         self.by_runtime[runtime.index()] += count;
