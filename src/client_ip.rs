@@ -265,7 +265,55 @@ where
 /// Cloning is a reference-count increment. The default trusts nobody.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies {
-    nets: Arc<[IpNet]>,
+    nets: IpNets,
+}
+
+/// A CIDR list compared in canonical form: the trusted proxies, and the IP allowlist of SPEC §8.
+///
+/// A network written in IPv4-mapped IPv6 form (`::ffff:10.0.0.1`, `::ffff:10.0.0.0/104`) means
+/// its IPv4 network: addresses are compared in canonical form (IPv4-mapped as IPv4), so kept as
+/// IPv6 it would never match anything. Cloning is a reference-count increment.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(crate) struct IpNets(Arc<[IpNet]>);
+
+impl IpNets {
+    pub(crate) fn new(nets: impl IntoIterator<Item = IpNet>) -> Self {
+        Self(
+            nets.into_iter()
+                .map(|net| canonical_net(net.trunc()))
+                .collect(),
+        )
+    }
+
+    /// Parses CIDR blocks or bare addresses (a single host).
+    pub(crate) fn parse<I, S>(entries: I) -> Result<Self, InvalidCidr>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let nets = entries
+            .into_iter()
+            .map(|entry| parse_net(entry.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::new(nets))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
+impl fmt::Debug for IpNets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|net| net.to_string()))
+            .finish()
+    }
 }
 
 /// A `trustedProxies` entry that is neither a CIDR block nor an IP address.
@@ -288,17 +336,10 @@ impl TrustedProxies {
         Self::default()
     }
 
-    /// Trusts the given networks.
-    ///
-    /// A network written in IPv4-mapped IPv6 form (`::ffff:10.0.0.1`, `::ffff:10.0.0.0/104`) means
-    /// its IPv4 network: addresses are compared in canonical form (IPv4-mapped as IPv4), so kept as
-    /// IPv6 it would never match anything.
+    /// Trusts the given networks (IPv4-mapped IPv6 networks as their IPv4 network).
     pub fn new(nets: impl IntoIterator<Item = IpNet>) -> Self {
         Self {
-            nets: nets
-                .into_iter()
-                .map(|net| canonical_net(net.trunc()))
-                .collect(),
+            nets: IpNets::new(nets),
         }
     }
 
@@ -308,11 +349,9 @@ impl TrustedProxies {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let nets = entries
-            .into_iter()
-            .map(|entry| parse_net(entry.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self::new(nets))
+        Ok(Self {
+            nets: IpNets::parse(entries)?,
+        })
     }
 
     /// Whether nobody is trusted.
@@ -322,8 +361,7 @@ impl TrustedProxies {
 
     /// Whether `ip` is a trusted proxy.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.nets.iter().any(|net| net.contains(&ip))
+        self.nets.contains(ip)
     }
 
     /// The client IP of `request`: the peer, or, when the peer is trusted, the rightmost
@@ -371,9 +409,7 @@ impl TrustedProxies {
 
 impl fmt::Debug for TrustedProxies {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.nets.iter().map(|net| net.to_string()))
-            .finish()
+        self.nets.fmt(f)
     }
 }
 

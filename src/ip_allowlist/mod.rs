@@ -37,7 +37,6 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -46,24 +45,21 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::ResponseBody;
-use crate::client_ip::{ClientIp, InvalidCidr, canonical_net, parse_net};
+use crate::client_ip::{ClientIp, InvalidCidr, IpNets};
 use crate::future::ResponseFuture;
 use crate::rejection::Rejection;
 
 /// The networks an [`IpAllowlist`] lets in. Cloning is a reference-count increment.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AllowedIps {
-    nets: Arc<[IpNet]>,
+    nets: IpNets,
 }
 
 impl AllowedIps {
     /// The given networks (IPv4-mapped IPv6 networks as their IPv4 network).
     pub fn new(nets: impl IntoIterator<Item = IpNet>) -> Self {
         Self {
-            nets: nets
-                .into_iter()
-                .map(|net| canonical_net(net.trunc()))
-                .collect(),
+            nets: IpNets::new(nets),
         }
     }
 
@@ -73,11 +69,9 @@ impl AllowedIps {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let nets = entries
-            .into_iter()
-            .map(|entry| parse_net(entry.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self::new(nets))
+        Ok(Self {
+            nets: IpNets::parse(entries)?,
+        })
     }
 
     /// Whether the list is empty (and so lets nobody in).
@@ -87,16 +81,13 @@ impl AllowedIps {
 
     /// Whether `ip` is inside one of the networks.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.nets.iter().any(|net| net.contains(&ip))
+        self.nets.contains(ip)
     }
 }
 
 impl fmt::Debug for AllowedIps {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.nets.iter().map(|net| net.to_string()))
-            .finish()
+        self.nets.fmt(f)
     }
 }
 

@@ -252,26 +252,7 @@ impl MemoryStore {
                 return Err(StoreError::CapacityExceeded);
             }
         }
-        let terminal = new.status.is_terminal();
-        let flow = Flow {
-            flow_id: Uuid::new_v4(),
-            sync_mode: new.sync_mode,
-            owner_key: Arc::clone(&state.key),
-            controller_id: new.controller_id,
-            revision: 0,
-            status: new.status,
-            notify_policy: new.notify_policy,
-            goal: new.goal,
-            current_step: new.current_step.filter(|s| !s.is_empty()),
-            blocked_task_id: None,
-            blocked_summary: None,
-            state_json: new.state_json,
-            wait_json: new.wait_json,
-            cancel_requested_at: None,
-            created_at: now,
-            updated_at: now,
-            ended_at: terminal.then_some(now),
-        };
+        let flow = new.into_flow(Arc::clone(&state.key), now);
         let flow_bytes = flow.stored_size();
         if !self.inner.config.fits(state.bytes, (0, flow_bytes)) {
             return Err(StoreError::CapacityExceeded);

@@ -167,6 +167,32 @@ impl NewFlow {
             wait_json: None,
         }
     }
+
+    /// The flow record this creates for `owner` at `now`: a fresh flow id, revision 0, an empty
+    /// `currentStep` as none, and `endedAt` when it starts terminal. Shared by every store so the
+    /// record's shape is one rule, not one per backend.
+    pub fn into_flow(self, owner: Arc<str>, now: u64) -> Flow {
+        let terminal = self.status.is_terminal();
+        Flow {
+            flow_id: Uuid::new_v4(),
+            sync_mode: self.sync_mode,
+            owner_key: owner,
+            controller_id: self.controller_id,
+            revision: 0,
+            status: self.status,
+            notify_policy: self.notify_policy,
+            goal: self.goal,
+            current_step: self.current_step.filter(|s| !s.is_empty()),
+            blocked_task_id: None,
+            blocked_summary: None,
+            state_json: self.state_json,
+            wait_json: self.wait_json,
+            cancel_requested_at: None,
+            created_at: now,
+            updated_at: now,
+            ended_at: terminal.then_some(now),
+        }
+    }
 }
 
 /// A child task to create with [`TaskFlowStore::run_task`].

@@ -945,25 +945,7 @@ impl TaskFlowStore for SqliteStore {
                 return Err(StoreError::CapacityExceeded);
             }
             let now = w.now;
-            let flow = Flow {
-                flow_id: Uuid::new_v4(),
-                sync_mode: new.sync_mode,
-                owner_key: Arc::from(owner.as_str()),
-                controller_id: new.controller_id,
-                revision: 0,
-                status: new.status,
-                notify_policy: new.notify_policy,
-                goal: new.goal,
-                current_step: new.current_step.filter(|s| !s.is_empty()),
-                blocked_task_id: None,
-                blocked_summary: None,
-                state_json: new.state_json,
-                wait_json: new.wait_json,
-                cancel_requested_at: None,
-                created_at: now,
-                updated_at: now,
-                ended_at: new.status.is_terminal().then_some(now),
-            };
+            let flow = new.into_flow(Arc::from(owner.as_str()), now);
             let flow_bytes = flow.stored_size();
             if !w.config.fits(bytes, (0, flow_bytes)) {
                 return Err(StoreError::CapacityExceeded);

@@ -617,26 +617,7 @@ impl PostgresStore {
 
     async fn create(&self, owner: &str, new: NewFlow) -> Result<Flow, StoreError> {
         let now = self.inner.clock.epoch_millis();
-        let terminal = new.status.is_terminal();
-        let flow = Flow {
-            flow_id: Uuid::new_v4(),
-            sync_mode: new.sync_mode,
-            owner_key: Arc::from(owner),
-            controller_id: new.controller_id,
-            revision: 0,
-            status: new.status,
-            notify_policy: new.notify_policy,
-            goal: new.goal,
-            current_step: new.current_step.filter(|s| !s.is_empty()),
-            blocked_task_id: None,
-            blocked_summary: None,
-            state_json: new.state_json,
-            wait_json: new.wait_json,
-            cancel_requested_at: None,
-            created_at: now,
-            updated_at: now,
-            ended_at: terminal.then_some(now),
-        };
+        let flow = new.into_flow(Arc::from(owner), now);
         let size = bytes_to_db(flow.stored_size());
         let limits = self.inner.limits;
         // The statement's cap check guards an existing owner's row; a new owner's first flow is
