@@ -207,6 +207,8 @@ pub use guard::{RequireJson, RequireJsonLayer, RequirePost, RequirePostLayer};
 pub use health::{Health, HealthLayer};
 #[cfg(feature = "in-flight")]
 pub use in_flight::{InFlightLimit, InFlightLimitLayer};
+#[cfg(feature = "ip-allowlist")]
+pub use ip_allowlist::{IpAllowlist, IpAllowlistLayer};
 #[cfg(feature = "config")]
 pub use pipeline::WebhookPipeline;
 #[cfg(feature = "rate-limit")]
@@ -215,6 +217,8 @@ pub use rate_limit::{FixedWindowRateLimit, FixedWindowRateLimitLayer};
 pub use router::WebhookRouter;
 #[cfg(feature = "scrub")]
 pub use scrub::{ScrubOwnerMetadata, ScrubOwnerMetadataLayer};
+#[cfg(feature = "signature")]
+pub use signature::{VerifySignature, VerifySignatureLayer};
 #[cfg(feature = "taskflow")]
 pub use taskflow::TaskFlowActionService;
 #[cfg(feature = "telemetry")]
