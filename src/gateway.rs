@@ -32,7 +32,9 @@ use crate::pipeline::{RouteService, WebhookPipeline};
 use crate::rate_limit::FixedWindowLimiter;
 use crate::router::WebhookRouter;
 use crate::secret::Secret;
-use crate::taskflow::{AnyStore, CancelImmediately, StoreError, StoreUrl, TaskFlowStore};
+use crate::taskflow::{
+    AnyLedger, AnyStore, CancelImmediately, StoreError, StoreUrl, TaskFlowStore,
+};
 use crate::telemetry::{Telemetry, TelemetryLayer};
 
 #[cfg(feature = "redis")]
@@ -62,7 +64,8 @@ pub type GatewaySlots = crate::redis::RedisSlotStore;
 pub type GatewayLockout = crate::redis::RedisLockoutStore;
 
 /// The pipeline the gateway builds its routes with.
-pub type GatewayPipeline = WebhookPipeline<AnyStore, GatewayWindows, GatewaySlots, GatewayLockout>;
+pub type GatewayPipeline =
+    WebhookPipeline<AnyStore, GatewayWindows, GatewaySlots, GatewayLockout, AnyLedger>;
 
 /// The embedded default route: id, owner session and path.
 pub const DEFAULT_ROUTE_ID: &str = "default";
@@ -71,7 +74,7 @@ pub const DEFAULT_SESSION_KEY: &str = "agent:main:main";
 
 /// The router type the gateway serves.
 pub type GatewayRouter =
-    WebhookRouter<RouteService<AnyStore, GatewayWindows, GatewaySlots, GatewayLockout>>;
+    WebhookRouter<RouteService<AnyStore, GatewayWindows, GatewaySlots, GatewayLockout, AnyLedger>>;
 
 /// What the gateway serves on its webhook port: probes first, then the observed router.
 pub type GatewayService = Health<Telemetry<GatewayRouter>>;
@@ -117,10 +120,11 @@ pub struct Gateway {
     routes: Vec<ResolvedRoute>,
 }
 
-/// The gateway's pipeline over `store`, its limiters in memory until
-/// [`Gateway::share_state`] connects them to Redis.
+/// The gateway's pipeline over `store`, event routes' idempotency keys beside the flows, its
+/// limiters in memory until [`Gateway::share_state`] connects them to Redis.
 fn local_pipeline(store: AnyStore, limits: Limits) -> GatewayPipeline {
     let clock = crate::clock::SystemClock::shared();
+    let ledger = AnyLedger::for_store(&store, Arc::clone(&clock));
     let windows = FixedWindowLimiter::with_clock(limits.rate_limit, std::sync::Arc::clone(&clock));
     let slots = InFlightLimiter::new(limits.in_flight);
     let lockout = AuthLockout::with_clock(limits.auth_failures, clock);
@@ -130,7 +134,7 @@ fn local_pipeline(store: AnyStore, limits: Limits) -> GatewayPipeline {
         crate::redis::RedisSlotStore::local_only(slots),
         crate::redis::RedisLockoutStore::local_only(lockout),
     );
-    WebhookPipeline::with_stores(store, limits, windows, slots, lockout)
+    WebhookPipeline::with_stores(store, limits, windows, slots, lockout).with_ledger(ledger)
 }
 
 /// Opens the store `url` names, or says which key named it and why it cannot be opened.

@@ -163,5 +163,39 @@ fn a_file_that_is_not_a_database_is_refused() {
     let missing = dir.path().join("no/such/dir/flows.db");
     assert!(SqliteStore::open(&missing, Default::default()).is_err());
     let migrations_applied = SqliteStore::schema_version();
-    assert_eq!(migrations_applied, 1);
+    assert_eq!(migrations_applied, 2);
+}
+
+/// A file written by the first release (flows and tasks, no idempotency keys) is brought up to
+/// date when a newer build opens it, and its flows are still there.
+#[tokio::test]
+async fn a_version_1_file_is_migrated_with_its_flows_kept() {
+    use tower_webhooks::taskflow::{NewFlow, TaskFlowStore};
+    let dir = TempDir::new("upgrade");
+    let path = dir.path().join("flows.db");
+    let first = SqliteStore::open(&path, Default::default()).unwrap();
+    let flow = first
+        .create_flow("owner", NewFlow::new("ctl", "goal"))
+        .await
+        .unwrap();
+    drop(first);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("DROP TABLE idempotency_keys; DELETE FROM schema_version WHERE version > 1")
+        .unwrap();
+    drop(conn);
+
+    let upgraded = SqliteStore::open(&path, Default::default()).unwrap();
+    assert_eq!(
+        upgraded.get_flow("owner", &flow.id_string()).await.unwrap(),
+        Some(flow)
+    );
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let newest: i64 = conn
+        .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(newest, 2);
+    let keys: i64 = conn
+        .query_row("SELECT COUNT(*) FROM idempotency_keys", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(keys, 0, "the keys' table exists again");
 }

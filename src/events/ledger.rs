@@ -322,8 +322,25 @@ impl MemoryLedger {
     }
 }
 
-fn millis(duration: Duration) -> u64 {
+pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A claim token for a database ledger: random, so claims made by different processes on one
+/// database never share one; below 2^63, so it fits a signed 64-bit column as it is.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn random_token() -> u64 {
+    let (high, _) = uuid::Uuid::new_v4().as_u64_pair();
+    (high >> 1).max(1)
+}
+
+/// What a database ledger stores for `key`: its SHA-256, a fixed size whatever the sender put in
+/// a header or a body (a PostgreSQL index entry holds at most about 2.7 KB), and no NUL byte to
+/// refuse.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn key_digest(key: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(key.as_bytes()).into()
 }
 
 // The futures are named (`Ready`), so a caller holding a `MemoryLedger` can see they never wait.

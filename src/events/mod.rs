@@ -32,7 +32,7 @@
 //! ```
 
 mod extract;
-mod ledger;
+pub(crate) mod ledger;
 mod template;
 mod value;
 

@@ -78,7 +78,8 @@ impl Gateway {
             windows,
             slots,
             lockout,
-        );
+        )
+        .with_ledger(Arc::clone(old.ledger()));
         self.router
             .table_handle()
             .replace(self.pipeline.table(&self.routes));

@@ -140,6 +140,8 @@ pub use outcome::{
 };
 pub use policy::{ChildSessionPolicy, UnknownPolicy};
 pub use service::{TaskFlowActionService, TaskFlowFuture, TaskFlowRoute};
+#[cfg(feature = "events")]
+pub use store::AnyLedger;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{

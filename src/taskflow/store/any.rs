@@ -249,3 +249,85 @@ impl TaskFlowStore for AnyStore {
         each!(self, s => s.sweep_expired())
     }
 }
+
+/// Where the gateway keeps event routes' idempotency keys: beside the flows, in the store
+/// [`AnyStore`] opened, so de-duplication survives a restart on SQLite and holds across replicas
+/// on PostgreSQL. On the in-memory store, a [`MemoryLedger`](crate::events::MemoryLedger).
+#[cfg(feature = "events")]
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AnyLedger {
+    /// Keys in this process's memory.
+    Memory(crate::events::MemoryLedger),
+    /// Keys in the SQLite file.
+    #[cfg(feature = "sqlite")]
+    Sqlite(super::SqliteStore),
+    /// Keys in the PostgreSQL database.
+    #[cfg(feature = "postgres")]
+    Postgres(super::postgres::PostgresStore),
+}
+
+#[cfg(feature = "events")]
+impl AnyLedger {
+    /// The ledger that goes with `store`; on memory, one reading `clock`.
+    pub fn for_store(store: &AnyStore, clock: SharedClock) -> Self {
+        match store {
+            AnyStore::Memory(_) => {
+                Self::Memory(crate::events::MemoryLedger::new().with_clock(clock))
+            }
+            #[cfg(feature = "sqlite")]
+            AnyStore::Sqlite(store) => Self::Sqlite(store.clone()),
+            #[cfg(feature = "postgres")]
+            AnyStore::Postgres(store) => Self::Postgres(store.clone()),
+        }
+    }
+}
+
+#[cfg(feature = "events")]
+mod any_ledger {
+    use std::time::Duration;
+
+    use super::AnyLedger;
+    use crate::events::{Begin, Claim, IdempotencyLedger, LedgerUnavailable};
+
+    macro_rules! each_ledger {
+        ($self:ident, $ledger:ident => $call:expr) => {
+            match $self {
+                AnyLedger::Memory($ledger) => $call.await,
+                #[cfg(feature = "sqlite")]
+                AnyLedger::Sqlite($ledger) => $call.await,
+                #[cfg(feature = "postgres")]
+                AnyLedger::Postgres($ledger) => $call.await,
+            }
+        };
+    }
+
+    impl IdempotencyLedger for AnyLedger {
+        async fn begin(
+            &self,
+            route: &str,
+            key: &str,
+            ttl: Duration,
+        ) -> Result<Begin, LedgerUnavailable> {
+            each_ledger!(self, l => l.begin(route, key, ttl))
+        }
+
+        async fn complete(
+            &self,
+            route: &str,
+            key: &str,
+            claim: Claim,
+        ) -> Result<(), LedgerUnavailable> {
+            each_ledger!(self, l => l.complete(route, key, claim))
+        }
+
+        async fn abandon(
+            &self,
+            route: &str,
+            key: &str,
+            claim: Claim,
+        ) -> Result<(), LedgerUnavailable> {
+            each_ledger!(self, l => l.abandon(route, key, claim))
+        }
+    }
+}

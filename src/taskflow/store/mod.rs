@@ -33,6 +33,8 @@ use std::sync::Arc;
 use serde_json::Value;
 use uuid::Uuid;
 
+#[cfg(feature = "events")]
+pub use any::AnyLedger;
 pub use any::AnyStore;
 pub use changes::{Change, ChangeEvent, ChangeFeed, ChangeKind, ChangeSender, ChangeSubscription};
 pub use config::{MemoryStoreConfig, StoreConfig};

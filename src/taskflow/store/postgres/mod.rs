@@ -54,6 +54,8 @@
 //! ```
 
 mod connection;
+#[cfg(feature = "events")]
+mod ledger;
 mod listen;
 mod rows;
 mod schema;
@@ -258,6 +260,11 @@ impl PostgresStore {
                 listener,
             }),
         })
+    }
+
+    /// The schema version this build writes.
+    pub fn schema_version() -> u32 {
+        schema::LATEST
     }
 
     /// The schema the tables live in.
@@ -680,6 +687,27 @@ impl PostgresStore {
         }
         self.announce(&[Change::flow(ChangeKind::FlowCreated, flow.flow_id)]);
         Ok(true)
+    }
+
+    /// One statement that writes, in a transaction of its own, and the rows it returns. A
+    /// connection lost while it ran leaves its outcome unknown.
+    async fn write_statement(
+        &self,
+        statement: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let conn = self.checkout().await?;
+        let client = conn.client();
+        let statement = client
+            .prepare_cached(statement)
+            .await
+            .map_err(|e| self.failed(&e, false))?;
+        let rows = client
+            .query(&statement, params)
+            .await
+            .map_err(|e| self.failed(&e, true))?;
+        conn.release();
+        Ok(rows)
     }
 
     /// One read-only query, no transaction.
@@ -1387,10 +1415,23 @@ impl TaskFlowStore for PostgresStore {
         })
     }
 
-    fn sweep_expired(&self) -> impl Future<Output = Result<usize, StoreError>> + Send {
-        // Not under the operation timeout as a whole: each owner's step is short, the whole may
-        // be long, and a sweep holds up no request.
-        self.sweep()
+    // Not under the operation timeout as a whole: each owner's step is short, the whole may be
+    // long, and a sweep holds up no request.
+    async fn sweep_expired(&self) -> Result<usize, StoreError> {
+        let removed = self.sweep().await?;
+        // Idempotency keys past their TTL (or lapsed claims) are not flows: not counted.
+        let now = to_db(self.inner.clock.epoch_millis());
+        loop {
+            let forgotten = self
+                .timed(
+                    true,
+                    self.write_statement(sql::FORGET_EXPIRED_KEYS, &[&now, &SWEEP_BATCH]),
+                )
+                .await?;
+            if i64::try_from(forgotten.len()).unwrap_or(i64::MAX) < SWEEP_BATCH {
+                return Ok(removed);
+            }
+        }
     }
 
     fn create_flow(

@@ -13,10 +13,11 @@ use tokio_postgres::Client;
 use crate::taskflow::store::StoreError;
 use crate::taskflow::store::migrate::{self, CURRENT_VERSION, Migration, SCHEMA_VERSION_TABLE};
 
-static MIGRATIONS: [Migration; 1] = [Migration {
-    version: 1,
-    name: "owners, flows and tasks",
-    sql: r#"
+static MIGRATIONS: [Migration; 2] = [
+    Migration {
+        version: 1,
+        name: "owners, flows and tasks",
+        sql: r#"
 -- One row per owner session: the counters the caps are checked against. Every write locks its
 -- owner's row first, so the caps hold under READ COMMITTED on any number of replicas, where a
 -- count(*) would let two concurrent inserts both see room.
@@ -95,7 +96,30 @@ CREATE INDEX taskflow_tasks_by_flow ON taskflow_tasks (flow_id, seq);
 CREATE UNIQUE INDEX taskflow_tasks_repeat ON taskflow_tasks (flow_id, repeat_key)
     WHERE repeat_key IS NOT NULL;
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "event routes' idempotency keys",
+        sql: r#"
+-- One row per key an event route claimed or recorded (SPEC §8), shared by every replica. The key
+-- is kept as its SHA-256: a fixed-size index entry whatever a sender puts in a header or a body.
+CREATE TABLE taskflow_idempotency_keys (
+    route_id text NOT NULL,
+    key_hash bytea NOT NULL,
+    -- The claim's token while its delivery is handled; NULL once the key is recorded.
+    claim_token bigint,
+    -- When the claim lapses, or when the record is forgotten.
+    expires_at bigint NOT NULL,
+    PRIMARY KEY (route_id, key_hash)
+);
+
+CREATE INDEX taskflow_idempotency_keys_expiry ON taskflow_idempotency_keys (expires_at);
+"#,
+    },
+];
+
+/// The schema version this build writes.
+pub(super) const LATEST: u32 = MIGRATIONS.len() as u32;
 
 /// Why the schema could not be brought up to date.
 #[derive(Debug)]

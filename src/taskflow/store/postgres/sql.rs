@@ -260,3 +260,42 @@ pub(super) const SWEEP_OWNER: &str = concat!(
 /// One notification per payload, in one statement.
 pub(super) const NOTIFY_MANY: &str =
     "SELECT pg_notify($1, payload)::text FROM unnest($2::text[]) AS payload";
+
+/// Claims an idempotency key (`$1` route, `$2` key hash, `$3` token, `$4` when the claim lapses)
+/// unless an unexpired row (`expires_at > $5`, now) holds it. Answers whether it claimed and, if
+/// not, whether the row in the way is a record (`true`) or a claim (`false`); the outer `SELECT`
+/// reads the snapshot from before the `INSERT`, so it sees the row that was in the way.
+#[cfg(feature = "events")]
+pub(super) const BEGIN_KEY: &str = "\
+    WITH claimed AS ( \
+        INSERT INTO taskflow_idempotency_keys AS k (route_id, key_hash, claim_token, expires_at) \
+        VALUES ($1, $2, $3, $4) \
+        ON CONFLICT (route_id, key_hash) DO UPDATE \
+        SET claim_token = EXCLUDED.claim_token, expires_at = EXCLUDED.expires_at \
+        WHERE k.expires_at <= $5 \
+        RETURNING 1) \
+    SELECT EXISTS (SELECT 1 FROM claimed), \
+        (SELECT claim_token IS NULL FROM taskflow_idempotency_keys \
+         WHERE route_id = $1 AND key_hash = $2)";
+
+/// Records a key until `$4` if the claim `$3` still holds it, or if no row does (the claim lapsed
+/// and was swept): a dispatched key must not be dispatched again.
+#[cfg(feature = "events")]
+pub(super) const COMPLETE_KEY: &str = "\
+    INSERT INTO taskflow_idempotency_keys AS k (route_id, key_hash, claim_token, expires_at) \
+    VALUES ($1, $2, NULL, $4) \
+    ON CONFLICT (route_id, key_hash) DO UPDATE \
+    SET claim_token = NULL, expires_at = EXCLUDED.expires_at \
+    WHERE k.claim_token = $3";
+
+/// Lets a key go if the claim `$3` still holds it.
+#[cfg(feature = "events")]
+pub(super) const ABANDON_KEY: &str = "\
+    DELETE FROM taskflow_idempotency_keys \
+    WHERE route_id = $1 AND key_hash = $2 AND claim_token = $3";
+
+/// Deletes at most `$2` keys whose record or claim expired at or before `$1`.
+pub(super) const FORGET_EXPIRED_KEYS: &str = "\
+    DELETE FROM taskflow_idempotency_keys WHERE (route_id, key_hash) IN ( \
+        SELECT route_id, key_hash FROM taskflow_idempotency_keys WHERE expires_at <= $1 LIMIT $2) \
+    RETURNING 1";

@@ -25,6 +25,9 @@ use crate::taskflow::model::{
 };
 use crate::taskflow::notify::{CancelHook, CancelImmediately, ChildCancel};
 
+#[cfg(feature = "events")]
+mod ledger;
+
 /// How long a statement waits for another process's write lock before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Expired flows one sweep step removes, so other writes interleave with a long sweep.
@@ -32,10 +35,11 @@ const SWEEP_BATCH: usize = 500;
 /// Read connections, each on its own thread.
 const READERS: usize = 2;
 
-static MIGRATIONS: [Migration; 1] = [Migration {
-    version: 1,
-    name: "flows, tasks and per-owner counters",
-    sql: "
+static MIGRATIONS: [Migration; 2] = [
+    Migration {
+        version: 1,
+        name: "flows, tasks and per-owner counters",
+        sql: "
 CREATE TABLE owners (
     owner_key TEXT PRIMARY KEY,
     flows INTEGER NOT NULL,
@@ -94,7 +98,25 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_by_flow ON tasks (flow_seq, seq);
 CREATE INDEX tasks_by_run_id ON tasks (flow_seq, run_id) WHERE run_id IS NOT NULL;
 ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "event routes' idempotency keys",
+        // The key is kept as its SHA-256: a fixed size whatever a sender puts in a header or body.
+        // `claim_token` is the claim's while the delivery is handled, NULL once it is recorded;
+        // `expires_at` is when the claim lapses or the record is forgotten.
+        sql: "
+CREATE TABLE idempotency_keys (
+    route_id TEXT NOT NULL,
+    key_hash BLOB NOT NULL,
+    claim_token INTEGER,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (route_id, key_hash)
+) WITHOUT ROWID;
+CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
+",
+    },
+];
 
 const FLOW_COLUMNS: &str = "flow_id, sync_mode, owner_key, controller_id, revision, status, \
     notify_policy, goal, current_step, blocked_task_id, blocked_summary, state_json, wait_json, \
@@ -693,6 +715,22 @@ impl Write<'_> {
                 .push(Change::flow(ChangeKind::FlowRemoved, flow_uuid));
         }
         Ok(expired.len())
+    }
+
+    /// Deletes at most `limit` idempotency keys whose record or claim has expired.
+    fn forget_expired_keys(&mut self, limit: usize) -> Result<usize, StoreError> {
+        self.tx
+            .prepare_cached(
+                "DELETE FROM idempotency_keys WHERE (route_id, key_hash) IN \
+                 (SELECT route_id, key_hash FROM idempotency_keys WHERE expires_at <= ?1 LIMIT ?2)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    millis(self.now),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ])
+            })
+            .map_err(failed)
     }
 
     /// `(flows, bytes)` of `owner`.
@@ -1342,8 +1380,11 @@ impl TaskFlowStore for SqliteStore {
             let batch = self.write(|w| w.prune(None, SWEEP_BATCH)).await?;
             removed += batch;
             if batch < SWEEP_BATCH {
-                return Ok(removed);
+                break;
             }
         }
+        // Idempotency keys past their TTL (or lapsed claims) are not flows: not counted.
+        while self.write(|w| w.forget_expired_keys(SWEEP_BATCH)).await? == SWEEP_BATCH {}
+        Ok(removed)
     }
 }
