@@ -678,3 +678,42 @@ async fn a_connection_lost_during_commit_is_reported_as_an_unknown_outcome() {
     let now = store.get_flow("owner", &id).await.unwrap().unwrap();
     assert!(now.revision <= 1, "{now:?}");
 }
+
+/// Text is stored as sent, so an operator reading the table sees it; only a value PostgreSQL's
+/// `text` cannot hold (U+0000) is stored escaped, and it still reads back as sent.
+#[tokio::test]
+async fn text_is_stored_as_sent_unless_it_holds_a_nul() {
+    let schema = schema_or_skip!("text_columns");
+    let store = store(&schema).await;
+    let plain = store
+        .create_flow(
+            "owner",
+            NewFlow::new("ctl", "Review PR #7: \"quotes\" \\ é"),
+        )
+        .await
+        .unwrap();
+    let nul = store
+        .create_flow("owner", NewFlow::new("ctl", "a\0b"))
+        .await
+        .unwrap();
+    let admin = schema.admin().await;
+    let stored = |flow: &tower_webhooks::taskflow::Flow| {
+        let admin = &admin;
+        let id = flow.flow_id;
+        async move {
+            admin
+                .query_one("SELECT goal FROM taskflow_flows WHERE flow_id = $1", &[&id])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(stored(&plain).await, "Review PR #7: \"quotes\" \\ é");
+    assert_eq!(stored(&nul).await, "\u{e000}\"a\\u0000b\"");
+    let read = store
+        .get_flow("owner", &nul.id_string())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.goal, "a\0b");
+}

@@ -109,6 +109,7 @@ macro_rules! conformance_tests {
             list_flows_ties_break_newest_created_first,
             resolve_flow_picks_by_token,
             json_round_trips_exactly,
+            text_round_trips_exactly,
             retention_hides_expired_flows_and_the_sweep_removes_them,
             notifications_name_each_committed_change,
             concurrent_writers_with_one_revision_exactly_one_applies,
@@ -869,6 +870,74 @@ pub async fn resolve_flow_picks_by_token<F: StoreFactory>(factory: &F) {
 }
 
 /// `stateJson`/`waitJson` come back exactly: key order, numbers, `null`, nesting, Unicode.
+/// Every text field comes back as sent, whatever it holds: U+0000 (which a PostgreSQL `text` cannot
+/// hold), a private-use character, escapes that look like JSON, and plain text beside them.
+pub async fn text_round_trips_exactly<F: StoreFactory>(factory: &F) {
+    let store = factory.open(Setup::new()).await;
+    let texts = [
+        "nul \0 inside",
+        "\0",
+        "\u{e000}leading private use",
+        "\u{e000}\"json-looking\"",
+        "\\u0000 written out",
+        "plain",
+    ];
+    for text in texts {
+        let mut new = NewFlow::new(text, text);
+        new.current_step = Some(text.into());
+        let flow = store.create_flow(OWNER, new).await.unwrap();
+        let flow = applied(
+            &store,
+            &flow,
+            Mutation::SetWaiting {
+                current_step: Patch::Set(text.into()),
+                state_json: Some(json!({ "text": text })),
+                wait_json: None,
+                blocked_task_id: Patch::Set(text.into()),
+                blocked_summary: Patch::Set(text.into()),
+            },
+        )
+        .await;
+        let mut new_task = NewTask::new(Runtime::Acp, text);
+        new_task.run_id = Some(text.into());
+        new_task.label = Some(text.into());
+        new_task.child_session_key = Some(format!("{OWNER}:{text}"));
+        new_task.source_id = Some(text.into());
+        new_task.agent_id = Some(text.into());
+        new_task.parent_task_id = Some(text.into());
+        let task = task_of(&store, &flow, new_task.clone()).await;
+        let task = match store
+            .update_task(
+                &task.task_id.to_string(),
+                TaskUpdate::Progress(Some(text.into())),
+            )
+            .await
+            .unwrap()
+        {
+            TaskUpdateOutcome::Updated(task) => task,
+            other => panic!("not updated: {other:?}"),
+        };
+        let read = store.get_flow(OWNER, &id(&flow)).await.unwrap().unwrap();
+        assert_eq!(read, flow, "{text:?}");
+        assert_eq!(
+            (read.goal.as_str(), read.controller_id.as_str()),
+            (text, text)
+        );
+        assert_eq!(read.blocked_summary.as_deref(), Some(text));
+        assert_eq!(read.state_json, Some(json!({ "text": text })));
+        let tasks = store.list_tasks(OWNER, &id(&flow)).await.unwrap().unwrap();
+        assert_eq!(tasks, vec![task.clone()], "{text:?}");
+        assert_eq!(task.progress_summary.as_deref(), Some(text));
+        // The repeat is found by what was sent, so the same text is the same task.
+        let RunTaskOutcome::Existing { task: again, .. } =
+            store.run_task(OWNER, &id(&flow), new_task).await.unwrap()
+        else {
+            panic!("{text:?}: a repeat was not recognised");
+        };
+        assert_eq!(again.task_id, task.task_id);
+    }
+}
+
 pub async fn json_round_trips_exactly<F: StoreFactory>(factory: &F) {
     let store = factory.open(Setup::new()).await;
     let text = r#"{"zeta":1,"alpha":{"y":[1.6666666666666665,-0.0,1e-7,12345678901234567890,-9007199254740993],"x":null},"\u00e9":"\u2028\ud83d\ude00","":false,"n":[[],{}]}"#;

@@ -1,5 +1,6 @@
 //! Records to rows and back.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -53,6 +54,42 @@ pub(super) fn bytes_to_db(size: usize) -> i64 {
     i64::try_from(size).unwrap_or(i64::MAX)
 }
 
+/// Marks a text column's value as escaped. A private-use character: no sender's text starts with it
+/// by accident, and one that does is escaped too, so reading is never ambiguous.
+const ESCAPED: char = '\u{e000}';
+
+/// A caller's text as a `text` parameter. PostgreSQL's `text` cannot hold U+0000, which JSON
+/// allows and the other stores keep: a value holding one (or starting with [`ESCAPED`]) is stored
+/// as [`ESCAPED`] and its JSON string literal (`"a\u0000b"`), everything else exactly as sent, so
+/// an operator reading the table sees plain text. [`text`] reverses it.
+pub(super) fn text_param(value: &str) -> Cow<'_, str> {
+    if value.contains('\0') || value.starts_with(ESCAPED) {
+        let mut escaped = String::with_capacity(value.len() + 8);
+        escaped.push(ESCAPED);
+        escaped.push_str(&Value::from(value).to_string());
+        Cow::Owned(escaped)
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
+/// [`text_param`] of an optional text.
+pub(super) fn opt_text_param(value: &Option<String>) -> Option<Cow<'_, str>> {
+    value.as_deref().map(text_param)
+}
+
+/// A caller's text as stored by [`text_param`].
+fn text(stored: String) -> Result<String, StoreError> {
+    match stored.strip_prefix(ESCAPED) {
+        Some(literal) => serde_json::from_str(literal).map_err(|_| corrupt("escaped text")),
+        None => Ok(stored),
+    }
+}
+
+fn opt_text(stored: Option<String>) -> Result<Option<String>, StoreError> {
+    stored.map(text).transpose()
+}
+
 /// Caller JSON as a parameter: `None` is SQL `NULL` (unset), `Some(Value::Null)` the JSON
 /// literal `null`.
 pub(super) fn json_param(value: &Option<Value>) -> Option<Json<&Value>> {
@@ -84,7 +121,7 @@ pub(super) fn flow(row: &Row, at: usize) -> Result<FlowRow, StoreError> {
         flow_id: get(row, at, "flow id")?,
         sync_mode: wire(&text(1, "sync mode")?, SyncMode::from_wire, "sync mode")?,
         owner_key: Arc::from(text(2, "owner")?),
-        controller_id: text(3, "controller id")?,
+        controller_id: self::text(text(3, "controller id")?)?,
         revision: from_db(get(row, at + 4, "revision")?, "revision")?,
         status: wire(&text(5, "status")?, FlowStatus::from_wire, "status")?,
         notify_policy: wire(
@@ -92,10 +129,10 @@ pub(super) fn flow(row: &Row, at: usize) -> Result<FlowRow, StoreError> {
             NotifyPolicy::from_wire,
             "policy",
         )?,
-        goal: text(7, "goal")?,
-        current_step: get(row, at + 8, "current step")?,
-        blocked_task_id: get(row, at + 9, "blocked task id")?,
-        blocked_summary: get(row, at + 10, "blocked summary")?,
+        goal: self::text(text(7, "goal")?)?,
+        current_step: opt_text(get(row, at + 8, "current step")?)?,
+        blocked_task_id: opt_text(get(row, at + 9, "blocked task id")?)?,
+        blocked_summary: opt_text(get(row, at + 10, "blocked summary")?)?,
         state_json: json_column(row, at + 11)?,
         wait_json: json_column(row, at + 12)?,
         cancel_requested_at: opt_from_db(get(row, at + 13, "time")?, "time")?,
@@ -114,7 +151,7 @@ pub(super) fn flow(row: &Row, at: usize) -> Result<FlowRow, StoreError> {
 /// Reads a row selected with the task columns of `sql.rs`, starting at column `at`.
 pub(super) fn task(row: &Row, at: usize) -> Result<TaskRow, StoreError> {
     let text = |i: usize, what: &str| get::<String>(row, at + i, what);
-    let opt = |i: usize, what: &str| get::<Option<String>>(row, at + i, what);
+    let opt = |i: usize, what: &str| opt_text(get::<Option<String>>(row, at + i, what)?);
     let task = Task {
         task_id: get(row, at, "task id")?,
         runtime: wire(&text(1, "runtime")?, Runtime::from_wire, "runtime")?,
@@ -125,7 +162,7 @@ pub(super) fn task(row: &Row, at: usize) -> Result<TaskRow, StoreError> {
         agent_id: opt(6, "agent id")?,
         run_id: opt(7, "run id")?,
         label: opt(8, "label")?,
-        task: text(9, "task")?,
+        task: self::text(text(9, "task")?)?,
         status: wire(&text(10, "status")?, TaskStatus::from_wire, "status")?,
         notify_policy: wire(&text(11, "policy")?, NotifyPolicy::from_wire, "policy")?,
         prefer_metadata: get(row, at + 12, "flag")?,
