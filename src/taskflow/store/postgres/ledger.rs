@@ -1,7 +1,8 @@
 //! [`PostgresStore`] as an [`IdempotencyLedger`]: event routes' keys in the shared database, so
 //! de-duplication holds across every replica and survives their restarts.
 //!
-//! Each call is one statement in a transaction of its own (one round trip). The claim is an
+//! Each call is one statement in a transaction of its own (one round trip); claims and let-gos
+//! are committed without a WAL flush of their own (the dispatch's commit flushes them). The claim is an
 //! `INSERT … ON CONFLICT DO UPDATE … WHERE expired`, which PostgreSQL runs atomically against
 //! concurrent claims of the same key: of two replicas handed one delivery at once, one claims it
 //! and the other is told it is in progress.
@@ -35,7 +36,9 @@ impl IdempotencyLedger for PostgresStore {
         let rows = self
             .timed(
                 true,
-                self.write_statement(
+                // A claim is worth keeping only once its dispatch commits, and that synchronous
+                // commit flushes the claim before it: no flush of its own.
+                self.write_statement_unflushed(
                     sql::BEGIN_KEY,
                     &[&route, &&digest[..], &token_value, &lapses, &now],
                 ),
@@ -85,7 +88,8 @@ impl IdempotencyLedger for PostgresStore {
         let token = to_db(claim.token());
         self.timed(
             true,
-            self.write_statement(sql::ABANDON_KEY, &[&route, &&digest[..], &token]),
+            // Lost to a database crash, the claim it lets go lapses by itself.
+            self.write_statement_unflushed(sql::ABANDON_KEY, &[&route, &&digest[..], &token]),
         )
         .await
         .map(drop)

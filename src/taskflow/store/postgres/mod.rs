@@ -712,6 +712,35 @@ impl PostgresStore {
         Ok(rows)
     }
 
+    /// [`write_statement`](Self::write_statement) with `synchronous_commit` off for its
+    /// transaction: committed and seen by every replica at once, but flushed to the WAL by the next
+    /// synchronous commit (or within the WAL writer's delay), so a database crash before then may
+    /// lose it. For what is worthless unless a later synchronous commit follows (an idempotency
+    /// claim, whose dispatch commits synchronously and so flushes the claim before it).
+    #[cfg(feature = "events")]
+    async fn write_statement_unflushed(
+        &self,
+        statement: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let conn = self.checkout().await?;
+        let client = conn.client();
+        let statement = client
+            .prepare_cached(statement)
+            .await
+            .map_err(|e| self.failed(&e, false))?;
+        // Pipelined: one round trip. If the statement fails, `COMMIT` ends the aborted transaction
+        // as a rollback, and the connection is closed rather than pooled all the same.
+        let ((), rows, ()) = tokio::try_join!(
+            client.batch_execute("BEGIN; SET LOCAL synchronous_commit = off"),
+            client.query(&statement, params),
+            client.batch_execute("COMMIT"),
+        )
+        .map_err(|e| self.failed(&e, true))?;
+        conn.release();
+        Ok(rows)
+    }
+
     /// One read-only query, no transaction.
     async fn read(
         &self,

@@ -155,7 +155,7 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: mpsc::Sender<WriteJob>,
+    writer: mpsc::Sender<(WriteJob, Flush)>,
     readers: mpsc::Sender<ReadJob>,
     clock: SharedClock,
     config: StoreConfig,
@@ -167,6 +167,18 @@ struct Inner {
 /// answers with what to do once the batch's commit is known, and sets the flag if it could not
 /// undo a refused change (the whole batch must then be rolled back).
 type WriteJob = Box<dyn FnOnce(Option<&Connection>, &mut bool) -> Finish + Send>;
+
+/// Whether a change's commit must reach the disk before it is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flush {
+    /// `synchronous=FULL`: the WAL is `fsync`ed at commit. Every flow and task change.
+    Always,
+    /// `synchronous=NORMAL` when a whole batch is of these: committed (other connections and a
+    /// restarted process see it) but flushed only by the next `Always` commit or checkpoint, so an
+    /// operating-system crash or power loss before then may lose it. For what is worthless unless
+    /// a later flushed commit follows (an idempotency claim, whose dispatch commits with a flush).
+    WithTheNext,
+}
 /// Sends a change's answer once its batch's commit succeeded (`Ok`) or failed.
 type Finish = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
 /// Changes one commit carries at most: enough to share an `fsync` among many concurrent writers,
@@ -276,7 +288,7 @@ impl SqliteStore {
             readers.push(connect(&path, true).map_err(failed)?);
         }
 
-        let (write_jobs, write_queue) = mpsc::channel::<WriteJob>();
+        let (write_jobs, write_queue) = mpsc::channel::<(WriteJob, Flush)>();
         thread::Builder::new()
             .name("sqlite-store-writer".into())
             .spawn(move || {
@@ -292,7 +304,12 @@ impl SqliteStore {
                             Err(_) => break,
                         }
                     }
-                    commit_batch(&mut writer, batch);
+                    if !commit_batch(&mut writer, batch) {
+                        trace_warn!(
+                            "SQLite store: synchronous=FULL could not be restored; writes stop"
+                        );
+                        break;
+                    }
                 }
             })
             .map_err(failed)?;
@@ -342,6 +359,15 @@ impl SqliteStore {
         &self,
         job: impl FnOnce(&mut Write<'_>) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
+        self.write_flushed(Flush::Always, job).await
+    }
+
+    /// [`write`](Self::write), with its commit flushed as `flush` says.
+    async fn write_flushed<R: Send + 'static>(
+        &self,
+        flush: Flush,
+        job: impl FnOnce(&mut Write<'_>) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
         let (reply, answer) = oneshot::channel();
         let clock = Arc::clone(&self.inner.clock);
         let config = self.inner.config.clone();
@@ -366,7 +392,10 @@ impl SqliteStore {
                 let _ = reply.send(answer);
             })
         });
-        self.inner.writer.send(job).map_err(|_| stopped())?;
+        self.inner
+            .writer
+            .send((job, flush))
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -393,8 +422,21 @@ fn cutoff(config: &StoreConfig, now: u64) -> i64 {
         .map_or(i64::MIN, |retention| millis(now.saturating_sub(retention)))
 }
 
-/// Runs one batch of changes in one transaction and answers each once the commit is known.
-fn commit_batch(conn: &mut Connection, batch: Vec<WriteJob>) {
+/// Runs one batch of changes in one transaction and answers each once the commit is known. The
+/// commit is flushed unless no change in the batch needs it. `false` if the connection can no
+/// longer be trusted to flush, and the writer must stop.
+fn commit_batch(conn: &mut Connection, batch: Vec<(WriteJob, Flush)>) -> bool {
+    let lazy = batch.iter().all(|(_, flush)| *flush == Flush::WithTheNext)
+        // If the setting cannot be changed the commit is flushed: slower, never less durable.
+        && conn.pragma_update(None, "synchronous", "NORMAL").is_ok();
+    let batch = batch.into_iter().map(|(job, _)| job);
+    commit_jobs(conn, batch);
+    // Never go on lazy: a later change would be answered before its flush. Stopping the writer
+    // answers every later write `persist_failed` instead.
+    !lazy || conn.pragma_update(None, "synchronous", "FULL").is_ok()
+}
+
+fn commit_jobs(conn: &mut Connection, batch: impl Iterator<Item = WriteJob>) {
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(error) => {
@@ -406,10 +448,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<WriteJob>) {
         }
     };
     let mut poisoned = false;
-    let finishes: Vec<Finish> = batch
-        .into_iter()
-        .map(|job| job(Some(&tx), &mut poisoned))
-        .collect();
+    let finishes: Vec<Finish> = batch.map(|job| job(Some(&tx), &mut poisoned)).collect();
     if poisoned {
         // A refused change could not be undone: nothing of this batch may be committed.
         drop(tx);
