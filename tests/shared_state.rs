@@ -907,3 +907,36 @@ async fn an_unreachable_redis_at_start_is_a_config_error_naming_the_key_without_
     assert!(!output.contains("hunter2"), "{output}");
     assert!(!output.contains("127.0.0.1"), "{output}");
 }
+
+/// Sharing the limiters on Redis rebuilds the pipeline; event routes' idempotency keys stay in the
+/// store the gateway runs on, not in a fresh in-memory ledger.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharing_state_keeps_the_idempotency_keys_in_the_store() {
+    let Some(url) = redis_url("sharing_state_keeps_the_idempotency_keys_in_the_store") else {
+        return;
+    };
+    let dir = TempDir::new("ledger-kept");
+    let store = dir.path().join("flows.db");
+    let shared_state = format!(
+        r#"{}, store: "sqlite:{}""#,
+        shared(&url, &prefix("ledger"), ""),
+        store.display()
+    );
+    let config = config(&dir, &shared_state, "");
+    let (gateway, _) = Gateway::from_file(&config).unwrap();
+    assert!(matches!(
+        **gateway.pipeline().ledger(),
+        tower_webhooks::taskflow::AnyLedger::Sqlite(_)
+    ));
+    let gateway = gateway.share_state(None).await.unwrap();
+    assert!(gateway.shared_state().is_some());
+    assert!(
+        matches!(
+            **gateway.pipeline().ledger(),
+            tower_webhooks::taskflow::AnyLedger::Sqlite(_)
+        ),
+        "{:?}",
+        gateway.pipeline().ledger()
+    );
+}
