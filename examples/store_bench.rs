@@ -15,6 +15,9 @@
 //! 32 clients on keep-alive connections posting `create_flow` for SECONDS (default 5) each, on
 //! memory and on SQLite, in the same run.
 
+#[path = "support/timing.rs"]
+mod timing;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -46,18 +49,9 @@ fn config() -> StoreConfig {
         .max_bytes_per_owner(None)
 }
 
-fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
-    samples.sort_unstable();
-    let at = |q: f64| {
-        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
-        samples[i].as_secs_f64() * 1e6
-    };
-    (at(0.5), at(0.99))
-}
-
+/// Every timed row of this benchmark's tables.
 fn row(name: &str, samples: Vec<Duration>) {
-    let (p50, p99) = percentiles(samples);
-    println!("| {name:<34} | {p50:>10.1} | {p99:>10.1} |");
+    timing::row(34, name, samples);
 }
 
 async fn per_action<S: TaskFlowStore>(label: &str, store: &S, n: usize) {

@@ -41,14 +41,6 @@ fn config(dir: &TempDir) -> std::path::PathBuf {
     )
 }
 
-async fn start(config: &std::path::Path, store: &str) -> (Subprocess, SocketAddr) {
-    let mut command = Subprocess::command(Some(config));
-    command.args(["--store", store]);
-    let mut gateway = Subprocess::start(command);
-    let addr = gateway.listening().await;
-    (gateway, addr)
-}
-
 fn pull_request(number: u64) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "action": "opened",
@@ -100,7 +92,7 @@ async fn a_delivery_dispatched_before_a_sigkill_is_a_duplicate_after_the_restart
     let dir = TempDir::new("event-restart");
     let config = config(&dir);
     let store = format!("sqlite:{}", dir.path().join("flows.db").display());
-    let (mut gateway, addr) = start(&config, &store).await;
+    let (mut gateway, addr) = Subprocess::on_store(&config, &store).await;
 
     let (status, answer) = deliver(addr, "delivery-1", &pull_request(1)).await;
     assert_eq!(status, 202, "{answer}");
@@ -113,7 +105,7 @@ async fn a_delivery_dispatched_before_a_sigkill_is_a_duplicate_after_the_restart
         .unwrap();
     assert!(!status.success(), "killed, not exited: {status}");
 
-    let (restarted, addr) = start(&config, &store).await;
+    let (restarted, addr) = Subprocess::on_store(&config, &store).await;
     // GitHub redelivers: nothing is dispatched twice.
     let (status, answer) = deliver(addr, "delivery-1", &pull_request(1)).await;
     assert_eq!((status, answer), (200, duplicate("delivery-1")));
@@ -135,8 +127,8 @@ async fn one_delivery_handed_to_two_replicas_at_once_is_dispatched_once() {
     let schema = postgres_support::TestSchema::create(&base, "event_replicas").await;
     let dir = TempDir::new("event-replicas");
     let config = config(&dir);
-    let (a, addr_a) = start(&config, &schema.url()).await;
-    let (b, addr_b) = start(&config, &schema.url()).await;
+    let (a, addr_a) = Subprocess::on_store(&config, &schema.url()).await;
+    let (b, addr_b) = Subprocess::on_store(&config, &schema.url()).await;
 
     // A load balancer spreading one delivery (and GitHub's quick retries of it) over both.
     let body = pull_request(7);

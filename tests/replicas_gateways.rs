@@ -35,14 +35,6 @@ fn config(dir: &TempDir) -> std::path::PathBuf {
     )
 }
 
-async fn start(config: &std::path::Path, store: &str) -> (Subprocess, SocketAddr) {
-    let mut command = Subprocess::command(Some(config));
-    command.args(["--store", store]);
-    let mut gateway = Subprocess::start(command);
-    let addr = gateway.listening().await;
-    (gateway, addr)
-}
-
 async fn act(addr: SocketAddr, body: Value) -> (u16, Value) {
     let bearer = format!("Bearer {SECRET}");
     let headers = [
@@ -78,8 +70,8 @@ async fn two_gateway_processes_share_flows_revisions_caps_and_tasks() {
     let schema = postgres_support::TestSchema::create(&base, "replica_procs").await;
     let dir = TempDir::new("replica-procs");
     let config = config(&dir);
-    let (a, addr_a) = start(&config, &schema.url()).await;
-    let (b, addr_b) = start(&config, &schema.url()).await;
+    let (a, addr_a) = Subprocess::on_store(&config, &schema.url()).await;
+    let (b, addr_b) = Subprocess::on_store(&config, &schema.url()).await;
     let replicas = [addr_a, addr_b];
 
     // A flow created on A is read on B.

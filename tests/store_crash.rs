@@ -38,14 +38,6 @@ fn config(dir: &TempDir) -> std::path::PathBuf {
     )
 }
 
-async fn start(config: &std::path::Path, store: &str) -> (Subprocess, SocketAddr) {
-    let mut command = Subprocess::command(Some(config));
-    command.args(["--store", store]);
-    let mut gateway = Subprocess::start(command);
-    let addr = gateway.listening().await;
-    (gateway, addr)
-}
-
 async fn act(addr: SocketAddr, body: Value) -> (u16, Value) {
     let bearer = format!("Bearer {SECRET}");
     let headers = [
@@ -116,7 +108,7 @@ async fn client(addr: SocketAddr, n: usize) -> Acknowledged {
 pub async fn crash_and_restart(store: &str) {
     let dir = TempDir::new("crash");
     let config = config(&dir);
-    let (mut gateway, addr) = start(&config, store).await;
+    let (mut gateway, addr) = Subprocess::on_store(&config, store).await;
 
     let clients: Vec<_> = (0..CLIENTS)
         .map(|n| tokio::spawn(client(addr, n)))
@@ -135,7 +127,7 @@ pub async fn crash_and_restart(store: &str) {
     let answers: usize = acked.iter().map(|a| a.answers).sum();
     assert_eq!(answers, 200);
 
-    let (restarted, addr) = start(&config, store).await;
+    let (restarted, addr) = Subprocess::on_store(&config, store).await;
     let acked: AckedFlows = acked.into_iter().flat_map(|a| a.flows).collect();
     assert_eq!(acked.len(), CLIENTS * FLOWS_PER_CLIENT);
     let (status, env) = act(addr, json!({"action": "list_flows"})).await;

@@ -69,6 +69,15 @@ impl Subprocess {
         command
     }
 
+    /// The gateway with `config` on the store `store` (a `--store` URL), once it listens.
+    pub async fn on_store(config: &Path, store: &str) -> (Self, std::net::SocketAddr) {
+        let mut command = Self::command(Some(config));
+        command.args(["--store", store]);
+        let mut gateway = Self::start(command);
+        let addr = gateway.listening().await;
+        (gateway, addr)
+    }
+
     pub fn start(mut command: tokio::process::Command) -> Self {
         let mut child = command
             .stdin(std::process::Stdio::null())

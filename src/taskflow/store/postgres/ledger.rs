@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use super::rows::to_db;
-use super::{PostgresStore, sql};
+use super::{Autocommit, PostgresStore, sql};
 use crate::events::ledger::{key_digest, millis, random_token};
 use crate::events::{Begin, Claim, IN_PROGRESS_LEASE, IdempotencyLedger, LedgerUnavailable};
 use crate::taskflow::StoreError;
@@ -38,7 +38,8 @@ impl IdempotencyLedger for PostgresStore {
                 true,
                 // A claim is worth keeping only once its dispatch commits, and that synchronous
                 // commit flushes the claim before it: no flush of its own.
-                self.write_statement_unflushed(
+                self.statement(
+                    Autocommit::UnflushedWrite,
                     sql::BEGIN_KEY,
                     &[&route, &&digest[..], &token_value, &lapses, &now],
                 ),
@@ -76,7 +77,11 @@ impl IdempotencyLedger for PostgresStore {
         let token = to_db(claim.token());
         self.timed(
             true,
-            self.write_statement(sql::COMPLETE_KEY, &[&route, &&digest[..], &token, &until]),
+            self.statement(
+                Autocommit::Write,
+                sql::COMPLETE_KEY,
+                &[&route, &&digest[..], &token, &until],
+            ),
         )
         .await
         .map(drop)
@@ -89,7 +94,11 @@ impl IdempotencyLedger for PostgresStore {
         self.timed(
             true,
             // Lost to a database crash, the claim it lets go lapses by itself.
-            self.write_statement_unflushed(sql::ABANDON_KEY, &[&route, &&digest[..], &token]),
+            self.statement(
+                Autocommit::UnflushedWrite,
+                sql::ABANDON_KEY,
+                &[&route, &&digest[..], &token],
+            ),
         )
         .await
         .map(drop)

@@ -152,6 +152,22 @@ fn task_change(kind: ChangeKind, task: &Task) -> Change {
 /// Flows removed in one sweep step at most: one owner's lock is held for no longer than that.
 const SWEEP_BATCH: i64 = 500;
 
+/// How [`PostgresStore::statement`] commits the one statement it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Autocommit {
+    /// A read: nothing to commit, and a failure changed nothing.
+    Read,
+    /// A write, committed with the WAL flushed (`synchronous_commit` on).
+    Write,
+    /// A write with `synchronous_commit` off for its transaction: committed and seen by every
+    /// replica at once, but flushed by the next synchronous commit (or within the WAL writer's
+    /// delay), so a database crash before then may lose it. For what is worthless unless a later
+    /// synchronous commit follows (an idempotency claim, whose dispatch commits synchronously and
+    /// so flushes the claim before it).
+    #[cfg(feature = "events")]
+    UnflushedWrite,
+}
+
 /// The first step of `cancel_flow`: an answer already, or the tasks to ask the hook about. Lives
 /// on the stack for one call, so the size difference between its variants is not worth a box.
 #[allow(clippy::large_enum_variant)]
@@ -691,10 +707,11 @@ impl PostgresStore {
         Ok(true)
     }
 
-    /// One statement that writes, in a transaction of its own, and the rows it returns. A
-    /// connection lost while it ran leaves its outcome unknown.
-    async fn write_statement(
+    /// One statement in a transaction of its own, and the rows it returns. A connection lost while
+    /// a write ran leaves its outcome unknown.
+    async fn statement(
         &self,
+        mode: Autocommit,
         statement: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
@@ -704,39 +721,19 @@ impl PostgresStore {
             .prepare_cached(statement)
             .await
             .map_err(|e| self.failed(&e, false))?;
-        let rows = client
-            .query(&statement, params)
-            .await
-            .map_err(|e| self.failed(&e, true))?;
-        conn.release();
-        Ok(rows)
-    }
-
-    /// [`write_statement`](Self::write_statement) with `synchronous_commit` off for its
-    /// transaction: committed and seen by every replica at once, but flushed to the WAL by the next
-    /// synchronous commit (or within the WAL writer's delay), so a database crash before then may
-    /// lose it. For what is worthless unless a later synchronous commit follows (an idempotency
-    /// claim, whose dispatch commits synchronously and so flushes the claim before it).
-    #[cfg(feature = "events")]
-    async fn write_statement_unflushed(
-        &self,
-        statement: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, StoreError> {
-        let conn = self.checkout().await?;
-        let client = conn.client();
-        let statement = client
-            .prepare_cached(statement)
-            .await
-            .map_err(|e| self.failed(&e, false))?;
-        // Pipelined: one round trip. If the statement fails, `COMMIT` ends the aborted transaction
-        // as a rollback, and the connection is closed rather than pooled all the same.
-        let ((), rows, ()) = tokio::try_join!(
-            client.batch_execute("BEGIN; SET LOCAL synchronous_commit = off"),
-            client.query(&statement, params),
-            client.batch_execute("COMMIT"),
-        )
-        .map_err(|e| self.failed(&e, true))?;
+        let rows = match mode {
+            // Pipelined: one round trip. If the statement fails, `COMMIT` ends the aborted
+            // transaction as a rollback, and the connection is closed rather than pooled.
+            #[cfg(feature = "events")]
+            Autocommit::UnflushedWrite => tokio::try_join!(
+                client.batch_execute("BEGIN; SET LOCAL synchronous_commit = off"),
+                client.query(&statement, params),
+                client.batch_execute("COMMIT"),
+            )
+            .map(|((), rows, ())| rows),
+            Autocommit::Read | Autocommit::Write => client.query(&statement, params).await,
+        }
+        .map_err(|e| self.failed(&e, mode != Autocommit::Read))?;
         conn.release();
         Ok(rows)
     }
@@ -747,18 +744,7 @@ impl PostgresStore {
         statement: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        let conn = self.checkout().await?;
-        let client = conn.client();
-        let statement = client
-            .prepare_cached(statement)
-            .await
-            .map_err(|e| self.failed(&e, false))?;
-        let rows = client
-            .query(&statement, params)
-            .await
-            .map_err(|e| self.failed(&e, false))?;
-        conn.release();
-        Ok(rows)
+        self.statement(Autocommit::Read, statement, params).await
     }
 
     async fn read_flow(
@@ -1456,7 +1442,11 @@ impl TaskFlowStore for PostgresStore {
             let forgotten = self
                 .timed(
                     true,
-                    self.write_statement(sql::FORGET_EXPIRED_KEYS, &[&now, &SWEEP_BATCH]),
+                    self.statement(
+                        Autocommit::Write,
+                        sql::FORGET_EXPIRED_KEYS,
+                        &[&now, &SWEEP_BATCH],
+                    ),
                 )
                 .await?;
             if i64::try_from(forgotten.len()).unwrap_or(i64::MAX) < SWEEP_BATCH {
