@@ -160,6 +160,16 @@ impl Subprocess {
         assert!(status.success(), "kill -{signal} {pid}");
     }
 
+    /// `SIGKILL` now (no drain, no goodbye), and waits until the process is gone.
+    pub async fn kill_now(mut self) {
+        self.signal("KILL");
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("killed")
+            .unwrap();
+        assert!(!status.success(), "killed, not exited: {status}");
+    }
+
     /// Waits for the `gateway listening` line and returns the bound address it names.
     pub async fn listening(&mut self) -> SocketAddr {
         let listening = self.wait_for("gateway listening").await;
