@@ -104,6 +104,7 @@ macro_rules! conformance_tests {
             run_task_is_idempotent_on_run_id,
             cancel_flow_answers_every_outcome,
             cancel_hook_runs_after_commit_and_may_call_the_store,
+            a_flow_finished_while_the_hook_runs_answers_terminal,
             embedding_side_calls,
             caps_answer_507_and_change_nothing,
             list_flows_ties_break_newest_created_first,
@@ -659,6 +660,65 @@ pub async fn cancel_hook_runs_after_commit_and_may_call_the_store<F: StoreFactor
         "the hook saw the committed request"
     );
     // The store holds the hook and the hook the store: break the cycle.
+    drop(hook.store.get().cloned());
+}
+
+/// Finishes the task's flow (at the revision the cancellation request left) before answering.
+#[derive(Debug)]
+struct FinishesTheFlow<S> {
+    store: std::sync::OnceLock<Arc<S>>,
+}
+
+impl<S: TaskFlowStore + std::fmt::Debug> CancelHook for FinishesTheFlow<S> {
+    fn cancel_task<'a>(&'a self, task: &'a Task) -> CancelFuture<'a> {
+        Box::pin(async move {
+            let store = self.store.get().expect("store set");
+            let flow_id = task.parent_flow_id.to_string();
+            let flow = store.flow_by_id(&flow_id).await.unwrap().unwrap();
+            let finished = store
+                .mutate_flow(
+                    OWNER,
+                    &flow_id,
+                    flow.revision,
+                    Mutation::Finish { state_json: None },
+                )
+                .await
+                .unwrap();
+            assert!(
+                matches!(finished, MutationOutcome::Applied(_)),
+                "{finished:?}"
+            );
+            ChildCancel::Cancelled
+        })
+    }
+}
+
+/// The cancellation request is committed on its own, before the hook: a write that lands while the
+/// hook runs (here `finish_flow`, from the hook itself) stands, and `cancel_flow` answers that the
+/// flow is terminal. The request's revision is kept; no third revision is made.
+pub async fn a_flow_finished_while_the_hook_runs_answers_terminal<F: StoreFactory>(factory: &F) {
+    let hook = Arc::new(FinishesTheFlow::<F::Store> {
+        store: std::sync::OnceLock::new(),
+    });
+    let mut setup = Setup::new();
+    setup.hook = hook.clone();
+    let store = Arc::new(factory.open(setup).await);
+    hook.store.set(Arc::clone(&store)).unwrap();
+    let flow = created(&*store, OWNER, "g").await;
+    task_of(&*store, &flow, NewTask::new(Runtime::Acp, "a")).await;
+    let outcome = store.cancel_flow(OWNER, &id(&flow)).await.unwrap();
+    let CancelOutcome::Terminal { flow: answered, .. } = outcome else {
+        panic!("not terminal: {outcome:?}");
+    };
+    assert_eq!(answered.status, FlowStatus::Succeeded);
+    assert_eq!(answered.cancel_requested_at, Some(T0), "the request stood");
+    assert_eq!(
+        answered.revision,
+        flow.revision + 2,
+        "the request, then the finish"
+    );
+    let stored = store.get_flow(OWNER, &id(&flow)).await.unwrap().unwrap();
+    assert_eq!(stored, answered);
     drop(hook.store.get().cloned());
 }
 
