@@ -85,12 +85,13 @@ pub const STORE_FLAG: &str = "--store";
 pub const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// How often [`Gateway::watch_store`] runs the retention sweep.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-/// The shared-state kind the gateway runs with, as `--check-config` prints it.
+/// What `--check-config` prints as the shared-state kind when the limiters share no state.
 pub const SHARED_STATE_KIND: &str = "none";
-/// How every route authenticates today: a shared secret, as a bearer token or in
-/// `x-openclaw-webhook-secret` (SPEC §2.2).
+/// How a route without `auth` authenticates, as `--check-config` prints it: the route's shared
+/// secret, as a bearer token or in `x-openclaw-webhook-secret` (SPEC §2.2).
 pub const AUTH_MODE_SECRET: &str = "secret";
-/// What every route does today: the TaskFlow actions of SPEC §3.
+/// What a route without `dispatch` does, as `--check-config` prints it: the TaskFlow actions of
+/// SPEC §3.
 pub const DISPATCH_TASKFLOW_ACTIONS: &str = "taskflow-actions";
 
 /// What a load or reload produced.
