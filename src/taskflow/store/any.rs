@@ -121,15 +121,19 @@ impl From<super::SqliteStore> for AnyStore {
     }
 }
 
-/// Calls `$call` on whichever store this is and awaits it.
+/// Calls `$call` on whichever backend this is and awaits it: a store of [`AnyStore`], or (with
+/// the enum named first) a ledger of `AnyLedger`, whose variants are named alike.
 macro_rules! each {
     ($self:ident, $store:ident => $call:expr) => {
+        each!(AnyStore: $self, $store => $call)
+    };
+    ($any:ident: $self:ident, $store:ident => $call:expr) => {
         match $self {
-            AnyStore::Memory($store) => $call.await,
+            $any::Memory($store) => $call.await,
             #[cfg(feature = "sqlite")]
-            AnyStore::Sqlite($store) => $call.await,
+            $any::Sqlite($store) => $call.await,
             #[cfg(feature = "postgres")]
-            AnyStore::Postgres($store) => $call.await,
+            $any::Postgres($store) => $call.await,
         }
     };
 }
@@ -290,18 +294,6 @@ mod any_ledger {
     use super::AnyLedger;
     use crate::events::{Begin, Claim, IdempotencyLedger, LedgerUnavailable};
 
-    macro_rules! each_ledger {
-        ($self:ident, $ledger:ident => $call:expr) => {
-            match $self {
-                AnyLedger::Memory($ledger) => $call.await,
-                #[cfg(feature = "sqlite")]
-                AnyLedger::Sqlite($ledger) => $call.await,
-                #[cfg(feature = "postgres")]
-                AnyLedger::Postgres($ledger) => $call.await,
-            }
-        };
-    }
-
     impl IdempotencyLedger for AnyLedger {
         async fn begin(
             &self,
@@ -309,7 +301,7 @@ mod any_ledger {
             key: &str,
             ttl: Duration,
         ) -> Result<Begin, LedgerUnavailable> {
-            each_ledger!(self, l => l.begin(route, key, ttl))
+            each!(AnyLedger: self, l => l.begin(route, key, ttl))
         }
 
         async fn complete(
@@ -318,7 +310,7 @@ mod any_ledger {
             key: &str,
             claim: Claim,
         ) -> Result<(), LedgerUnavailable> {
-            each_ledger!(self, l => l.complete(route, key, claim))
+            each!(AnyLedger: self, l => l.complete(route, key, claim))
         }
 
         async fn abandon(
@@ -327,7 +319,7 @@ mod any_ledger {
             key: &str,
             claim: Claim,
         ) -> Result<(), LedgerUnavailable> {
-            each_ledger!(self, l => l.abandon(route, key, claim))
+            each!(AnyLedger: self, l => l.abandon(route, key, claim))
         }
     }
 }
