@@ -68,19 +68,10 @@ async fn deliver(addr: SocketAddr, delivery: &str, body: &[u8]) -> (u16, Value) 
 
 /// The session's flows, newest first, as `list_flows` answers them.
 async fn flows(addr: SocketAddr) -> Vec<Value> {
-    let bearer = format!("Bearer {ACTION_SECRET}");
-    let headers = [
-        ("content-type", "application/json"),
-        ("authorization", bearer.as_str()),
-        ("connection", "close"),
-    ];
-    let body = json!({"action": "list_flows"}).to_string();
-    let response = raw(addr, &post_bytes("/hooks/flows", &headers, body.as_bytes())).await;
-    assert_eq!(response.status, 200, "{}", response.text());
-    response.json()["result"]["flows"]
-        .as_array()
-        .unwrap()
-        .clone()
+    let list = json!({"action": "list_flows"});
+    let (status, answer) = support::act(addr, "/hooks/flows", ACTION_SECRET, &list).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["result"]["flows"].as_array().unwrap().clone()
 }
 
 fn duplicate(delivery: &str) -> Value {

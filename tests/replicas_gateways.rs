@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use serde_json::{Value, json};
 use support::gateway_process::Subprocess;
 use support::temp::TempDir;
-use support::{post_bytes, raw};
 
 const SECRET: &str = "replica-test-secret-41c9";
 const PATH: &str = "/hooks/replicas";
@@ -36,18 +35,7 @@ fn config(dir: &TempDir) -> std::path::PathBuf {
 }
 
 async fn act(addr: SocketAddr, body: Value) -> (u16, Value) {
-    let bearer = format!("Bearer {SECRET}");
-    let headers = [
-        ("content-type", "application/json"),
-        ("authorization", bearer.as_str()),
-        ("connection", "close"),
-    ];
-    let response = raw(
-        addr,
-        &post_bytes(PATH, &headers, body.to_string().as_bytes()),
-    )
-    .await;
-    (response.status, response.json())
+    support::act(addr, PATH, SECRET, &body).await
 }
 
 /// The same request to both replicas, `each` times, all at once, alternating A and B.

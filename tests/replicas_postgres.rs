@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use postgres_support::{TcpProxy, TestSchema, url_or_skip};
 use serde_json::{Value, json};
-use support::{TestServer, post_bytes, raw};
+use support::TestServer;
 use tower_webhooks::WebhooksConfig;
 use tower_webhooks::pipeline::WebhookPipeline;
 use tower_webhooks::taskflow::postgres::{PostgresOptions, PostgresStore};
@@ -61,24 +61,7 @@ async fn replica(url: &str, config: &WebhooksConfig) -> Replica {
 }
 
 async fn act(addr: SocketAddr, body: Value) -> (u16, Value) {
-    let body = serde_json::to_vec(&body).unwrap();
-    let response = raw(
-        addr,
-        &post_bytes(
-            "/hook",
-            &[
-                ("content-type", "application/json"),
-                ("authorization", &format!("Bearer {SECRET}")),
-                ("connection", "close"),
-            ],
-            &body,
-        ),
-    )
-    .await;
-    let status = response.status;
-    let text = response.text();
-    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, value)
+    support::act(addr, "/hook", SECRET, &body).await
 }
 
 macro_rules! schema_or_skip {

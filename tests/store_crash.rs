@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use serde_json::{Value, json};
 use support::gateway_process::Subprocess;
 use support::temp::TempDir;
-use support::{post_bytes, raw};
 
 const SECRET: &str = "crash-test-secret-7f3a";
 const SESSION_KEY: &str = "agent:main:crash";
@@ -39,18 +38,7 @@ fn config(dir: &TempDir) -> std::path::PathBuf {
 }
 
 async fn act(addr: SocketAddr, body: Value) -> (u16, Value) {
-    let bearer = format!("Bearer {SECRET}");
-    let headers = [
-        ("content-type", "application/json"),
-        ("authorization", bearer.as_str()),
-        ("connection", "close"),
-    ];
-    let response = raw(
-        addr,
-        &post_bytes(PATH, &headers, body.to_string().as_bytes()),
-    )
-    .await;
-    (response.status, response.json())
+    support::act(addr, PATH, SECRET, &body).await
 }
 
 /// Per flow id: its acknowledged revision and its tasks (task id by `runId`).

@@ -129,6 +129,30 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> RawResponse {
     read_response(&mut stream).await
 }
 
+/// Posts the TaskFlow action `body` to `path` with `secret` as a bearer token, on a connection of
+/// its own; the status and the answer (one that is not JSON as a JSON string).
+pub async fn act(
+    addr: SocketAddr,
+    path: &str,
+    secret: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let bearer = format!("Bearer {secret}");
+    let headers = [
+        ("content-type", "application/json"),
+        ("authorization", bearer.as_str()),
+        ("connection", "close"),
+    ];
+    let response = raw(
+        addr,
+        &post_bytes(path, &headers, body.to_string().as_bytes()),
+    )
+    .await;
+    let text = response.text();
+    let answer = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (response.status, answer)
+}
+
 /// A POST with the given headers and body, `Content-Length` set from the body unless given.
 pub fn post_bytes(path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let mut out = format!("POST {path} HTTP/1.1\r\nhost: test\r\n").into_bytes();
