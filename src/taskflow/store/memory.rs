@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::changes::{Change, ChangeFeed, ChangeKind, ChangeSender, ChangeSubscription};
 use super::{
     CancelOutcome, FlowEnd, Mutation, MutationOutcome, NewFlow, NewTask, RunTaskOutcome,
-    StoreConfig, StoreError, TaskFlowStore, TaskUpdate, TaskUpdateOutcome,
+    StoreConfig, StoreError, TaskFlowStore, TaskUpdate, TaskUpdateOutcome, mark_cancelled,
 };
 use crate::clock::{SharedClock, SystemClock};
 use crate::taskflow::model::{Flow, FlowStatus, SyncMode, Task, TaskSummary, parse_id};
@@ -434,15 +434,10 @@ impl MemoryStore {
             }
             let flow = Arc::make_mut(&mut entry.flow);
             if first_request {
-                flow.cancel_requested_at = Some(now);
-                flow.revision = flow.revision.saturating_add(1);
-                flow.updated_at = now;
+                Mutation::RequestCancel.apply(flow, now);
             }
             if active.is_empty() {
-                flow.status = FlowStatus::Cancelled;
-                flow.ended_at = Some(now);
-                flow.revision = flow.revision.saturating_add(1);
-                flow.updated_at = now;
+                mark_cancelled(flow, now);
             } else {
                 // Should the rest of `cancel_flow` never run (its caller went away), the flow
                 // still becomes `cancelled` when its last active task ends.
@@ -498,11 +493,7 @@ impl MemoryStore {
             let still_active = entry.tasks.iter().any(|t| t.status.is_active());
             entry.cancel_pending = still_active;
             if !still_active {
-                let flow = Arc::make_mut(&mut entry.flow);
-                flow.status = FlowStatus::Cancelled;
-                flow.ended_at = Some(now);
-                flow.revision = flow.revision.saturating_add(1);
-                flow.updated_at = now;
+                mark_cancelled(Arc::make_mut(&mut entry.flow), now);
                 entry.remeasure_flow();
                 self.inner
                     .changes
@@ -559,11 +550,7 @@ impl MemoryStore {
             && entry.tasks.iter().all(|t| !t.status.is_active())
         {
             entry.cancel_pending = false;
-            let flow = Arc::make_mut(&mut entry.flow);
-            flow.status = FlowStatus::Cancelled;
-            flow.ended_at = Some(now);
-            flow.revision = flow.revision.saturating_add(1);
-            flow.updated_at = now;
+            mark_cancelled(Arc::make_mut(&mut entry.flow), now);
             let sizes = entry.remeasure_flow();
             state.bytes = resized(state.bytes, sizes);
             self.inner
@@ -593,19 +580,7 @@ impl MemoryStore {
             let Some(entry) = state.flows.get_mut(&id) else {
                 continue;
             };
-            let flow = Arc::make_mut(&mut entry.flow);
-            flow.status = match end {
-                FlowEnd::Succeeded => FlowStatus::Succeeded,
-                FlowEnd::Failed => FlowStatus::Failed,
-                FlowEnd::Lost => FlowStatus::Lost,
-            };
-            if let Some(state_json) = state_json {
-                flow.state_json = Some(state_json);
-            }
-            flow.wait_json = None;
-            flow.ended_at = Some(now);
-            flow.revision = flow.revision.saturating_add(1);
-            flow.updated_at = now;
+            end.apply(Arc::make_mut(&mut entry.flow), state_json, now);
             entry.cancel_pending = false;
             let sizes = entry.remeasure_flow();
             state.bytes = resized(state.bytes, sizes);

@@ -561,6 +561,32 @@ pub enum FlowEnd {
     Lost,
 }
 
+impl FlowEnd {
+    /// Ends `flow` at `now` as `end_flow` does in every backend: the status, `stateJson` if given,
+    /// no `waitJson`, `endedAt`, `revision += 1` and `updatedAt`.
+    pub(crate) fn apply(self, flow: &mut Flow, state_json: Option<Value>, now: u64) {
+        flow.status = match self {
+            Self::Succeeded => FlowStatus::Succeeded,
+            Self::Failed => FlowStatus::Failed,
+            Self::Lost => FlowStatus::Lost,
+        };
+        set_json(&mut flow.state_json, state_json);
+        flow.wait_json = None;
+        flow.ended_at = Some(now);
+        flow.revision = flow.revision.saturating_add(1);
+        flow.updated_at = now;
+    }
+}
+
+/// Marks `flow` `cancelled` at `now` (`endedAt`, `revision += 1`, `updatedAt`): how a cancellation
+/// ends in every backend, whether `cancel_flow` ends it or the last active task does.
+pub(crate) fn mark_cancelled(flow: &mut Flow, now: u64) {
+    flow.status = FlowStatus::Cancelled;
+    flow.ended_at = Some(now);
+    flow.revision = flow.revision.saturating_add(1);
+    flow.updated_at = now;
+}
+
 /// Storage for flows and their child tasks.
 ///
 /// All methods are async and `Send`, so a durable backend fits without changing the service.

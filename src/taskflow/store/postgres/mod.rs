@@ -81,7 +81,7 @@ use self::rows::{
 use super::{
     CancelOutcome, Change, ChangeFeed, ChangeKind, ChangeSender, ChangeSubscription, FlowEnd,
     Mutation, MutationOutcome, NewFlow, NewTask, RunTaskOutcome, StoreConfig, StoreError,
-    TaskFlowStore, TaskUpdate, TaskUpdateOutcome,
+    TaskFlowStore, TaskUpdate, TaskUpdateOutcome, mark_cancelled,
 };
 use crate::clock::{SharedClock, SystemClock};
 use crate::taskflow::model::{
@@ -1018,15 +1018,10 @@ impl PostgresStore {
         let now = self.inner.clock.epoch_millis();
         let mut flow = before.flow.clone();
         if first_request {
-            flow.cancel_requested_at = Some(now);
-            flow.revision = flow.revision.saturating_add(1);
-            flow.updated_at = now;
+            Mutation::RequestCancel.apply(&mut flow, now);
         }
         if active.is_empty() {
-            flow.status = FlowStatus::Cancelled;
-            flow.ended_at = Some(now);
-            flow.revision = flow.revision.saturating_add(1);
-            flow.updated_at = now;
+            mark_cancelled(&mut flow, now);
         }
         // Pending until the last active task ends, should the rest of `cancel_flow` never run.
         let pending = !active.is_empty();
@@ -1111,10 +1106,7 @@ impl PostgresStore {
             });
         }
         let mut flow = before.flow.clone();
-        flow.status = FlowStatus::Cancelled;
-        flow.ended_at = Some(now);
-        flow.revision = flow.revision.saturating_add(1);
-        flow.updated_at = now;
+        mark_cancelled(&mut flow, now);
         let flow = self
             .write_flow_and_commit_after(conn, &before, &flow, false, &cancelled)
             .await?;
@@ -1243,10 +1235,7 @@ impl PostgresStore {
                 if before.cancel_pending && !before.flow.status.is_terminal() && !any_active =>
             {
                 let mut flow = before.flow.clone();
-                flow.status = FlowStatus::Cancelled;
-                flow.ended_at = Some(now);
-                flow.revision = flow.revision.saturating_add(1);
-                flow.updated_at = now;
+                mark_cancelled(&mut flow, now);
                 self.write_flow_and_commit_after(conn, &before, &flow, false, &updated)
                     .await?;
             }
@@ -1296,18 +1285,7 @@ impl PostgresStore {
         let before = rows::flow(row, 0)?;
         let now = self.inner.clock.epoch_millis();
         let mut flow = before.flow.clone();
-        flow.status = match end {
-            FlowEnd::Succeeded => FlowStatus::Succeeded,
-            FlowEnd::Failed => FlowStatus::Failed,
-            FlowEnd::Lost => FlowStatus::Lost,
-        };
-        if let Some(state_json) = state_json {
-            flow.state_json = Some(state_json);
-        }
-        flow.wait_json = None;
-        flow.ended_at = Some(now);
-        flow.revision = flow.revision.saturating_add(1);
-        flow.updated_at = now;
+        end.apply(&mut flow, state_json, now);
         self.write_flow_and_commit(conn, &before, &flow, false)
             .await
             .map(Some)

@@ -16,7 +16,7 @@ use super::changes::{Change, ChangeFeed, ChangeKind, ChangeSender, ChangeSubscri
 use super::migrate::{self, Migration};
 use super::{
     CancelOutcome, FlowEnd, Mutation, MutationOutcome, NewFlow, NewTask, RunTaskOutcome,
-    StoreConfig, StoreError, TaskFlowStore, TaskUpdate, TaskUpdateOutcome,
+    StoreConfig, StoreError, TaskFlowStore, TaskUpdate, TaskUpdateOutcome, mark_cancelled,
 };
 use crate::clock::{SharedClock, SystemClock};
 use crate::taskflow::model::{
@@ -970,11 +970,7 @@ impl Write<'_> {
 
     /// Marks a flow `cancelled` (revision `+1`).
     fn finish_cancel(&self, row: &mut FlowRow) {
-        let flow = &mut row.flow;
-        flow.status = FlowStatus::Cancelled;
-        flow.ended_at = Some(self.now);
-        flow.revision = flow.revision.saturating_add(1);
-        flow.updated_at = self.now;
+        mark_cancelled(&mut row.flow, self.now);
         row.cancel_pending = false;
     }
 
@@ -1200,9 +1196,7 @@ impl TaskFlowStore for SqliteStore {
                 }
                 let now = w.now;
                 if first_request {
-                    row.flow.cancel_requested_at = Some(now);
-                    row.flow.revision = row.flow.revision.saturating_add(1);
-                    row.flow.updated_at = now;
+                    Mutation::RequestCancel.apply(&mut row.flow, now);
                 }
                 if active.is_empty() {
                     w.finish_cancel(&mut row);
@@ -1390,19 +1384,7 @@ impl TaskFlowStore for SqliteStore {
                 return Ok(None);
             };
             let now = w.now;
-            let flow = &mut row.flow;
-            flow.status = match end {
-                FlowEnd::Succeeded => FlowStatus::Succeeded,
-                FlowEnd::Failed => FlowStatus::Failed,
-                FlowEnd::Lost => FlowStatus::Lost,
-            };
-            if let Some(state_json) = state_json {
-                flow.state_json = Some(state_json);
-            }
-            flow.wait_json = None;
-            flow.ended_at = Some(now);
-            flow.revision = flow.revision.saturating_add(1);
-            flow.updated_at = now;
+            end.apply(&mut row.flow, state_json, now);
             row.cancel_pending = false;
             let grown = Write::remeasure(&mut row);
             w.update_flow(&row)?;
