@@ -71,20 +71,7 @@ impl<S> VerifySignature<S> {
         VerifySignatureLayer::new(config)
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_service_accessors!();
 }
 
 impl<S, ResBody> Service<Request<BufferedBody>> for VerifySignature<S>
