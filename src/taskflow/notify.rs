@@ -8,6 +8,8 @@ use std::fmt;
 use std::future::{Future, ready};
 use std::pin::Pin;
 
+use uuid::Uuid;
+
 use super::model::Task;
 
 /// What a [`CancelHook`] did with an active child task.
@@ -33,6 +35,18 @@ pub type CancelFuture<'a> = Pin<Box<dyn Future<Output = ChildCancel> + Send + 'a
 pub trait CancelHook: Send + Sync + fmt::Debug + 'static {
     /// Cancels `task`.
     fn cancel_task<'a>(&'a self, task: &'a Task) -> CancelFuture<'a>;
+}
+
+/// Asks `hook` to cancel each of `active`, one after another; the ids of those it stopped. Every
+/// store's `cancel_flow` calls it between committing the request and settling it, holding nothing.
+pub(crate) async fn ask_to_cancel(hook: &dyn CancelHook, active: &[Task]) -> Vec<Uuid> {
+    let mut stopped = Vec::with_capacity(active.len());
+    for task in active {
+        if hook.cancel_task(task).await == ChildCancel::Cancelled {
+            stopped.push(task.task_id);
+        }
+    }
+    stopped
 }
 
 /// The default hook: every child task is cancelled at once (no executor inside this crate).

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::clock::{SharedClock, SystemClock};
 use crate::taskflow::model::{Flow, FlowStatus, SyncMode, Task, TaskSummary, parse_id};
-use crate::taskflow::notify::{CancelHook, CancelImmediately, ChildCancel};
+use crate::taskflow::notify::{CancelHook, CancelImmediately, ask_to_cancel};
 
 /// The in-memory [`TaskFlowStore`].
 ///
@@ -751,12 +751,7 @@ impl TaskFlowStore for MemoryStore {
             CancelStep::Answer(answer) => return Ok(answer),
         };
         // No lock is held here: the hook may take its time and may call the store.
-        let mut stopped = Vec::with_capacity(active.len());
-        for task in &active {
-            if self.inner.hook.cancel_task(task).await == ChildCancel::Cancelled {
-                stopped.push(task.task_id);
-            }
-        }
+        let stopped = ask_to_cancel(&*self.inner.hook, &active).await;
         Ok(self.settle_cancel(owner, flow_id, &stopped))
     }
 

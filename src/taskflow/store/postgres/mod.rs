@@ -87,7 +87,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::taskflow::model::{
     Flow, FlowStatus, Runtime, SyncMode, Task, TaskStatus, TaskSummary, parse_id,
 };
-use crate::taskflow::notify::{CancelHook, CancelImmediately, ChildCancel};
+use crate::taskflow::notify::{CancelHook, CancelImmediately, ask_to_cancel};
 
 /// The caps and retention a store enforces, as the tables count them.
 #[derive(Clone, Copy, Debug)]
@@ -1123,12 +1123,7 @@ impl PostgresStore {
         };
         // Nothing is held here: no connection, no transaction, no lock. The hook may take its
         // time (outside the operation timeout, which is the database's) and may call the store.
-        let mut stopped = Vec::with_capacity(active.len());
-        for task in &active {
-            if self.inner.hook.cancel_task(task).await == ChildCancel::Cancelled {
-                stopped.push(task.task_id);
-            }
-        }
+        let stopped = ask_to_cancel(&*self.inner.hook, &active).await;
         self.timed(true, self.settle_cancel(owner, id, &stopped))
             .await
     }

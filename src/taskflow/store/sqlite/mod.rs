@@ -23,7 +23,7 @@ use crate::taskflow::model::{
     Flow, FlowStatus, NotifyPolicy, Runtime, SyncMode, Task, TaskStatus, TaskSummary, id_string,
     parse_id,
 };
-use crate::taskflow::notify::{CancelHook, CancelImmediately, ChildCancel};
+use crate::taskflow::notify::{CancelHook, CancelImmediately, ask_to_cancel};
 
 #[cfg(feature = "events")]
 mod ledger;
@@ -1220,12 +1220,7 @@ impl TaskFlowStore for SqliteStore {
             CancelStep::AskHook(active) => active,
         };
         // Committed and holding nothing: the hook may take its time and may call the store.
-        let mut stopped = Vec::with_capacity(active.len());
-        for task in &active {
-            if self.inner.hook.cancel_task(task).await == ChildCancel::Cancelled {
-                stopped.push(task.task_id);
-            }
-        }
+        let stopped = ask_to_cancel(&*self.inner.hook, &active).await;
         let (owner_key, id) = (owner.to_owned(), flow_id.to_owned());
         self.write(move |w| {
             let Some(mut row) = w.flow(Some(&owner_key), &id)? else {
