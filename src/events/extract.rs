@@ -38,6 +38,19 @@ fn path_text(body: &Value, path: &str) -> Option<String> {
     lookup(body, path).and_then(scalar_text)
 }
 
+/// What a route's own `header` then `payloadPath` name, before any of the usual places.
+fn configured(
+    header: &Option<HeaderName>,
+    payload_path: Option<&str>,
+    headers: &HeaderMap,
+    body: &Value,
+) -> Option<String> {
+    header
+        .as_ref()
+        .and_then(|name| header_text(headers, name.as_str()))
+        .or_else(|| payload_path.and_then(|path| path_text(body, path)))
+}
+
 /// Where a route reads the event type: `event: { header?, payloadPath? }`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventTypeSource {
@@ -51,14 +64,7 @@ impl EventTypeSource {
     /// The event type: `header` → `payloadPath` → [`EVENT_TYPE_HEADERS`] → [`EVENT_TYPE_PATHS`].
     /// Strings are trimmed (empty is none); numbers and booleans count as text.
     pub fn event_type(&self, headers: &HeaderMap, body: &Value) -> Option<String> {
-        self.header
-            .as_ref()
-            .and_then(|name| header_text(headers, name.as_str()))
-            .or_else(|| {
-                self.payload_path
-                    .as_deref()
-                    .and_then(|path| path_text(body, path))
-            })
+        configured(&self.header, self.payload_path.as_deref(), headers, body)
             .or_else(|| {
                 EVENT_TYPE_HEADERS
                     .iter()
@@ -152,14 +158,7 @@ impl Idempotency {
         body: &Value,
         message_id: Option<&str>,
     ) -> Option<String> {
-        self.header
-            .as_ref()
-            .and_then(|name| header_text(headers, name.as_str()))
-            .or_else(|| {
-                self.payload_path
-                    .as_deref()
-                    .and_then(|path| path_text(body, path))
-            })
+        configured(&self.header, self.payload_path.as_deref(), headers, body)
             .or_else(|| {
                 message_id
                     .map(js_trim)
